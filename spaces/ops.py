@@ -1,0 +1,307 @@
+"""The op registry: stable op names mapped to albumentations transforms.
+
+This is the only module that builds albumentations transforms for policy ops. Every op takes a
+magnitude in [0, 1] (0 = identity where the op allows it, stronger as it rises) and converts it to
+albumentations units in one explicit ``magnitude -> transform`` factory, in the spirit of timm's
+auto_augment tables. Policies store ops by name, so names here are a stable public format.
+
+Conventions shared by all ops:
+
+* Signed ops apply a *fixed* strength ``s(m)`` with a random sign (AutoAugment semantics): they
+  are built as ``A.OneOf([op(+s), op(-s)], p=1)`` and the op probability sits on the outer
+  ``OneOf``.
+* Geometric ops (``A.Affine``) fill uncovered pixels with 0 (``cv2.BORDER_CONSTANT``), as
+  torchvision's AutoAugment does.
+* Where the albumentations transform is not an exact identity at magnitude 0 (or rejects the
+  value, e.g. ``Posterize(num_bits=8)``), the factory returns ``A.NoOp`` at that magnitude.
+* Photometric strengths follow the PIL ``ImageEnhance`` factors AutoAugment uses (1 ± 0.9), via
+  ``A.ColorJitter``, whose brightness/contrast/saturation are the torchvision (= PIL) formulas.
+  ``A.RandomBrightnessContrast`` is not used: its "contrast" is a gain about 0, not about the mean.
+* Every op works on uint8 images of shape (H, W, 3) and (H, W, 1). ``Color`` (saturation) is an
+  identity on 1-channel images.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+
+from spaces.errors import SpaceError
+
+if TYPE_CHECKING:
+    import albumentations as A
+else:
+
+    class _LazyAlbumentations:
+        """albumentations, imported on first use: its import pulls in torch (~2 s), which a
+        dry run or a space validation never needs."""
+
+        def __getattr__(self, name: str) -> Any:
+            import albumentations
+
+            return getattr(albumentations, name)
+
+    A = _LazyAlbumentations()
+
+__all__ = ["OPS", "OpDef", "build_op", "get_op", "op_names"]
+
+# AutoAugment's maxima, in albumentations units.
+_MAX_SHEAR_DEG = math.degrees(math.atan(0.3))  # shear factor 0.3 ~= 16.7 degrees
+_MAX_TRANSLATE = 0.33  # fraction of the image side
+_MAX_ROTATE_DEG = 30.0
+_MAX_ENHANCE = 0.9  # PIL ImageEnhance factor 1 +/- 0.9
+_PIL_SMOOTH_WEIGHT = 13.0  # PIL's SMOOTH kernel sum: Sharpness(f) == I + (f - 1) / 13 * Laplacian
+_MIN_POSTERIZE_BITS = 4
+_MAX_CUTOUT = 0.5  # hole side as a fraction of the image side
+_MAX_NOISE_STD = 0.2  # fraction of 255
+_MAX_BLUR_SIGMA = 2.0
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One registered op: its stable name, its flags and its magnitude -> transform factory.
+
+    ``factory`` maps a magnitude in [0, 1] to a fresh transform with p=1; callers use
+    :meth:`build`, which validates its arguments and sets the probability.
+    """
+
+    name: str
+    has_magnitude: bool
+    identity_at_zero: bool
+    signed: bool
+    doc: str
+    factory: Callable[[float], A.BasicTransform] = field(repr=False, compare=False)
+    grayscale_ok: bool = True
+
+    def build(self, magnitude: float, p: float) -> A.BasicTransform:
+        """Return a new transform applying this op at ``magnitude`` with probability ``p``.
+
+        Raises SpaceError when either value is not a number in [0, 1]. A new instance is built on
+        every call, because seeded Composes that share transform instances interfere.
+        """
+        m = _unit_interval("magnitude", magnitude, self.name)
+        prob = _unit_interval("p", p, self.name)
+        transform = self.factory(m)
+        transform.p = prob
+        return transform
+
+
+def _unit_interval(what: str, value: object, op: str) -> float:
+    """Check ``0 <= value <= 1`` (rejecting NaN, bools and non-numbers) and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpaceError(f"{what} must be a number in [0, 1], but got {what}={value!r} (op {op})")
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise SpaceError(f"`0 <= {what} <= 1` must hold, but got {what}={value} (op {op})")
+    return float(value)
+
+
+def _signed(make: Callable[[float], A.BasicTransform], strength: float) -> A.BasicTransform:
+    """Apply ``make(+strength)`` or ``make(-strength)`` with equal chance (AutoAugment sign)."""
+    return A.OneOf([make(strength), make(-strength)], p=1.0)
+
+
+def _affine(**kwargs: object) -> A.BasicTransform:
+    """An ``A.Affine`` with a fixed geometry, constant-0 borders and p=1."""
+    return A.Affine(border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0, **kwargs)
+
+
+def _jitter(
+    brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0
+) -> A.BasicTransform:
+    """A ``ColorJitter`` with fixed factors; the defaults are neutral (exact identity), hue off."""
+    return A.ColorJitter(
+        brightness=(brightness, brightness),
+        contrast=(contrast, contrast),
+        saturation=(saturation, saturation),
+        hue=(0.0, 0.0),
+        p=1.0,
+    )
+
+
+def _identity(_m: float) -> A.BasicTransform:
+    return A.NoOp(p=1.0)
+
+
+def _shear_x(m: float) -> A.BasicTransform:
+    return _signed(lambda s: _affine(shear={"x": (s, s), "y": (0.0, 0.0)}), _MAX_SHEAR_DEG * m)
+
+
+def _shear_y(m: float) -> A.BasicTransform:
+    return _signed(lambda s: _affine(shear={"x": (0.0, 0.0), "y": (s, s)}), _MAX_SHEAR_DEG * m)
+
+
+def _translate_x(m: float) -> A.BasicTransform:
+    return _signed(
+        lambda t: _affine(translate_percent={"x": (t, t), "y": (0.0, 0.0)}), _MAX_TRANSLATE * m
+    )
+
+
+def _translate_y(m: float) -> A.BasicTransform:
+    return _signed(
+        lambda t: _affine(translate_percent={"x": (0.0, 0.0), "y": (t, t)}), _MAX_TRANSLATE * m
+    )
+
+
+def _rotate(m: float) -> A.BasicTransform:
+    return _signed(lambda d: _affine(rotate=(d, d)), _MAX_ROTATE_DEG * m)
+
+
+def _brightness(m: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(brightness=1.0 + s), _MAX_ENHANCE * m)
+
+
+def _color(m: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(saturation=1.0 + s), _MAX_ENHANCE * m)
+
+
+def _contrast(m: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(contrast=1.0 + s), _MAX_ENHANCE * m)
+
+
+def _sharpness(m: float) -> A.BasicTransform:
+    # Sharpen's kernel is I + alpha * Laplacian at lightness 1, which is PIL's Sharpness with
+    # factor 1 + 13 * alpha. It cannot blur (alpha >= 0), so the op is unsigned.
+    alpha = _MAX_ENHANCE * m / _PIL_SMOOTH_WEIGHT
+    return A.Sharpen(alpha=(alpha, alpha), lightness=(1.0, 1.0), method="kernel", p=1.0)
+
+
+def _posterize(m: float) -> A.BasicTransform:
+    bits = 8 - round((8 - _MIN_POSTERIZE_BITS) * m)
+    if bits >= 8:  # albumentations rejects num_bits=8, which would keep every bit anyway
+        return A.NoOp(p=1.0)
+    return A.Posterize(num_bits=bits, p=1.0)
+
+
+def _solarize(m: float) -> A.BasicTransform:
+    if m == 0.0:  # threshold 1.0 would still invert pixels equal to 255
+        return A.NoOp(p=1.0)
+    threshold = 1.0 - m
+    return A.Solarize(threshold_range=(threshold, threshold), p=1.0)
+
+
+def _auto_contrast(_m: float) -> A.BasicTransform:
+    return A.AutoContrast(cutoff=0, method="cdf", p=1.0)
+
+
+def _equalize(_m: float) -> A.BasicTransform:
+    return A.Equalize(mode="cv", by_channels=True, p=1.0)
+
+
+def _invert(_m: float) -> A.BasicTransform:
+    return A.InvertImg(p=1.0)
+
+
+def _cutout(m: float) -> A.BasicTransform:
+    if m == 0.0:
+        return A.NoOp(p=1.0)
+    side = _MAX_CUTOUT * m
+    return A.CoarseDropout(
+        num_holes_range=(1, 1),
+        hole_height_range=(side, side),
+        hole_width_range=(side, side),
+        fill=0,
+        p=1.0,
+    )
+
+
+def _horizontal_flip(_m: float) -> A.BasicTransform:
+    return A.HorizontalFlip(p=1.0)
+
+
+def _vertical_flip(_m: float) -> A.BasicTransform:
+    return A.VerticalFlip(p=1.0)
+
+
+def _gaussian_noise(m: float) -> A.BasicTransform:
+    if m == 0.0:
+        return A.NoOp(p=1.0)
+    std = _MAX_NOISE_STD * m
+    return A.GaussNoise(std_range=(std, std), mean_range=(0.0, 0.0), per_channel=True, p=1.0)
+
+
+def _gaussian_blur(m: float) -> A.BasicTransform:
+    if m == 0.0:
+        return A.NoOp(p=1.0)
+    sigma = _MAX_BLUR_SIGMA * m
+    return A.GaussianBlur(blur_limit=0, sigma_limit=(sigma, sigma), p=1.0)
+
+
+def _op(
+    name: str,
+    factory: Callable[[float], A.BasicTransform],
+    doc: str,
+    *,
+    has_magnitude: bool = True,
+    identity_at_zero: bool = True,
+    signed: bool = False,
+) -> OpDef:
+    return OpDef(
+        name=name,
+        has_magnitude=has_magnitude,
+        identity_at_zero=identity_at_zero,
+        signed=signed,
+        doc=doc,
+        factory=factory,
+    )
+
+
+_NO_MAG = {"has_magnitude": False, "identity_at_zero": False}
+
+_SHEAR_DOC = f"±{_MAX_SHEAR_DEG:.1f} degrees (Affine shear; AutoAugment shear factor 0.3)"
+_TABLE = [
+    _op("Identity", _identity, "no change (NoOp)", has_magnitude=False),
+    _op("ShearX", _shear_x, f"x-shear {_SHEAR_DOC}", signed=True),
+    _op("ShearY", _shear_y, f"y-shear {_SHEAR_DOC}", signed=True),
+    _op("TranslateX", _translate_x, "±0.33 of the width (Affine translate_percent)", signed=True),
+    _op("TranslateY", _translate_y, "±0.33 of the height (Affine translate_percent)", signed=True),
+    _op("Rotate", _rotate, "±30 degrees (Affine rotate)", signed=True),
+    _op("Brightness", _brightness, "ColorJitter brightness factor 1±0.9", signed=True),
+    _op("Color", _color, "ColorJitter saturation factor 1±0.9 (no-op on 1 channel)", signed=True),
+    _op("Contrast", _contrast, "ColorJitter contrast factor 1±0.9", signed=True),
+    _op("Sharpness", _sharpness, "Sharpen alpha 0.9/13≈0.069, lightness 1 (PIL Sharpness 1.9)"),
+    _op("Posterize", _posterize, "Posterize num_bits 4 (8 - round(4m) bits; NoOp at 8 bits)"),
+    _op("Solarize", _solarize, "Solarize threshold_range (0, 0): all inverted (threshold 1 - m)"),
+    _op("AutoContrast", _auto_contrast, "AutoContrast cutoff 0 (no magnitude)", **_NO_MAG),
+    _op("Equalize", _equalize, "Equalize mode cv, per channel (no magnitude)", **_NO_MAG),
+    _op("Invert", _invert, "InvertImg (no magnitude)", **_NO_MAG),
+    _op("Cutout", _cutout, "CoarseDropout 1 hole of 0.5 H x 0.5 W, fill 0"),
+    _op("HorizontalFlip", _horizontal_flip, "HorizontalFlip (no magnitude)", **_NO_MAG),
+    _op("VerticalFlip", _vertical_flip, "VerticalFlip (no magnitude)", **_NO_MAG),
+    _op("GaussianNoise", _gaussian_noise, "GaussNoise std_range (0.2, 0.2) of 255, mean 0"),
+    _op("GaussianBlur", _gaussian_blur, "GaussianBlur sigma 2.0, kernel size from sigma"),
+]
+
+OPS: Mapping[str, OpDef] = types.MappingProxyType({op.name: op for op in _TABLE})
+"""Read-only registry of every op, in a stable order."""
+
+
+def op_names() -> list[str]:
+    """Names of all registered ops, in registry order."""
+    return list(OPS)
+
+
+def get_op(name: str) -> OpDef:
+    """Return the op called ``name``; an unknown name raises SpaceError listing the known ops."""
+    op = OPS.get(name) if isinstance(name, str) else None
+    if op is not None:
+        return op
+    known = sorted(OPS)
+    message = f"unknown op {name!r}; known ops: {', '.join(known)}"
+    if isinstance(name, str):
+        by_lower = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {by_lower[close[0]]!r}?"
+    raise SpaceError(message)
+
+
+def build_op(name: str, magnitude: float, p: float) -> A.BasicTransform:
+    """Build a new transform for op ``name`` at ``magnitude`` with probability ``p``."""
+    return get_op(name).build(magnitude, p)

@@ -1,0 +1,228 @@
+"""Policies as data: sub-policies of (op name, magnitude, probability) plus batch ops.
+
+A policy is stored by op *name*, never by index, in a versioned format (JSON or YAML). The same
+`build_pipeline` builds the albumentations pipeline the children train with and the one exported
+for users, so what was searched is exactly what is shipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from spaces.errors import SpaceError
+from spaces.ops import build_op, get_op
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+    from spaces.schema import BaseAug
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op of a sub-policy: applied with `probability` at strength `magnitude` in [0, 1]."""
+
+    name: str
+    magnitude: float = 0.0
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class SubPolicy:
+    """Ops applied in sequence; a policy picks one sub-policy per image uniformly."""
+
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class BatchOps:
+    """Batch-level ops applied to training batches (0 = off)."""
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    sample_pairing: float = 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An augmentation policy: sub-policies, batch ops and where it came from."""
+
+    sub_policies: tuple[SubPolicy, ...] = ()
+    batch: BatchOps = BatchOps()
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    version: int = FORMAT_VERSION
+
+    def describe(self) -> str:
+        """One readable line per sub-policy, e.g. `Rotate(m=0.40,p=0.70) -> Invert(p=0.20)`."""
+        lines = [" -> ".join(_op_text(op) for op in sub.ops) for sub in self.sub_policies]
+        batch = {k: v for k, v in asdict(self.batch).items() if v}
+        if batch:
+            lines.append("batch: " + ", ".join(f"{k}={v:.2f}" for k, v in batch.items()))
+        return "\n".join(lines) or "identity"
+
+
+def _op_text(op: Op) -> str:
+    if get_op(op.name).has_magnitude:
+        return f"{op.name}(m={op.magnitude:.2f},p={op.probability:.2f})"
+    return f"{op.name}(p={op.probability:.2f})"
+
+
+def identity_policy() -> Policy:
+    """The policy that adds nothing to the base augmentation."""
+    return Policy()
+
+
+# ---------------------------------------------------------------- dict / JSON / YAML round trip
+
+
+def policy_to_dict(policy: Policy) -> dict[str, Any]:
+    """The versioned, name-keyed dict form of a policy."""
+    return {
+        "format": "augsearch-policy",
+        "version": policy.version,
+        "sub_policies": [
+            [{"op": o.name, "magnitude": o.magnitude, "probability": o.probability} for o in s.ops]
+            for s in policy.sub_policies
+        ],
+        "batch": asdict(policy.batch),
+        "provenance": dict(policy.provenance),
+    }
+
+
+def policy_from_dict(data: Any, source: str = "policy") -> Policy:
+    """Parse and validate the dict form; errors name `source` and the key path."""
+    if not isinstance(data, dict) or data.get("format") != "augsearch-policy":
+        raise SpaceError(f"{source}: not an augsearch policy (expected 'format: augsearch-policy')")
+    version = data.get("version")
+    if version != FORMAT_VERSION:
+        raise SpaceError(f"{source}: policy format version {version!r} is not supported; "
+                         f"this augsearch reads version {FORMAT_VERSION}")
+    subs = []
+    for i, raw_sub in enumerate(_list(data.get("sub_policies", []), f"{source}: sub_policies")):
+        where = f"{source}: sub_policies[{i}]"
+        subs.append(SubPolicy(tuple(
+            _parse_op(raw, f"{where}[{j}]") for j, raw in enumerate(_list(raw_sub, where))
+        )))
+    batch = _parse_batch(data.get("batch") or {}, f"{source}: batch")
+    return Policy(tuple(subs), batch, dict(data.get("provenance") or {}), version)
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise SpaceError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _parse_op(raw: Any, where: str) -> Op:
+    if not isinstance(raw, dict) or "op" not in raw:
+        raise SpaceError(f"{where}: expected a mapping with keys op, magnitude, probability")
+    unknown = set(raw) - {"op", "magnitude", "probability"}
+    if unknown:
+        raise SpaceError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: op, magnitude, "
+                         f"probability")
+    try:
+        op = Op(get_op(str(raw["op"])).name, float(raw.get("magnitude", 0.0)),
+                float(raw.get("probability", 1.0)))
+        get_op(op.name).build(op.magnitude, op.probability)
+    except SpaceError as err:
+        raise SpaceError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise SpaceError(f"{where}: {err}") from None
+    return op
+
+
+def _parse_batch(raw: Any, where: str) -> BatchOps:
+    if not isinstance(raw, dict) or set(raw) - {"mixup_alpha", "cutmix_alpha", "sample_pairing"}:
+        raise SpaceError(f"{where}: expected keys mixup_alpha, cutmix_alpha, sample_pairing")
+    batch = BatchOps(**{k: float(v) for k, v in raw.items()})
+    if min(asdict(batch).values()) < 0 or batch.sample_pairing > 1:
+        raise SpaceError(f"{where}: batch values must be >= 0 and sample_pairing <= 1, "
+                         f"got {asdict(batch)}")
+    return batch
+
+
+def save_policy(policy: Policy, path: str | Path) -> Path:
+    """Write augsearch's own format; `.json` gives JSON, anything else YAML."""
+    path = Path(path)
+    data = policy_to_dict(policy)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy written by `save_policy` (JSON or YAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except OSError as err:
+        raise SpaceError(f"{path}: cannot read the policy file ({err.strerror})") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise SpaceError(f"{path}: not valid JSON/YAML: {str(err).splitlines()[0]}") from None
+    return policy_from_dict(data, str(path))
+
+
+def flat_params(policy: Policy) -> dict[str, Any]:
+    """Flat key → value view for trackers: `sp0.op1.name`, `sp0.op1.magnitude`, ..."""
+    out: dict[str, Any] = {}
+    for i, sub in enumerate(policy.sub_policies):
+        for j, op in enumerate(sub.ops):
+            out[f"sp{i}.op{j}.name"] = op.name
+            out[f"sp{i}.op{j}.magnitude"] = round(op.magnitude, 4)
+            out[f"sp{i}.op{j}.probability"] = round(op.probability, 4)
+    out.update({f"batch.{k}": round(v, 4) for k, v in asdict(policy.batch).items()})
+    return out
+
+
+# ---------------------------------------------------------------- albumentations pipeline
+
+
+def build_pipeline(
+    policy: Policy, base: BaseAug | None, image_size: int, seed: int | None = None
+) -> A.Compose:
+    """The albumentations pipeline for training and export: base crop/flip, then the policy.
+
+    Each image passes through one sub-policy picked uniformly (`OneOf` over `Sequential`).
+    """
+    import albumentations as A
+
+    steps: list[Any] = []
+    if base is not None and base.crop and base.crop_padding > 0:
+        size = image_size + 2 * base.crop_padding
+        steps.append(A.PadIfNeeded(min_height=size, min_width=size, border_mode=0, fill=0, p=1.0))
+        steps.append(A.RandomCrop(height=image_size, width=image_size, p=1.0))
+    if base is not None and base.flip:
+        steps.append(A.HorizontalFlip(p=0.5))
+    subs = [
+        A.Sequential([build_op(o.name, o.magnitude, o.probability) for o in s.ops], p=1.0)
+        for s in policy.sub_policies if s.ops
+    ]
+    if subs:
+        steps.append(A.OneOf(subs, p=1.0))
+    return A.Compose(steps, p=1.0, seed=seed, strict=True)
+
+
+def export_albumentations(
+    policy: Policy, base: BaseAug | None, image_size: int, path: str | Path
+) -> Path:
+    """Save the pipeline with `albumentations.save`; plain `albumentations.load` reads it back.
+
+    Batch ops (mixup, cutmix, sample pairing) act on batches, not images, and cannot be
+    expressed in albumentations; they are kept in augsearch's own policy file.
+    """
+    import albumentations as A
+
+    path = Path(path)
+    fmt = "json" if path.suffix == ".json" else "yaml"
+    A.save(build_pipeline(policy, base, image_size), str(path), data_format=fmt)
+    return path

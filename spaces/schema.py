@@ -1,0 +1,293 @@
+"""The declarative search space: pydantic models of a space YAML file and its loader.
+
+A space says what is searched (which ops, how many sub-policies, batch ops), on what data and
+child model the policies are judged, how the reward is computed, and the search's defaults.
+Unknown keys are refused and every error names the file, the key path and the fix.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spaces.errors import SpaceError
+
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "npz", "folder")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_range(low: float, high: float, what: str, lo: float = 0.0, hi: float = 1.0) -> None:
+    if not lo <= low <= high <= hi:
+        raise ValueError(
+            f"`{lo:g} <= low <= high <= {hi:g}` must hold for {what}, but got low={low:g}, "
+            f"high={high:g}"
+        )
+
+
+class DatasetSpec(_Strict):
+    """Which data the children train on and how it is split for the search."""
+
+    name: Literal["digits", "cifar10", "cifar100", "svhn", "npz", "folder"]
+    path: str | None = Field(None, description="file or folder for npz/folder datasets")
+    train_size: int = Field(gt=0, description="images in the search's training subset")
+    val_pool_size: int = Field(gt=0, description="pool each trial draws its validation sample from")
+    audit_size: int = Field(ge=0, description="held-out images the reward never sees")
+    image_size: int = Field(ge=8, le=512)
+    channels: Literal[1, 3]
+    num_classes: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _path_for_user_data(self) -> DatasetSpec:
+        if self.name in ("npz", "folder") and not self.path:
+            raise ValueError(f"dataset '{self.name}' needs a 'path' (or pass --data PATH)")
+        return self
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+    nesterov: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class BaseAug(_Strict):
+    """Augmentation every policy is added to (the standard CIFAR crop and flip)."""
+
+    crop: bool = True
+    crop_padding: int = Field(4, ge=0, le=64)
+    flip: bool = True
+
+
+class ChildSpec(_Strict):
+    """The child model whose validation accuracy is a policy's reward."""
+
+    model: str = "basiccnn"
+    width: int = Field(32, ge=4, le=1024, description="channel width of the child model")
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=8192)
+    optimizer: OptimizerSpec = OptimizerSpec()
+    schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
+    base_augmentation: BaseAug = BaseAug()
+
+
+class OpChoice(_Strict):
+    """An op that may appear in a policy, with optional magnitude bounds."""
+
+    name: str
+    magnitude: tuple[float, float] = (0.0, 1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_op(cls, name: str) -> str:
+        from spaces.ops import get_op
+
+        return get_op(name).name
+
+    @field_validator("magnitude")
+    @classmethod
+    def _magnitude_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        _check_range(value[0], value[1], "magnitude")
+        return value
+
+
+class BatchOpsSpec(_Strict):
+    """Batch-level ops; each is a searched range [low, high] or null (off)."""
+
+    mixup_alpha: tuple[float, float] | None = None
+    cutmix_alpha: tuple[float, float] | None = None
+    sample_pairing: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> BatchOpsSpec:
+        for name, hi in (("mixup_alpha", 10.0), ("cutmix_alpha", 10.0), ("sample_pairing", 1.0)):
+            value = getattr(self, name)
+            if value is not None:
+                _check_range(value[0], value[1], name, hi=hi)
+        return self
+
+
+def _op_choice(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class PolicySpec(_Strict):
+    """The shape of a policy and what it may contain."""
+
+    sub_policies: int = Field(5, ge=1, le=64)
+    ops_per_sub_policy: int = Field(2, ge=1, le=8)
+    search_probability: bool = True
+    probability: tuple[float, float] = (0.0, 1.0)
+    ops: list[Annotated[OpChoice, Field()]]
+    batch_ops: BatchOpsSpec = BatchOpsSpec()
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return [_op_choice(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("ops")
+    @classmethod
+    def _distinct(cls, ops: list[OpChoice]) -> list[OpChoice]:
+        if not ops:
+            raise ValueError("at least one op must be listed")
+        seen: set[str] = set()
+        for op in ops:
+            if op.name in seen:
+                raise ValueError(f"op '{op.name}' is listed twice; list each op once")
+            seen.add(op.name)
+        return ops
+
+    @field_validator("probability")
+    @classmethod
+    def _probability_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        _check_range(value[0], value[1], "probability")
+        return value
+
+
+class RewardSpec(_Strict):
+    """How a child's training becomes a policy's reward."""
+
+    metric: Literal["val_accuracy"] = "val_accuracy"
+    last_epochs: int = Field(3, ge=1)
+    val_sample_size: int = Field(gt=0, description="fresh validation sample per trial")
+    max_train_val_gap: float | None = Field(None, gt=0, le=1)
+
+
+class SearchDefaults(_Strict):
+    """Search settings; every one can be overridden on the command line."""
+
+    trials: int = Field(32, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class Space(_Strict):
+    """A validated search space."""
+
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    child: ChildSpec
+    policy: PolicySpec
+    reward: RewardSpec
+    search: SearchDefaults = SearchDefaults()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Space:
+        if self.reward.val_sample_size > self.dataset.val_pool_size:
+            raise ValueError(
+                f"`reward.val_sample_size <= dataset.val_pool_size` must hold, but got "
+                f"val_sample_size={self.reward.val_sample_size}, "
+                f"val_pool_size={self.dataset.val_pool_size}"
+            )
+        if self.reward.last_epochs > self.child.epochs:
+            raise ValueError(
+                f"`reward.last_epochs <= child.epochs` must hold, but got "
+                f"last_epochs={self.reward.last_epochs}, epochs={self.child.epochs}"
+            )
+        return self
+
+    def replace(self, **changes: Any) -> Space:
+        """A copy with top-level sections or nested keys ("child.epochs") changed, re-validated."""
+        data = self.model_dump()
+        for key, value in changes.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                node = node[parent]
+            node[leaf] = value
+        return _validate(data, f"space {self.name}")
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the spaces shipped with augsearch."""
+    folder = resources.files("spaces")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    """Load a built-in space by name or a user's space file by path, validated."""
+    path = _resolve(str(name_or_path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpaceError(f"{path}: cannot read the space file ({err.strerror})") from None
+    return parse_space(text, str(path))
+
+
+def parse_space(text: str, source: str) -> Space:
+    """Validate YAML text as a space; `source` names it in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpaceError(f"{source}: {where}YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: a space must be a YAML mapping with keys name, dataset, "
+                         f"child, policy, reward (got {type(data).__name__})")
+    return _validate(data, source)
+
+
+def _resolve(name: str) -> Path:
+    if name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists():
+        path = Path(name)
+        if not path.exists():
+            raise SpaceError(f"{name}: no such space file; give an existing path or one of the "
+                             f"built-in spaces: {', '.join(builtin_spaces())}")
+        return path
+    if name not in builtin_spaces():
+        raise SpaceError(f"unknown space '{name}'; built-in spaces: "
+                         f"{', '.join(builtin_spaces())} (or give a path to a .yaml file)")
+    return Path(str(resources.files("spaces") / f"{name}.yaml"))
+
+
+def _validate(data: dict[str, Any], source: str) -> Space:
+    try:
+        return Space.model_validate(data)
+    except SpaceError as err:  # raised by the op registry inside a validator
+        raise SpaceError(f"{source}: {err}") from None
+    except ValidationError as err:
+        raise SpaceError(f"{source}: {_first_error(err)}") from None
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = _key_path(first["loc"])
+    kind, msg = first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return f"{path}: required key is missing; add it"
+    msg = msg.removeprefix("Value error, ")
+    extra = f" (and {err.error_count() - 1} more errors)" if err.error_count() > 1 else ""
+    given = first.get("input")
+    shown = f" (got {given!r})" if kind not in ("value_error",) and _short(given) else ""
+    return f"{path}: {msg}{shown}{extra}"
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None))) and len(repr(value)) < 60
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_check_range(), tuple[float, float]]",):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
