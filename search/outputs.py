@@ -1,0 +1,110 @@
+"""What a search leaves in its output directory: best policy (two formats), leaderboard, schedule."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from search.compile import decode
+from search.trial import policy_config
+from spaces.policy import Policy, export_albumentations, save_policy
+from spaces.schema import Space
+
+LEADERBOARD_FIELDS = ["rank", "trial_id", "status", "reward", "val_accuracy", "audit_accuracy",
+                      "train_accuracy", "train_val_gap", "epochs", "seconds", "node_id",
+                      "policy", "error"]
+
+
+@dataclass
+class SearchResult:
+    """The outcome of a search: the best policy, the leaderboard and the files written."""
+
+    best_policy: Policy | None
+    best_reward: float
+    best_trial: str
+    leaderboard: list[dict[str, Any]]
+    output_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    schedule: dict[str, Any] | None = None
+
+    def summary(self) -> str:
+        done = sum(1 for r in self.leaderboard if r["status"] == "ok")
+        lines = [f"{len(self.leaderboard)} trials ({done} ok, {len(self.leaderboard) - done} "
+                 f"failed); outputs in {self.output_dir}"]
+        if self.best_policy is None:
+            lines.append("no trial produced a reward: see leaderboard.csv for the errors")
+            return "\n".join(lines)
+        lines.append(f"best reward {self.best_reward:.4f} (trial {self.best_trial}):")
+        lines.extend("  " + ln for ln in self.best_policy.describe().splitlines())
+        lines.extend(f"  {name}: {path}" for name, path in self.files.items())
+        return "\n".join(lines)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
+    """One row per trial, best reward first (failed trials last)."""
+    rows = []
+    for o in outcomes:
+        r = o.result
+        reward = _num(r.get("reward"))
+        status = o.status if o.status != "ok" or math.isfinite(reward) else "failed"
+        try:
+            policy = decode(space, policy_config(o.config)).describe().replace("\n", " | ")
+        except (KeyError, ValueError):
+            policy = ""
+        rows.append({
+            "trial_id": o.trial_id, "status": status, "reward": reward,
+            "val_accuracy": _num(r.get("val_accuracy")),
+            "audit_accuracy": _num(r.get("audit_accuracy")),
+            "train_accuracy": _num(r.get("train_accuracy")),
+            "train_val_gap": _num(r.get("train_val_gap")), "epochs": r.get("epoch", 0),
+            "seconds": round(_num(r.get("time_total_s")), 2), "node_id": r.get("node_id", ""),
+            "policy": policy, "error": o.error, "config": policy_config(o.config),
+            "schedule": r.get("schedule"),
+        })
+    rows.sort(key=lambda row: (not math.isfinite(row["reward"]),
+                               -row["reward"] if math.isfinite(row["reward"]) else 0))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
+
+
+def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]],
+                  output: Path) -> SearchResult:
+    """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt)."""
+    output.mkdir(parents=True, exist_ok=True)
+    files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
+    best = next((r for r in rows if math.isfinite(r["reward"])), None)
+    if best is None:
+        return SearchResult(None, float("nan"), "", rows, output, files)
+    provenance = {"space": space.name, "searcher": searcher, "reward": round(best["reward"], 6),
+                  "audit_accuracy": round(best["audit_accuracy"], 6), "trial": best["trial_id"]}
+    policy = replace(decode(space, best["config"]), provenance=provenance)
+    base, size = space.child.base_augmentation, space.dataset.image_size
+    files["best_policy.json"] = export_albumentations(policy, base, size,
+                                                      output / "best_policy.json")
+    files["best_policy.yaml"] = save_policy(policy, output / "best_policy.yaml")
+    schedule = json.loads(best["schedule"]) if best.get("schedule") else None
+    if schedule is not None:
+        schedule["provenance"] = provenance
+        path = output / "schedule.json"
+        path.write_text(json.dumps(schedule, indent=2) + "\n", encoding="utf-8")
+        files["schedule.json"] = path
+    return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule)
+
+
+def _write_leaderboard(rows: list[dict[str, Any]], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=LEADERBOARD_FIELDS + ["config"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
+    return path

@@ -1,0 +1,107 @@
+"""One search run end to end: data, Ray, tracking, Tune, outputs.
+
+Order matters for users: everything that can fail on bad input (space, data, tracking server,
+resources) fails before any child trains, and whatever finished is written out even when the
+search is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.errors import SearchError
+from search.events import Progress
+from search.outputs import SearchResult, leaderboard_rows, write_outputs
+from search.strategies import Strategy
+from search.trial import CRASH_ONCE_KEY, TrialContext
+from spaces.schema import Space, parse_space
+
+SPACE_FILE = "space.yaml"
+RUN_FILE = "run.json"
+
+
+class SearchSession:
+    """A prepared search; `run()` executes it and writes the outputs."""
+
+    def __init__(self, space: Space, strategy: Strategy, opts: Any, output: Path) -> None:
+        self.strategy = strategy
+        self.opts = opts
+        self.output = output
+        self.space = self._resumed_space(space) if opts.resume else space
+
+    # ------------------------------------------------------------ set-up
+
+    def _resumed_space(self, space: Space) -> Space:
+        path = self.output / SPACE_FILE
+        if not path.exists():
+            raise SearchError(f"nothing to resume in {self.output}: no {SPACE_FILE} there; "
+                              f"drop --resume to start a new search")
+        return parse_space(path.read_text(encoding="utf-8"), str(path))
+
+    def _save_space(self) -> None:
+        self.output.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.space.model_dump(mode="json"), sort_keys=False)
+        (self.output / SPACE_FILE).write_text(text, encoding="utf-8")
+        run = {"searcher": self.strategy.name, "seed": self.opts.seed}
+        (self.output / RUN_FILE).write_text(json.dumps(run, indent=2), encoding="utf-8")
+
+    def _plan(self, splits: Any) -> Any:
+        from search.tune_adapter import Resources, TunePlan
+
+        s = self.space.search
+        extra = {CRASH_ONCE_KEY: self.opts.crash_once} if self.opts.crash_once else {}
+        return TunePlan(
+            ctx=TrialContext(self.space, self.opts.seed, threads=max(1, int(s.cpus_per_trial)),
+                             record_schedule=self.strategy.population_based),
+            splits=splits, strategy=self.strategy,
+            resources=Resources(s.cpus_per_trial, s.gpus_per_trial), trials=s.trials,
+            concurrency=s.concurrency, storage=self.output / "ray", seed=self.opts.seed,
+            early_stop=bool(self.opts.early_stop), max_failures=self.opts.max_failures,
+            extra_config=extra)
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> SearchResult:
+        from search.api import load_splits
+
+        tracker = self._tracker()
+        splits = load_splits(self.space, self.opts)
+        if not self.opts.resume:
+            self._save_space()
+        from search import tune_adapter
+
+        started = tune_adapter.connect(self.opts.address)
+        try:
+            tune_adapter.check_resources(tune_adapter.Resources(
+                self.space.search.cpus_per_trial, self.space.search.gpus_per_trial))
+            plan = self._plan(splits)
+            print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
+                  f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
+                  f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
+            listeners: list[Any] = [Progress(plan.trials)]
+            if tracker is not None:
+                tracker.start(self.space, self.strategy.name, self.opts, splits,
+                              resume=self.opts.resume)
+                listeners.append(tracker)
+            outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
+        finally:
+            if started:
+                tune_adapter.shutdown()
+        result = write_outputs(self.space, self.strategy.name,
+                               leaderboard_rows(self.space, outcomes), self.output)
+        if tracker is not None:
+            tracker.finish(result)
+        return result
+
+    def _tracker(self) -> Any:
+        """The MLflow tracker, connected and checked before any child trains (None if off)."""
+        try:
+            from search.tracking import Tracker
+        except ImportError:
+            return None
+        return Tracker.connect(self.opts.tracking_uri, self.opts.experiment, self.space,
+                               self.output)

@@ -1,0 +1,129 @@
+"""One trial, without Ray: decode the config, train the child, report each epoch.
+
+The Ray adapter wraps `run_trial` with Tune's report/checkpoint calls; keeping this part free of
+Ray lets it be tested and debugged by calling it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from search.compile import decode
+from spaces.policy import Policy, policy_to_dict
+from spaces.schema import Space
+
+# Keys in a trial config that are not search dimensions.
+SEED_KEY = "_seed"
+CRASH_ONCE_KEY = "_crash_once"  # test hook: path of a marker file; the worker dies once
+
+
+@dataclass
+class TrialContext:
+    """What a trial needs besides its config; built once in the driver, shared by all trials."""
+
+    space: Space
+    search_seed: int
+    threads: int | None = None
+    record_schedule: bool = False
+
+
+@dataclass
+class Checkpointed:
+    """What goes into a trial checkpoint: the child's state and, for PBT, its policy schedule."""
+
+    state: Any
+    schedule: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    history: list[Any] = field(default_factory=list)
+
+
+def trial_seed(ctx: TrialContext, trial_index: int) -> int:
+    """Each trial gets its own seed (and so its own fresh validation sample)."""
+    return ctx.search_seed * 100_003 + trial_index
+
+
+def policy_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The search dimensions of a config, without private keys."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
+                      ) -> Callable[[int], Policy]:
+    """Policy for an epoch from a schedule of (first epoch, config) entries."""
+    decoded = [(start, decode(space, cfg)) for start, cfg in schedule]
+
+    def at(epoch: int) -> Policy:
+        current = decoded[0][1]
+        for start, policy in decoded:
+            if start <= epoch:
+                current = policy
+        return current
+
+    return at
+
+
+def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
+                     epochs: int) -> dict[str, Any]:
+    """A replayable policy schedule: a policy per epoch range."""
+    entries = []
+    for k, (start, cfg) in enumerate(schedule):
+        end = schedule[k + 1][0] if k + 1 < len(schedule) else epochs
+        if end > start:
+            entries.append({"epochs": [start, end], "config": cfg,
+                            "policy": policy_to_dict(decode(space, cfg))})
+    return {"format": "augsearch-schedule", "version": 1, "epochs": epochs, "entries": entries}
+
+
+def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
+    """Fault-injection hook for tests: kill this worker process once, at epoch 1."""
+    marker = config.get(CRASH_ONCE_KEY)
+    if marker and epoch == 1 and not os.path.exists(marker):
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write(json.dumps(policy_config(config)))
+        os._exit(1)
+
+
+def run_trial(
+    config: dict[str, Any],
+    ctx: TrialContext,
+    splits: Any,
+    trial_index: int,
+    report: Callable[[dict[str, Any], Checkpointed], None],
+    restored: Checkpointed | None = None,
+) -> Any:
+    """Train one child under the config's policy, calling `report` after every epoch.
+
+    Every report carries the reward so far (the final reward at the last epoch), so schedulers
+    (ASHA, PBT) and searchers see one consistent metric. Returns the child's `Metrics`.
+    """
+    from children.train import compute_reward, train_child
+
+    space = ctx.space
+    cfg = policy_config(config)
+    schedule = list(restored.schedule) if restored else []
+    history = list(restored.history) if restored else []
+    start = restored.state.epoch if restored and restored.state is not None else 0
+    if ctx.record_schedule and (not schedule or schedule[-1][1] != cfg):
+        schedule.append((start, cfg))
+    seed = int(config.get(SEED_KEY, trial_seed(ctx, trial_index)))
+
+    def on_epoch(stats: Any, state: Any) -> None:
+        history.append(stats)
+        metrics = dict(asdict(stats))
+        metrics["epoch"] = stats.epoch + 1
+        metrics["reward"] = compute_reward(history, space.reward)
+        metrics["train_val_gap"] = stats.train_accuracy - stats.val_accuracy
+        if ctx.record_schedule:
+            metrics["schedule"] = json.dumps(schedule_to_json(space, schedule, space.child.epochs))
+        report(metrics, Checkpointed(state, schedule, list(history)))
+        maybe_crash_once(config, stats.epoch)
+
+    return train_child(
+        space.child, space.reward, decode(space, cfg), splits, seed=seed,
+        threads=ctx.threads, on_epoch=on_epoch,
+        state=restored.state if restored else None,
+        schedule=schedule_policies(space, schedule) if ctx.record_schedule else None,
+    )

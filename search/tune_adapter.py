@@ -1,0 +1,301 @@
+"""The Ray Tune adapter: the only module that imports `ray.tune`.
+
+Ray renamed its report/checkpoint API several times; keeping every call here means the next
+rename touches one file. Everything else in augsearch speaks in plain Python objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+
+from search.errors import SearchError
+from search.events import SearchListener
+from search.strategies import Strategy
+from search.trial import Checkpointed, TrialContext, run_trial
+
+METRIC, MODE = "reward", "max"
+EXPERIMENT = "tune"
+STATE_FILE = "trial_state.pkl"
+WORKER_ENV = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+
+
+@dataclass
+class Resources:
+    cpus: float
+    gpus: float
+
+
+@dataclass
+class TrialOutcome:
+    """A finished (or failed) trial as the driver saw it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    result: dict[str, Any]
+    status: str
+    error: str = ""
+
+
+@dataclass
+class TunePlan:
+    """Everything `run_search` needs; built by the API from the space, strategy and flags."""
+
+    ctx: TrialContext
+    splits: Any
+    strategy: Strategy
+    resources: Resources
+    trials: int
+    concurrency: int | None
+    storage: Path
+    seed: int
+    early_stop: bool = False
+    max_failures: int = 2
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    trainable: Callable[..., None] | None = None  # default: `trainable` below (tests swap it)
+
+
+# ---------------------------------------------------------------- Ray lifecycle and resources
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
+    """Attach to a running Ray (address) or start a local one. True if we started it."""
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": dict(WORKER_ENV)}
+    try:
+        if address:
+            ray.init(address=address, runtime_env=env, log_to_driver=False)
+            return False
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 runtime_env=env, log_to_driver=False)
+    except ConnectionError as err:
+        raise SearchError(f"cannot reach the Ray cluster at {address!r} ({err}); start it with "
+                          f"'ray start --head' or drop --address to run locally") from None
+    return True
+
+
+def shutdown() -> None:
+    ray.shutdown()
+
+
+def check_resources(res: Resources) -> None:
+    """Refuse requests Ray could never satisfy (Tune would otherwise wait forever)."""
+    total = ray.cluster_resources()
+    gpus = total.get("GPU", 0.0)
+    if res.gpus > 0 and gpus == 0:
+        raise SearchError(f"--gpus-per-trial {res.gpus:g} asks for GPUs but this Ray cluster has "
+                          f"none; use --gpus-per-trial 0 or connect to a GPU cluster with "
+                          f"--address")
+    if res.gpus > max(gpus, 0) and gpus > 0 and res.gpus > 1:
+        raise SearchError(f"--gpus-per-trial {res.gpus:g} exceeds what one trial can get "
+                          f"({gpus:g} GPUs in the cluster); use at most 1")
+    per_node = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    if res.cpus > max(per_node, default=0.0):
+        raise SearchError(f"--cpus-per-trial {res.cpus:g} exceeds the largest node's "
+                          f"{max(per_node, default=0.0):g} CPUs; lower --cpus-per-trial")
+
+
+def current_node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+# ---------------------------------------------------------------- the trainable
+
+
+def _trial_index(trial_id: str) -> int:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else abs(hash(trial_id)) % 100_000
+
+
+def load_checkpoint() -> Checkpointed | None:
+    """The trial's checkpoint after a retry, a restore or a PBT exploit (None on a fresh start)."""
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d, open(os.path.join(d, STATE_FILE), "rb") as f:
+        return pickle.load(f)
+
+
+def report_epoch(metrics: dict[str, Any], saved: Checkpointed) -> None:
+    """Report one epoch's metrics to Tune with a checkpoint of the trial's state."""
+    metrics = {**metrics, "node_id": current_node_id()}
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, STATE_FILE), "wb") as f:
+            pickle.dump(saved, f)
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
+    """The Tune function trainable: one child training, reporting every epoch."""
+    from children.train import DivergedError
+
+    trial_id = tune.get_context().get_trial_id()
+    try:
+        run_trial(config, ctx, splits, _trial_index(trial_id), report=report_epoch,
+                  restored=load_checkpoint())
+    except DivergedError as err:
+        # A diverging child is a failed trial, not a crash to retry: report it and go on.
+        tune.report({METRIC: float("nan"), "status": "diverged", "error": str(err),
+                     "node_id": current_node_id()})
+
+
+# ---------------------------------------------------------------- strategies -> Tune objects
+
+
+def _sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=8)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _search_alg(plan: TunePlan) -> Any:
+    if plan.strategy.sampler is None:
+        return None
+    import warnings
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.compile import define_by_run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return OptunaSearch(define_by_run(plan.ctx.space), metric=METRIC, mode=MODE,
+                        sampler=_sampler(plan.strategy.sampler, plan.seed))
+
+
+def _scheduler(plan: TunePlan) -> Any:
+    epochs = plan.ctx.space.child.epochs
+    if plan.strategy.population_based:
+        from ray.tune.schedulers import PopulationBasedTraining
+
+        from search.pbt import mutations
+
+        interval = max(1, epochs // 5)
+        return PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=interval,
+            burn_in_period=interval, hyperparam_mutations=mutations(plan.ctx.space, tune),
+            quantile_fraction=0.25, resample_probability=0.25, synch=False)
+    if plan.early_stop:
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+                             grace_period=max(1, epochs // 4), reduction_factor=2)
+    return None
+
+
+def _param_space(plan: TunePlan) -> dict[str, Any]:
+    if not plan.strategy.population_based:
+        return dict(plan.extra_config)
+    from search.pbt import initial_space
+
+    return {**initial_space(plan.ctx.space, tune), **plan.extra_config}
+
+
+# ---------------------------------------------------------------- events and running
+
+
+# Listeners of the search running in this driver, by experiment path. Tune pickles its callbacks
+# into the experiment state, so the callback holds only the key and finds its listeners here,
+# which also lets a resumed search attach fresh listeners.
+_LISTENERS: dict[str, list[SearchListener]] = {}
+
+
+class _Events(Callback):
+    """Forwards Tune's driver-side events to plain listeners (progress, MLflow)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @property
+    def listeners(self) -> list[SearchListener]:
+        return _LISTENERS.get(self.key, [])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        for listener in self.listeners:
+            listener.trial_result(trial.trial_id, dict(trial.config), dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        for listener in self.listeners:
+            listener.trial_complete(trial.trial_id, dict(trial.config),
+                                    dict(trial.last_result or {}))
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        for listener in self.listeners:
+            listener.trial_error(trial.trial_id, dict(trial.config), _error_text(trial))
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:500] if lines else "error"
+    return "error"
+
+
+def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
+    wrapped = tune.with_resources(
+        tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits),
+        {"cpu": plan.resources.cpus, "gpu": plan.resources.gpus})
+    path = experiment_path(plan.storage)
+    if resume:
+        if not can_resume(plan.storage):
+            raise SearchError(f"nothing to resume in {plan.storage}: no interrupted search "
+                              f"there; drop --resume to start a new one")
+        return tune.Tuner.restore(str(path), trainable=wrapped, resume_unfinished=True,
+                                  resume_errored=True)
+    return tune.Tuner(
+        wrapped, param_space=_param_space(plan),
+        tune_config=TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
+            num_samples=plan.trials, max_concurrent_trials=plan.concurrency),
+        run_config=RunConfig(
+            name=EXPERIMENT, storage_path=str(plan.storage.resolve()), verbose=0,
+            callbacks=[_Events(str(path))],
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=4 if plan.strategy.population_based else 1),
+            failure_config=FailureConfig(max_failures=plan.max_failures)),
+    )
+
+
+def experiment_path(storage: Path) -> Path:
+    return storage / EXPERIMENT
+
+
+def can_resume(storage: Path) -> bool:
+    return tune.Tuner.can_restore(str(experiment_path(storage)))
+
+
+def run_search(plan: TunePlan, listeners: list[SearchListener],
+               resume: bool = False) -> list[TrialOutcome]:
+    """Run (or resume) the Tune experiment; every trial comes back as a TrialOutcome."""
+    key = str(experiment_path(plan.storage))
+    _LISTENERS[key] = listeners
+    try:
+        results = _tuner(plan, resume).fit()
+    finally:
+        _LISTENERS.pop(key, None)
+    outcomes = []
+    for res in results:
+        metrics = dict(res.metrics or {})
+        status = metrics.get("status") or ("error" if res.error else "ok")
+        outcomes.append(TrialOutcome(metrics.get("trial_id", ""), dict(res.config or {}),
+                                     metrics, status, str(res.error or metrics.get("error", ""))))
+    return outcomes
