@@ -198,8 +198,7 @@ def build_pipeline(
 
     steps: list[Any] = []
     if base is not None and base.crop and base.crop_padding > 0:
-        size = image_size + 2 * base.crop_padding
-        steps.append(A.PadIfNeeded(min_height=size, min_width=size, border_mode=0, fill=0, p=1.0))
+        steps.append(A.Pad(padding=base.crop_padding, border_mode=0, fill=0, p=1.0))
         steps.append(A.RandomCrop(height=image_size, width=image_size, p=1.0))
     if base is not None and base.flip:
         steps.append(A.HorizontalFlip(p=0.5))
