@@ -54,24 +54,33 @@ def _batch_dims(space: Space) -> list[Dim]:
             for k in BATCH_KEYS if getattr(ranges, k) is not None]
 
 
-def define_by_run(space: Space) -> Callable[[optuna.Trial], None]:
-    """Optuna define-by-run space: op per slot, then that op's magnitude (conditional)."""
-    names = [o.name for o in space.policy.ops]
-    bounds = _bounds(space)
-    plow, phigh = space.policy.probability
+class DefineByRun:
+    """Optuna define-by-run space: op per slot, then that op's magnitude (conditional).
 
-    def suggest(trial: optuna.Trial) -> None:
-        for i, j in _slots(space):
+    A class rather than a closure so Tune can pickle the searcher into its experiment state.
+    """
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        policy = self.space.policy
+        names = [o.name for o in policy.ops]
+        bounds = _bounds(self.space)
+        for i, j in _slots(self.space):
             key = slot(i, j)
             name = trial.suggest_categorical(key, names)
             if get_op(name).has_magnitude:
                 trial.suggest_float(f"{key}_{name}_mag", *bounds[name])
-            if space.policy.search_probability:
-                trial.suggest_float(f"{key}_prob", plow, phigh)
-        for dim in _batch_dims(space):
+            if policy.search_probability:
+                trial.suggest_float(f"{key}_prob", *policy.probability)
+        for dim in _batch_dims(self.space):
             trial.suggest_float(dim.name, dim.low, dim.high)
 
-    return suggest
+
+def define_by_run(space: Space) -> Callable[[optuna.Trial], None]:
+    """The define-by-run function TPE and random search share."""
+    return DefineByRun(space)
 
 
 def flat_dimensions(space: Space) -> list[Dim]:

@@ -1,4 +1,4 @@
-"""What a search leaves in its output directory: best policy (two formats), leaderboard, schedule."""
+"""What a search leaves in its output directory: best policy, leaderboard, schedule."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def dry_run(space_name: str, searcher: str, seed: int = 0, samples: int = 3) -> 
         f"  ops ({len(p.ops)})  " + ", ".join(
             o.name + ("" if o.magnitude == (0.0, 1.0) else f"[{o.magnitude[0]:g},"
                       f"{o.magnitude[1]:g}]") for o in p.ops),
-        f"  batch ops " + (", ".join(
+        "  batch ops " + (", ".join(
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
         f"  reward    mean {space.reward.metric} over the last {space.reward.last_epochs} epochs "

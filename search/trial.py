@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,12 +38,16 @@ class Checkpointed:
 
     state: Any
     schedule: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    history: list[Any] = field(default_factory=list)
 
 
-def trial_seed(ctx: TrialContext, trial_index: int) -> int:
-    """Each trial gets its own seed (and so its own fresh validation sample)."""
-    return ctx.search_seed * 100_003 + trial_index
+def trial_seed(ctx: TrialContext, config: dict[str, Any]) -> int:
+    """A trial's seed (and so its fresh validation sample), from the search seed and its policy.
+
+    Derived from the config's content rather than Tune's trial id, so a repeated search with the
+    same seed trains every policy identically.
+    """
+    text = json.dumps(policy_config(config), sort_keys=True, default=str)
+    return (ctx.search_seed * 1_000_003 + zlib.crc32(text.encode())) % 2**31
 
 
 def policy_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +83,7 @@ def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
 
 
 def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
-    """Fault-injection hook for tests: kill this worker process once, at epoch 1."""
+    """Fault-injection hook for tests: kill this worker process once, after epoch 1."""
     marker = config.get(CRASH_ONCE_KEY)
     if marker and epoch == 1 and not os.path.exists(marker):
         with open(marker, "w", encoding="utf-8") as f:
@@ -90,7 +95,6 @@ def run_trial(
     config: dict[str, Any],
     ctx: TrialContext,
     splits: Any,
-    trial_index: int,
     report: Callable[[dict[str, Any], Checkpointed], None],
     restored: Checkpointed | None = None,
 ) -> Any:
@@ -99,26 +103,23 @@ def run_trial(
     Every report carries the reward so far (the final reward at the last epoch), so schedulers
     (ASHA, PBT) and searchers see one consistent metric. Returns the child's `Metrics`.
     """
-    from children.train import compute_reward, train_child
+    from children.train import reward_from_history, train_child
 
     space = ctx.space
     cfg = policy_config(config)
     schedule = list(restored.schedule) if restored else []
-    history = list(restored.history) if restored else []
     start = restored.state.epoch if restored and restored.state is not None else 0
     if ctx.record_schedule and (not schedule or schedule[-1][1] != cfg):
         schedule.append((start, cfg))
-    seed = int(config.get(SEED_KEY, trial_seed(ctx, trial_index)))
+    seed = int(config.get(SEED_KEY, trial_seed(ctx, config)))
 
     def on_epoch(stats: Any, state: Any) -> None:
-        history.append(stats)
-        metrics = dict(asdict(stats))
-        metrics["epoch"] = stats.epoch + 1
-        metrics["reward"] = compute_reward(history, space.reward)
+        metrics = dict(asdict(stats))  # stats.epoch counts from 1
+        metrics["reward"] = reward_from_history(state.history, space.reward)[0]
         metrics["train_val_gap"] = stats.train_accuracy - stats.val_accuracy
         if ctx.record_schedule:
             metrics["schedule"] = json.dumps(schedule_to_json(space, schedule, space.child.epochs))
-        report(metrics, Checkpointed(state, schedule, list(history)))
+        report(metrics, Checkpointed(state, list(schedule)))
         maybe_crash_once(config, stats.epoch)
 
     return train_child(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,9 @@ class TunePlan:
 
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Attach to a running Ray (address) or start a local one. True if we started it."""
+    # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
+    # frequent experiment snapshots is noise for that.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return False
     env = {"env_vars": dict(WORKER_ENV)}
@@ -116,11 +119,6 @@ def current_node_id() -> str:
 # ---------------------------------------------------------------- the trainable
 
 
-def _trial_index(trial_id: str) -> int:
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else abs(hash(trial_id)) % 100_000
-
-
 def load_checkpoint() -> Checkpointed | None:
     """The trial's checkpoint after a retry, a restore or a PBT exploit (None on a fresh start)."""
     ckpt = tune.get_checkpoint()
@@ -143,10 +141,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
     """The Tune function trainable: one child training, reporting every epoch."""
     from children.train import DivergedError
 
-    trial_id = tune.get_context().get_trial_id()
     try:
-        run_trial(config, ctx, splits, _trial_index(trial_id), report=report_epoch,
-                  restored=load_checkpoint())
+        run_trial(config, ctx, splits, report=report_epoch, restored=load_checkpoint())
     except DivergedError as err:
         # A diverging child is a failed trial, not a crash to retry: report it and go on.
         tune.report({METRIC: float("nan"), "status": "diverged", "error": str(err),
