@@ -71,12 +71,11 @@ def search_from_args(args: argparse.Namespace) -> SearchResult:
 def prepare_space(space: str | Path | Space, opts: SearchOptions) -> Space:
     """The space with the command line's overrides applied and re-validated."""
     space = space if isinstance(space, Space) else load_space(space)
-    changes: dict[str, Any] = {}
-    if opts.epochs is not None:
+    changes: dict[str, Any] = _smoke_changes(space) if opts.smoke_test else {}
+    if opts.epochs is not None:  # explicit flags win over the smoke test's settings
         changes["child.epochs"] = opts.epochs
-        changes["reward.last_epochs"] = min(space.reward.last_epochs, opts.epochs)
-    if opts.smoke_test:
-        changes.update(_smoke_changes(space))
+        last = changes.get("reward.last_epochs", space.reward.last_epochs)
+        changes["reward.last_epochs"] = min(last, opts.epochs)
     for key, value in (("search.trials", opts.trials), ("search.concurrency", opts.concurrency),
                        ("search.cpus_per_trial", opts.cpus_per_trial),
                        ("search.gpus_per_trial", opts.gpus_per_trial)):

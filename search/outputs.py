@@ -30,11 +30,23 @@ class SearchResult:
     output_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     schedule: dict[str, Any] | None = None
+    trials: int = 0  # trials the search asked for
+
+    @property
+    def complete(self) -> bool:
+        """False when the search was interrupted before every trial finished."""
+        finished = [r for r in self.leaderboard if r["status"] != "interrupted"]
+        return len(finished) >= self.trials
 
     def summary(self) -> str:
-        done = sum(1 for r in self.leaderboard if r["status"] == "ok")
-        lines = [f"{len(self.leaderboard)} trials ({done} ok, {len(self.leaderboard) - done} "
-                 f"failed); outputs in {self.output_dir}"]
+        count = {s: sum(1 for r in self.leaderboard if r["status"] == s)
+                 for s in ("ok", "interrupted")}
+        failed = len(self.leaderboard) - count["ok"] - count["interrupted"]
+        lines = [f"{len(self.leaderboard)} of {self.trials} trials ({count['ok']} ok, {failed} "
+                 f"failed, {count['interrupted']} interrupted); outputs in {self.output_dir}"]
+        if not self.complete:
+            lines.append(f"interrupted: resume with the same command plus --resume --output "
+                         f"{self.output_dir}")
         if self.best_policy is None:
             lines.append("no trial produced a reward: see leaderboard.csv for the errors")
             return "\n".join(lines)
@@ -69,21 +81,21 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
             "policy": policy, "error": o.error, "config": policy_config(o.config),
             "schedule": r.get("schedule"),
         })
-    rows.sort(key=lambda row: (not math.isfinite(row["reward"]),
+    rows.sort(key=lambda row: (row["status"] != "ok" or not math.isfinite(row["reward"]),
                                -row["reward"] if math.isfinite(row["reward"]) else 0))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
 
 
-def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]],
-                  output: Path) -> SearchResult:
+def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], output: Path,
+                  trials: int) -> SearchResult:
     """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt)."""
     output.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
-    best = next((r for r in rows if math.isfinite(r["reward"])), None)
+    best = next((r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])), None)
     if best is None:
-        return SearchResult(None, float("nan"), "", rows, output, files)
+        return SearchResult(None, float("nan"), "", rows, output, files, trials=trials)
     provenance = {"space": space.name, "searcher": searcher, "reward": round(best["reward"], 6),
                   "audit_accuracy": round(best["audit_accuracy"], 6), "trial": best["trial_id"]}
     policy = replace(decode(space, best["config"]), provenance=provenance)
@@ -97,7 +109,8 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]],
         path = output / "schedule.json"
         path.write_text(json.dumps(schedule, indent=2) + "\n", encoding="utf-8")
         files["schedule.json"] = path
-    return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule)
+    return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule,
+                        trials)
 
 
 def _write_leaderboard(rows: list[dict[str, Any]], path: Path) -> Path:

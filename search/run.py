@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = search_from_args(args)
         print(result.summary())
-        return 0
+        return 0 if result.complete else 130
     except USER_ERRORS as err:
         print(f"augsearch: error: {err}", file=sys.stderr)
         return 2

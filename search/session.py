@@ -92,7 +92,8 @@ class SearchSession:
             if started:
                 tune_adapter.shutdown()
         result = write_outputs(self.space, self.strategy.name,
-                               leaderboard_rows(self.space, outcomes), self.output)
+                               leaderboard_rows(self.space, outcomes), self.output,
+                               self.space.search.trials)
         if tracker is not None:
             tracker.finish(result)
         return result

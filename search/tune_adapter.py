@@ -246,6 +246,11 @@ def _error_text(trial: Any) -> str:
     return "error"
 
 
+def _trial_dirname(trial: Any) -> str:
+    """Short trial directory names (Tune's default embeds the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
 def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
     wrapped = tune.with_resources(
         tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits),
@@ -261,7 +266,8 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         wrapped, param_space=_param_space(plan),
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
-            num_samples=plan.trials, max_concurrent_trials=plan.concurrency),
+            num_samples=plan.trials, max_concurrent_trials=plan.concurrency,
+            trial_dirname_creator=_trial_dirname),
         run_config=RunConfig(
             name=EXPERIMENT, storage_path=str(plan.storage.resolve()), verbose=0,
             callbacks=[_Events(str(path))],
@@ -288,10 +294,30 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
         results = _tuner(plan, resume).fit()
     finally:
         _LISTENERS.pop(key, None)
+    # Tune's ResultGrid keeps each trial's status only on its (private) analysis object; read
+    # it here, in the one module that knows Tune, with a safe default.
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
     outcomes = []
-    for res in results:
+    for k, res in enumerate(results):
+        trial = trials[k] if k < len(trials) else None
         metrics = dict(res.metrics or {})
-        status = metrics.get("status") or ("error" if res.error else "ok")
-        outcomes.append(TrialOutcome(metrics.get("trial_id", ""), dict(res.config or {}),
-                                     metrics, status, str(res.error or metrics.get("error", ""))))
+        status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error)
+        trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
+        outcomes.append(TrialOutcome(trial_id, dict(res.config or {}), metrics, status,
+                                     _short_error(res.error) or str(metrics.get("error", ""))))
     return outcomes
+
+
+def _status(tune_status: str, metrics: dict[str, Any], error: Any) -> str:
+    if error is not None or tune_status == "ERROR":
+        return "error"
+    if metrics.get("status") == "diverged":
+        return "diverged"
+    return "ok" if tune_status == "TERMINATED" else "interrupted"
+
+
+def _short_error(error: Any) -> str:
+    if error is None:
+        return ""
+    lines = [ln for ln in str(error).splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(error).__name__

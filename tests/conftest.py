@@ -16,7 +16,6 @@ for key, value in {
     "RAY_AUTH_MODE": "disabled",
     "NO_ALBUMENTATIONS_UPDATE": "1",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_DEDUP_LOGS": "0",
 }.items():
     os.environ.setdefault(key, value)

@@ -1,0 +1,153 @@
+"""End-to-end searches on a real local Ray instance with real children on real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.api import search
+from search.errors import SearchError
+from tests.conftest import ROOT, SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+
+def data_args() -> dict:
+    """Real tiny CIFAR-10 where ../shared/data exists (CI), else the bundled digits."""
+    tiny = SHARED_DATA / "cifar10_tiny.npz"
+    if tiny.exists():
+        return {"space": "cifar10", "data": str(tiny)}
+    return {"space": "digits"}
+
+
+def run(tmp_path: Path, searcher: str, name: str = "out", **options) -> object:
+    args = data_args()
+    options = {"smoke_test": True, "seed": 0, **options}
+    return search(args.pop("space"), searcher, output=tmp_path / name, **args, **options)
+
+
+def read_leaderboard(out: Path) -> list[dict]:
+    with (out / "leaderboard.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("searcher", ["tpe", "random"])
+def test_searcher_end_to_end_writes_outputs(ray_session, tmp_path: Path, searcher: str) -> None:
+    import albumentations as A
+    import numpy as np
+
+    result = run(tmp_path, searcher)
+    out = tmp_path / "out"
+    rows = read_leaderboard(out)
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    rewards = [float(r["reward"]) for r in rows]
+    assert rewards == sorted(rewards, reverse=True)
+    assert all(0.0 <= x <= 1.0 for x in rewards)
+    assert result.best_reward == pytest.approx(rewards[0])
+    pipe = A.load(str(out / "best_policy.json"), data_format="json")
+    img = np.zeros((32, 32, 3), np.uint8)
+    assert pipe(image=img)["image"].shape[:2] == (32, 32)
+    provenance = (out / "best_policy.yaml").read_text()
+    assert f"searcher: {searcher}" in provenance and "reward:" in provenance
+    assert (out / "space.yaml").exists()
+
+
+def test_pbt_writes_a_replayable_schedule(ray_session, tmp_path: Path) -> None:
+    from search.trial import schedule_policies
+    from spaces.schema import parse_space
+
+    result = run(tmp_path, "pbt", epochs=4)
+    out = tmp_path / "out"
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert schedule["format"] == "augsearch-schedule"
+    spans = [e["epochs"] for e in schedule["entries"]]
+    assert spans[0][0] == 0 and spans[-1][1] == 4
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    space = parse_space((out / "space.yaml").read_text(), "space.yaml")
+    replay = schedule_policies(space, [(e["epochs"][0], e["config"]) for e in schedule["entries"]])
+    assert replay(3) is not None and result.schedule == {**schedule}
+
+
+def test_asha_stops_weak_trials_early(ray_session, tmp_path: Path) -> None:
+    run(tmp_path, "tpe", early_stop="asha", trials=8, epochs=4)
+    epochs = [int(r["epochs"]) for r in read_leaderboard(tmp_path / "out")]
+    assert len(epochs) == 8 and max(epochs) == 4
+    assert min(epochs) < 4, epochs
+
+
+def test_trial_that_kills_its_worker_is_retried(ray_session, tmp_path: Path) -> None:
+    marker = tmp_path / "crashed"
+    result = run(tmp_path, "random", trials=2, crash_once=str(marker))
+    assert marker.exists(), "the fault was never injected"
+    rows = read_leaderboard(tmp_path / "out")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
+    assert all(int(r["epochs"]) == 2 for r in rows)
+    assert math.isfinite(result.best_reward)
+
+
+def test_gpu_request_without_gpus_is_an_immediate_error(ray_session, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(SearchError, match="asks for GPUs but this Ray cluster has none"):
+        run(tmp_path, "tpe", gpus_per_trial=0.5)
+    assert time.monotonic() - started < 60
+
+
+def test_pbt_refuses_asha(tmp_path: Path) -> None:
+    with pytest.raises(SearchError, match="cannot be combined with --searcher pbt"):
+        run(tmp_path, "pbt", early_stop="asha")
+
+
+def _trial_reports(out: Path) -> dict[str, int]:
+    """Trial directory name -> number of results it reported."""
+    counts = {}
+    for result in (out / "ray" / "tune").glob("*/result.json"):
+        counts[result.parent.name] = len(result.read_text().splitlines())
+    return counts
+
+
+def test_resume_finishes_without_repeating_finished_trials(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = data_args()
+    cmd = [sys.executable, "-m", "search.run", "--space", args["space"], "--searcher", "tpe",
+           "--smoke-test", "--trials", "6", "--epochs", "3", "--concurrency", "1",
+           "--output", str(out)]
+    if "data" in args:
+        cmd += ["--data", args["data"]]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    finished = 0
+    try:
+        for line in proc.stdout:  # interrupt once two trials have finished
+            if line.startswith("[augsearch] ") and "trials (" in line:
+                finished += 1
+                if finished == 2:
+                    proc.send_signal(signal.SIGINT)
+                    break
+        rest = proc.communicate(timeout=240)[0]
+    finally:
+        proc.kill()
+    assert finished == 2, rest
+    assert proc.returncode == 130, rest
+    assert "--resume" in rest
+    before = _trial_reports(out)
+    done_before = {name for name, n in before.items() if n == 3}
+    assert len(done_before) >= 2
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = _trial_reports(out)
+    assert len(after) == 6, after
+    for name in done_before:
+        assert after[name] == 3, f"finished trial {name} ran again"
+    rows = read_leaderboard(out)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
