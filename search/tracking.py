@@ -47,7 +47,8 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "trial_id"
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_accuracy", "audit_accuracy", "reward",
+# Reward first: the UI's compare view plots the first metric a run logged by default.
+EPOCH_METRICS = ("reward", "val_accuracy", "audit_accuracy", "train_accuracy", "train_loss",
                  "train_val_gap", "images_per_s")
 FINAL_METRICS = ("reward", "audit_accuracy", "train_val_gap", "val_accuracy", "train_accuracy")
 VERSIONED = ("augsearch", "ray", "optuna", "torch", "albumentations", "mlflow", "numpy")
@@ -68,7 +69,8 @@ class _TrialRun:
 
     run_id: str
     config: dict[str, Any] | None
-    last_epoch: int = 0
+    last_epoch: int = 0  # the last epoch logged
+    skip_until: int = 0  # a resumed run: epochs up to this one were logged before the resume
     done: bool = False
     reopen: bool = False  # a resumed run that ended in error: mark it RUNNING on its next event
     node: str = ""
@@ -127,10 +129,15 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
         if uri.startswith("sqlite:"):
-            _sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+            folder = _sqlite_path(uri).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SearchError(f"cannot create the MLflow store in {folder} ({err.strerror}); "
+                                  f"choose a writable --output or pass --tracking-uri") from None
         name = experiment or f"augsearch-{space.name}"
-        client = MlflowClient(tracking_uri=uri)
         try:
+            client = MlflowClient(tracking_uri=uri)
             experiment_id = _experiment(client, name, _artifact_location(uri, output))
         except MlflowException as err:
             raise SearchError(f"cannot use the MLflow tracking store {uri} "
@@ -149,7 +156,7 @@ class Tracker:
             self.parent_id = parent
             self.client.update_run(parent, status="RUNNING")
             resumed = int(self.client.get_run(parent).data.tags.get("resumed", "0")) + 1
-            self.client.set_tag(parent, "resumed", str(resumed))
+            self._log_batch(parent, tags={"resumed": str(resumed), "status": "running"})
             self._load_trials()
             return
         run = self.client.create_run(self.experiment_id, run_name=self.output.name,
@@ -182,7 +189,7 @@ class Tracker:
             last = max((m.step for m in self.client.get_metric_history(
                 run.info.run_id, "val_accuracy")), default=0)
             self._runs[trial_id] = _TrialRun(
-                run.info.run_id, None, last_epoch=last,
+                run.info.run_id, None, last_epoch=last, skip_until=last,
                 done=status == "FINISHED" or (status == "FAILED" and not errored),
                 reopen=status != "RUNNING")
 
@@ -225,9 +232,11 @@ class Tracker:
                   f"leaderboard.csv)", file=sys.stderr, flush=True)
 
     def _result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
-        run = self._run_for(trial_id, config)
+        run = self._run_for(trial_id, config, result)
         epoch = _epoch(result)
-        if run is None or epoch is None or epoch <= run.last_epoch:
+        # After a PBT exploit a trial may report an epoch again (it continues from the donor's
+        # checkpoint): that is logged. Only epochs logged before a resume are skipped.
+        if run is None or epoch is None or epoch <= run.skip_until:
             return
         self._policy_change(run, config, epoch)
         tags = self._node_tag(run, result)
@@ -235,7 +244,7 @@ class Tracker:
         run.last_epoch = epoch
 
     def _complete(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
-        run = self._run_for(trial_id, config)
+        run = self._run_for(trial_id, config, result)
         if run is None:
             return
         epoch = _epoch(result)
@@ -263,10 +272,11 @@ class Tracker:
         self.client.set_terminated(run.run_id, status=status)
         run.done = True
 
-    def _run_for(self, trial_id: str, config: dict[str, Any]) -> _TrialRun | None:
+    def _run_for(self, trial_id: str, config: dict[str, Any],
+                 result: dict[str, Any] | None = None) -> _TrialRun | None:
         run = self._runs.get(trial_id)
         if run is None:
-            run = self._runs[trial_id] = self._new_trial_run(trial_id, config)
+            run = self._runs[trial_id] = self._new_trial_run(trial_id, config, result)
         elif run.done:
             return None  # finished before a resume, or a duplicate event
         elif run.reopen:
@@ -277,12 +287,17 @@ class Tracker:
             run.config = policy_config(config)
         return run
 
-    def _new_trial_run(self, trial_id: str, config: dict[str, Any]) -> _TrialRun:
+    def _new_trial_run(self, trial_id: str, config: dict[str, Any],
+                       result: dict[str, Any] | None) -> _TrialRun:
         cfg = policy_config(config)
+        # Runs start at the first event (after epoch 1): date them back to the trial's start.
+        ran = (result or {}).get("time_total_s")
+        start = _now() - int(1000 * ran) if finite(ran) and ran > 0 else None
         policy = self._decode(cfg)
         tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, "status": "running",
                 "policy": _one_line(policy)[:_TAG_MAX]}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
+        run = self.client.create_run(self.experiment_id, start_time=start,
+                                     run_name=f"trial-{trial_id}", tags=tags)
         params = {k: str(v) for k, v in flat_params(policy).items()} if policy else {}
         if not params:  # a config this space cannot decode: keep it readable anyway
             params = {k: str(v)[:_TAG_MAX] for k, v in cfg.items()}
@@ -735,9 +750,14 @@ def _one_line(policy: Policy | None) -> str:
     return policy.describe().replace("\n", " | ") if policy is not None else "?"
 
 
-def _first_line(err: BaseException) -> str:
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an error, cut after a whole sentence when it is long."""
     text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+    line = text.splitlines()[0] if text else type(err).__name__
+    if len(line) <= limit:
+        return line
+    end = line.rfind(". ", 0, limit)
+    return line[:end + 1] if end > 0 else line[:limit] + "..."
 
 
 def _no_nan(value: Any) -> Any:

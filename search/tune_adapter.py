@@ -162,8 +162,10 @@ def _sampler(name: str, seed: int) -> Any:
 
 
 def _search_alg(plan: TunePlan) -> Any:
-    if plan.strategy.sampler is None:
-        return None
+    if plan.strategy.sampler is None:  # PBT: Tune's variant generator, seeded
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=plan.seed)
     import warnings
 
     import optuna
@@ -267,7 +269,7 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
             num_samples=plan.trials, max_concurrent_trials=plan.concurrency,
-            trial_dirname_creator=_trial_dirname),
+            trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
             name=EXPERIMENT, storage_path=str(plan.storage.resolve()), verbose=0,
             callbacks=[_Events(str(path))],
