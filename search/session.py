@@ -74,10 +74,11 @@ class SearchSession:
             self._save_space()
         from search import tune_adapter
 
-        started = tune_adapter.connect(self.opts.address)
+        connection = tune_adapter.connect(self.opts.address)
         try:
             tune_adapter.check_resources(tune_adapter.Resources(
-                self.space.search.cpus_per_trial, self.space.search.gpus_per_trial))
+                self.space.search.cpus_per_trial, self.space.search.gpus_per_trial),
+                cluster=connection.cluster)
             plan = self._plan(splits)
             print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
                   f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
@@ -89,7 +90,7 @@ class SearchSession:
                 listeners.append(tracker)
             outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
         finally:
-            if started:
+            if connection.started:
                 tune_adapter.shutdown()
         result = write_outputs(self.space, self.strategy.name,
                                leaderboard_rows(self.space, outcomes), self.output,

@@ -68,6 +68,7 @@ class _TrialRun:
     """What the tracker remembers of a trial's nested run."""
 
     run_id: str
+    trial_id: str
     config: dict[str, Any] | None
     last_epoch: int = 0  # the last epoch logged
     skip_until: int = 0  # a resumed run: epochs up to this one were logged before the resume
@@ -165,6 +166,7 @@ class Tracker:
         self._log_batch(self.parent_id, params=_parent_params(space, searcher, opts, self.output))
         text = yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
         self.client.log_text(self.parent_id, text, "space.yaml")
+        self.output.mkdir(parents=True, exist_ok=True)
         (self.output / PARENT_FILE).write_text(json.dumps(
             {"run_id": self.parent_id, "experiment_id": self.experiment_id, "tracking_uri":
              self.uri}, indent=2) + "\n", encoding="utf-8")
@@ -189,7 +191,7 @@ class Tracker:
             last = max((m.step for m in self.client.get_metric_history(
                 run.info.run_id, "val_accuracy")), default=0)
             self._runs[trial_id] = _TrialRun(
-                run.info.run_id, None, last_epoch=last, skip_until=last,
+                run.info.run_id, trial_id, None, last_epoch=last, skip_until=last,
                 done=status == "FINISHED" or (status == "FAILED" and not errored),
                 reopen=status != "RUNNING")
 
@@ -302,7 +304,7 @@ class Tracker:
         if not params:  # a config this space cannot decode: keep it readable anyway
             params = {k: str(v)[:_TAG_MAX] for k, v in cfg.items()}
         self._log_batch(run.info.run_id, params=params)
-        return _TrialRun(run.info.run_id, cfg)
+        return _TrialRun(run.info.run_id, trial_id, cfg)
 
     def _node_tag(self, run: _TrialRun, result: dict[str, Any]) -> dict[str, str]:
         node = str(result.get("node_id") or "")
@@ -331,7 +333,7 @@ class Tracker:
         policy = self._decode(policy_config(config))
         if policy is None:
             return
-        provenance = {"space": self.space.name, "trial": run.run_id,
+        provenance = {"space": self.space.name, "trial": run.trial_id, "mlflow_run": run.run_id,
                       **{k: round(float(result[k]), 6) for k in ("reward", "audit_accuracy")
                          if finite(result.get(k))}}
         policy = replace(policy, provenance=provenance)

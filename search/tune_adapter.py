@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,45 +72,79 @@ class TunePlan:
 # ---------------------------------------------------------------- Ray lifecycle and resources
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
-    """Attach to a running Ray (address) or start a local one. True if we started it."""
+@dataclass(frozen=True)
+class Connection:
+    started: bool  # this process started Ray, and so owns its shutdown
+    cluster: bool  # attached to a cluster by address, whose autoscaler may add nodes
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> Connection:
+    """Attach to a running Ray (address, or RAY_ADDRESS inside a Ray job) or start a local one."""
     # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
     # frequent experiment snapshots is noise for that.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        return False
+        return Connection(started=False, cluster=bool(address))
     env = {"env_vars": dict(WORKER_ENV)}
     try:
         if address:
             ray.init(address=address, runtime_env=env, log_to_driver=False)
-            return False
+            return Connection(started=False, cluster=True)
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  runtime_env=env, log_to_driver=False)
     except ConnectionError as err:
         raise SearchError(f"cannot reach the Ray cluster at {address!r} ({err}); start it with "
                           f"'ray start --head' or drop --address to run locally") from None
-    return True
+    return Connection(started=True, cluster=False)
 
 
 def shutdown() -> None:
     ray.shutdown()
 
 
-def check_resources(res: Resources) -> None:
-    """Refuse requests Ray could never satisfy (Tune would otherwise wait forever)."""
-    total = ray.cluster_resources()
-    gpus = total.get("GPU", 0.0)
+def _shortfall(res: Resources) -> str:
+    """Why no node can run one trial now ('' if one can)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0.0) >= res.cpus and n.get("GPU", 0.0) >= min(res.gpus, 1.0)
+           for n in nodes):
+        return ""
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
     if res.gpus > 0 and gpus == 0:
-        raise SearchError(f"--gpus-per-trial {res.gpus:g} asks for GPUs but this Ray cluster has "
-                          f"none; use --gpus-per-trial 0 or connect to a GPU cluster with "
-                          f"--address")
-    if res.gpus > max(gpus, 0) and gpus > 0 and res.gpus > 1:
-        raise SearchError(f"--gpus-per-trial {res.gpus:g} exceeds what one trial can get "
-                          f"({gpus:g} GPUs in the cluster); use at most 1")
-    per_node = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    if res.cpus > max(per_node, default=0.0):
-        raise SearchError(f"--cpus-per-trial {res.cpus:g} exceeds the largest node's "
-                          f"{max(per_node, default=0.0):g} CPUs; lower --cpus-per-trial")
+        return (f"--gpus-per-trial {res.gpus:g} asks for GPUs but this Ray cluster has none; "
+                f"use --gpus-per-trial 0 or connect to a GPU cluster with --address")
+    biggest = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    return (f"no node has {res.cpus:g} CPUs and {res.gpus:g} GPUs for one trial (the largest "
+            f"has {biggest:g} CPUs); lower --cpus-per-trial / --gpus-per-trial")
+
+
+def check_resources(res: Resources, cluster: bool, wait_s: float = 600.0) -> None:
+    """Refuse requests Ray could never satisfy (Tune would otherwise wait forever).
+
+    On a local Ray we started, a shortfall is final. On an attached cluster the autoscaler may
+    add nodes (GPU workers that scale from zero): ask it for one trial's worth and wait.
+    """
+    problem = _shortfall(res)
+    if not problem:
+        return
+    if not cluster:
+        raise SearchError(problem)
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {})}
+    print(f"[augsearch] waiting up to {wait_s:.0f} s for the autoscaler to add a node with "
+          f"{bundle}", flush=True)
+    request_resources(bundles=[bundle])
+    deadline = time.monotonic() + wait_s
+    try:
+        while problem and time.monotonic() < deadline:
+            time.sleep(10)
+            problem = _shortfall(res)
+    finally:
+        request_resources(bundles=[])  # pending trials keep the nodes wanted from here on
+    if problem:
+        raise SearchError(f"{problem} (waited {wait_s:.0f} s for the autoscaler; check "
+                          f"`ray status`)")
 
 
 def current_node_id() -> str:
