@@ -7,6 +7,7 @@ search is interrupted.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,10 @@ class SearchSession:
             print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
                   f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
                   f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
-            listeners: list[Any] = [Progress(plan.trials)]
-            if tracker is not None:
-                tracker.start(self.space, self.strategy.name, self.opts, splits,
-                              resume=self.opts.resume)
-                listeners.append(tracker)
+            listeners: list[Any] = [Progress(plan.trials, already_done=self._finished_before())]
+            tracker.start(self.space, self.strategy.name, self.opts, splits,
+                          resume=self.opts.resume)
+            listeners.append(tracker)
             outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
         finally:
             if connection.started:
@@ -95,15 +95,20 @@ class SearchSession:
         result = write_outputs(self.space, self.strategy.name,
                                leaderboard_rows(self.space, outcomes), self.output,
                                self.space.search.trials)
-        if tracker is not None:
-            tracker.finish(result)
+        tracker.finish(result)
         return result
 
+    def _finished_before(self) -> int:
+        """Trials an interrupted search had finished (its leaderboard), for progress on resume."""
+        board = self.output / "leaderboard.csv"
+        if not self.opts.resume or not board.exists():
+            return 0
+        with board.open(encoding="utf-8") as f:
+            return sum(1 for row in csv.DictReader(f) if row["status"] != "interrupted")
+
     def _tracker(self) -> Any:
-        """The MLflow tracker, connected and checked before any child trains (None if off)."""
-        try:
-            from search.tracking import Tracker
-        except ImportError:
-            return None
+        """The MLflow tracker, connected and checked before any child trains."""
+        from search.tracking import Tracker
+
         return Tracker.connect(self.opts.tracking_uri, self.opts.experiment, self.space,
                                self.output)

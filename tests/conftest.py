@@ -17,6 +17,7 @@ for key, value in {
     "NO_ALBUMENTATIONS_UPDATE": "1",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_DEDUP_LOGS": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }.items():
     os.environ.setdefault(key, value)
 

@@ -1,0 +1,561 @@
+"""The MLflow tracker against a real SQLite store, queried back with MlflowClient.
+
+The tracker is driven with the events Tune's driver callback delivers (result dicts with the
+keys `search.trial.run_trial` reports plus Tune's own), with real digits images for the
+previews, real albumentations for the exported policies and, in one test, real child training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from children.datasets import load_dataset, make_splits
+from search.api import SearchOptions
+from search.compile import decode, sample_configs
+from search.errors import SearchError
+from search.outputs import leaderboard_rows, write_outputs
+from search.tracking import PARENT_FILE, Tracker, overfit_diagnostics
+from spaces.policy import flat_params, load_policy
+from spaces.schema import Space, load_space
+
+EPOCHS = 3
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Outcome:
+    """What the Tune adapter hands to the leaderboard for one trial."""
+
+    trial_id: str
+    config: dict[str, Any]
+    result: dict[str, Any]
+    status: str
+    error: str = ""
+
+
+@pytest.fixture(scope="module")
+def space() -> Space:
+    return load_space("digits").replace(**{"child.epochs": EPOCHS, "reward.last_epochs": 1})
+
+
+@pytest.fixture(scope="module")
+def splits(space: Space) -> Any:
+    return make_splits(load_dataset(space.dataset), space.dataset, seed=0)
+
+
+def epoch_result(trial_id: str, epoch: int, reward: float, audit: float) -> dict[str, Any]:
+    """A Tune result for `epoch` of a trial whose final reward and audit accuracy are given."""
+    lag = 0.05 * (EPOCHS - epoch)
+    return {"epoch": epoch, "train_loss": 1.0 / epoch, "train_accuracy": reward + 0.05 - lag,
+            "val_accuracy": reward - lag, "audit_accuracy": audit - lag, "reward": reward - lag,
+            "train_val_gap": 0.05, "seconds": 0.5, "images_per_s": 900.0, "node_id": "node-a",
+            "trial_id": trial_id, "training_iteration": epoch, "time_total_s": 0.5 * epoch,
+            "done": False}
+
+
+def run_trial_events(tracker: Tracker, trial_id: str, config: dict[str, Any], reward: float,
+                     audit: float, epochs: range = range(1, EPOCHS + 1)) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for epoch in epochs:
+        result = epoch_result(trial_id, epoch, reward, audit)
+        tracker.trial_result(trial_id, config, result)
+    return result
+
+
+# Final (reward, audit accuracy) of the six good trials, in completion order.
+GOOD = [(0.60, 0.62), (0.70, 0.69), (0.65, 0.66), (0.80, 0.70), (0.75, 0.74), (0.78, 0.73)]
+
+
+@dataclass
+class Recorded:
+    tracker: Tracker
+    client: MlflowClient
+    output: Path
+    configs: dict[str, dict[str, Any]]
+    order: list[str]
+    result: Any
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def recorded(space: Space, splits: Any, tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """A search of 8 trials (6 good, 1 diverged, 1 crashed), two at a time, interleaved."""
+    output = tmp_path_factory.mktemp("search") / "digits-tpe-test"
+    started = time.monotonic()
+    tracker = Tracker.connect(None, None, space, output)
+    tracker.start(space, "tpe", SearchOptions(seed=7, trials=8), splits, resume=False)
+    cfgs = sample_configs(space, 8, seed=3)
+    ids = [f"t{i}_0000{i}" for i in range(8)]
+    configs = {t: {**c, "_seed": 11} for t, c in zip(ids, cfgs, strict=True)}
+    outcomes, order = [], []
+
+    def complete(tid: str, result: dict[str, Any], status: str = "ok") -> None:
+        tracker.trial_complete(tid, configs[tid], result)
+        outcomes.append(Outcome(tid, configs[tid], result, status, result.get("error", "")))
+        order.append(tid)
+
+    good = iter(zip(ids[:6], GOOD, strict=True))
+    for (a, (ra, aa)), (b, (rb, ab)) in zip(good, good, strict=True):  # two trials at a time
+        for epoch in range(1, EPOCHS + 1):
+            tracker.trial_result(a, configs[a], epoch_result(a, epoch, ra, aa))
+            tracker.trial_result(b, configs[b], epoch_result(b, epoch, rb, ab))
+        complete(a, epoch_result(a, EPOCHS, ra, aa))
+        if a == ids[0]:  # a diverging child: one epoch, then a NaN reward and an error
+            tracker.trial_result(ids[6], configs[ids[6]], epoch_result(ids[6], 1, 0.2, 0.2))
+            bad = {"reward": math.nan, "status": "diverged", "error": "loss is nan at epoch 2",
+                   "node_id": "node-a", "trial_id": ids[6], "training_iteration": 2}
+            tracker.trial_result(ids[6], configs[ids[6]], bad)
+            complete(ids[6], bad, "diverged")
+        complete(b, epoch_result(b, EPOCHS, rb, ab))
+        if b == ids[3]:  # a worker that crashed for good after its first epoch
+            tracker.trial_result(ids[7], configs[ids[7]], epoch_result(ids[7], 1, 0.5, 0.5))
+            tracker.trial_error(ids[7], configs[ids[7]], "RuntimeError: worker died")
+            outcomes.append(Outcome(ids[7], configs[ids[7]], epoch_result(ids[7], 1, 0.5, 0.5),
+                                    "error", "RuntimeError: worker died"))
+            order.append(ids[7])
+    result = write_outputs(space, "tpe", leaderboard_rows(space, outcomes), output, 8)
+    tracker.finish(result)
+    assert tracker.errors == []
+    return Recorded(tracker, MlflowClient(tracker.uri), output, configs, order, result,
+                    time.monotonic() - started)
+
+
+def all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
+    return list(client.search_runs([experiment_id], max_results=1000))
+
+
+def split_runs(rec: Recorded) -> tuple[list[Any], dict[str, Any]]:
+    runs = all_runs(rec.client, rec.tracker.experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = {r.data.tags["trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    return parents, trials
+
+
+def artifact_names(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, path)}
+
+
+# ---------------------------------------------------------------- the store's layout
+
+
+def test_default_store_is_sqlite_in_the_output_directory(recorded: Recorded) -> None:
+    out = recorded.output
+    assert recorded.tracker.uri == f"sqlite:///{out.resolve()}/mlflow.db"
+    assert (out / "mlflow.db").is_file()
+    experiment = recorded.client.get_experiment(recorded.tracker.experiment_id)
+    assert experiment.name == "augsearch-digits"
+    assert experiment.artifact_location == (out / "mlartifacts").as_uri()
+    assert any((out / "mlartifacts").rglob("preview.png"))
+    assert not Path("mlruns").exists() or not any(Path("mlruns").rglob("preview.png"))
+    assert json.loads((out / PARENT_FILE).read_text())["run_id"] == recorded.tracker.parent_id
+
+
+def test_one_parent_and_one_nested_run_per_trial(recorded: Recorded) -> None:
+    parents, trials = split_runs(recorded)
+    assert [p.info.run_id for p in parents] == [recorded.tracker.parent_id]
+    assert sorted(trials) == sorted(recorded.configs)
+    for tid, run in trials.items():
+        assert run.data.tags["mlflow.parentRunId"] == recorded.tracker.parent_id
+        assert run.info.run_name == f"trial-{tid}"
+
+
+def test_parent_records_what_the_search_was(recorded: Recorded, space: Space) -> None:
+    parent = recorded.client.get_run(recorded.tracker.parent_id)
+    params, tags = parent.data.params, parent.data.tags
+    assert params["space"] == "digits" and params["searcher"] == "tpe"
+    assert params["seed"] == "7" and params["epochs"] == str(EPOCHS)
+    for name in ("augsearch", "ray", "optuna", "torch", "albumentations", "mlflow"):
+        assert tags[f"version.{name}"] not in ("", "not installed")
+    assert tags["host"] and tags["cpu"] and tags["gpus"]
+    if (Path(__file__).resolve().parents[2] / ".git").exists():
+        assert len(tags["mlflow.source.git.commit"]) == 40
+    assert parent.info.status == "FINISHED" and tags["status"] == "finished"
+    text = Path(recorded.client.download_artifacts(parent.info.run_id, "space.yaml")).read_text()
+    assert f"epochs: {EPOCHS}" in text and "name: digits" in text
+    assert {"space.yaml", "leaderboard.csv", "best_policy.json", "best_policy.yaml",
+            "diagnostics"} <= artifact_names(recorded.client, parent.info.run_id)
+
+
+# ---------------------------------------------------------------- nested trial runs
+
+
+def test_trial_params_are_the_flat_policy(recorded: Recorded, space: Space) -> None:
+    _, trials = split_runs(recorded)
+    for tid, run in trials.items():
+        expected = flat_params(decode(space, recorded.configs[tid]))
+        assert run.data.params == {k: str(v) for k, v in expected.items()}
+        assert "sp0.op0.name" in run.data.params and "sp2.op1.probability" in run.data.params
+        assert not any(k.startswith("_") for k in run.data.params)  # private keys stripped
+
+
+def test_per_epoch_metrics_and_final_values(recorded: Recorded) -> None:
+    _, trials = split_runs(recorded)
+    for tid, (reward, audit) in zip(sorted(trials)[:6], GOOD, strict=True):
+        run = trials[tid]
+        for key in ("train_loss", "train_accuracy", "val_accuracy", "audit_accuracy", "reward"):
+            history = recorded.client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == [1, 2, 3], (tid, key)
+        assert run.data.metrics["reward"] == pytest.approx(reward)
+        assert run.data.metrics["audit_accuracy"] == pytest.approx(audit)
+        assert run.data.metrics["train_val_gap"] == pytest.approx(0.05)
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+        assert run.data.tags["node_id"] == "node-a"
+        assert run.info.end_time - run.info.start_time >= 500  # dated back to epoch 1's start
+
+
+def test_failed_trials_end_failed_with_their_error(recorded: Recorded) -> None:
+    _, trials = split_runs(recorded)
+    diverged, crashed = trials["t6_00006"], trials["t7_00007"]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["status"] == "diverged"
+    assert "loss is nan" in diverged.data.tags["error"]
+    assert len(recorded.client.get_metric_history(diverged.info.run_id, "val_accuracy")) == 1
+    assert crashed.info.status == "FAILED" and crashed.data.tags["status"] == "error"
+    assert crashed.data.tags["error"] == "RuntimeError: worker died"
+
+
+def test_trial_artifacts_policy_loads_with_albumentations(recorded: Recorded, space: Space,
+                                                          splits: Any, tmp_path: Path) -> None:
+    import albumentations as A
+
+    _, trials = split_runs(recorded)
+    run = trials["t3_00003"]
+    assert {"policy.json", "policy.yaml", "preview.png"} <= artifact_names(
+        recorded.client, run.info.run_id)
+    local = Path(recorded.client.download_artifacts(run.info.run_id, "policy.json", tmp_path))
+    pipeline = A.load(str(local), data_format="json")
+    image = np.array(splits.train.x[0])
+    out = pipeline(image=image)["image"]
+    assert out.dtype == np.uint8 and out.size == image.size
+    policy_file = recorded.client.download_artifacts(run.info.run_id, "policy.yaml", tmp_path)
+    policy = load_policy(policy_file)
+    assert policy == decode(space, recorded.configs["t3_00003"])
+    assert policy.provenance["reward"] == pytest.approx(0.80)
+    png = Path(recorded.client.download_artifacts(run.info.run_id, "preview.png", tmp_path))
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------- diagnostics on the parent
+
+
+def test_overfit_diagnostics_metrics(recorded: Recorded) -> None:
+    client, pid = recorded.client, recorded.tracker.parent_id
+    metrics = client.get_run(pid).data.metrics
+    assert metrics["best_reward"] == pytest.approx(0.80)
+    assert metrics["best_audit_accuracy"] == pytest.approx(0.70)
+    assert metrics["selection_gap"] == pytest.approx(0.10)
+    assert metrics["audit_regret"] == pytest.approx(0.04)
+    # Spearman by hand: reward ranks 1 3 2 6 4 5, audit ranks 1 3 2 4 6 5, sum d^2 = 8
+    assert metrics["reward_audit_spearman"] == pytest.approx(1 - 6 * 8 / (6 * 35))
+    assert metrics["trials_ok"] == 6 and metrics["trials_failed"] == 2
+    # completion order: t0 t6(diverged) t1 t2 t3 t7(crashed) t4 t5
+    assert recorded.order == ["t0_00000", "t6_00006", "t1_00001", "t2_00002", "t3_00003",
+                              "t7_00007", "t4_00004", "t5_00005"]
+    best = {m.step: m.value for m in client.get_metric_history(pid, "best_reward_so_far")}
+    audit = {m.step: m.value
+             for m in client.get_metric_history(pid, "best_audit_accuracy_so_far")}
+    assert best == pytest.approx({1: .60, 2: .60, 3: .70, 4: .70, 5: .80, 6: .80, 7: .80,
+                                  8: .80})
+    assert audit == pytest.approx({1: .62, 2: .62, 3: .69, 4: .69, 5: .70, 6: .70, 7: .70,
+                                   8: .70})
+    rewards = {m.step for m in client.get_metric_history(pid, "trial_reward")}
+    assert rewards == {1, 3, 4, 5, 7, 8}
+
+
+def test_diagnostic_plots_and_op_table(recorded: Recorded, space: Space, tmp_path: Path) -> None:
+    client, pid = recorded.client, recorded.tracker.parent_id
+    names = artifact_names(client, pid, "diagnostics")
+    assert {"diagnostics/overfit.png", "diagnostics/reward_vs_trial.png",
+            "diagnostics/op_importance.png", "diagnostics/op_importance.json",
+            "diagnostics/summary.json"} <= names
+    for name in ("overfit", "reward_vs_trial", "op_importance"):
+        png = Path(client.download_artifacts(pid, f"diagnostics/{name}.png", tmp_path))
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    table = json.loads(Path(client.download_artifacts(
+        pid, "diagnostics/op_importance.json", tmp_path)).read_text())
+    assert table["top_policies"] == 2 and table["rest_policies"] == 4  # ceil(6 / 4) = 2
+    top = [n for t in ("t3_00003", "t5_00005")  # rewards 0.80 and 0.78
+           for s in decode(space, recorded.configs[t]).sub_policies for n in (o.name
+                                                                              for o in s.ops)]
+    by_op = {row["op"]: row for row in table["ops"]}
+    for op in {o.name for o in space.policy.ops}:
+        assert by_op[op]["top_count"] == top.count(op)
+        assert by_op[op]["top_share"] == pytest.approx(top.count(op) / len(top), abs=1e-4)
+    assert sum(r["rest_share"] for r in table["ops"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_logging_keeps_up(recorded: Recorded) -> None:
+    # 8 trials × 3 epochs, previews and plots: the single writer is not a bottleneck.
+    assert recorded.seconds < 60
+
+
+# ---------------------------------------------------------------- resume, PBT, errors
+
+
+def _finish(tracker: Tracker, space: Space, outcomes: list[Outcome], output: Path) -> None:
+    tracker.finish(write_outputs(space, "tpe", leaderboard_rows(space, outcomes), output, 3))
+
+
+def test_resume_adds_to_the_same_parent_without_duplicates(space: Space, splits: Any,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "resumable"
+    a, b, c = ({**cfg} for cfg in sample_configs(space, 3, seed=5))
+    first = Tracker.connect(None, None, space, out)
+    first.start(space, "tpe", SearchOptions(seed=0), splits, resume=False)
+    done = run_trial_events(first, "ta_00000", a, 0.7, 0.68)
+    first.trial_complete("ta_00000", a, done)
+    part = run_trial_events(first, "tb_00001", b, 0.6, 0.61, range(1, 2))  # interrupted
+    _finish(first, space, [Outcome("ta_00000", a, done, "ok"),
+                           Outcome("tb_00001", b, part, "interrupted")], out)
+    client = MlflowClient(first.uri)
+    assert client.get_run(first.parent_id).info.status == "KILLED"
+
+    again = Tracker.connect(None, None, space, out)
+    again.start(space, "tpe", SearchOptions(seed=0, resume=True), splits, resume=True)
+    assert again.parent_id == first.parent_id
+    assert client.get_run(first.parent_id).info.status == "RUNNING"
+    replay = run_trial_events(again, "ta_00000", a, 0.7, 0.68)  # ignored: already finished
+    again.trial_complete("ta_00000", a, replay)
+    b_end = run_trial_events(again, "tb_00001", b, 0.6, 0.61)  # epoch 1 again, then 2 and 3
+    again.trial_complete("tb_00001", b, b_end)
+    c_end = run_trial_events(again, "tc_00002", c, 0.8, 0.7)
+    again.trial_complete("tc_00002", c, c_end)
+    _finish(again, space, [Outcome("ta_00000", a, done, "ok"), Outcome("tb_00001", b, b_end,
+                                                                       "ok"),
+                           Outcome("tc_00002", c, c_end, "ok")], out)
+    assert again.errors == []
+
+    runs = all_runs(client, again.experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["resumed"] == "1"
+    assert parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["trial_id"] for r in trials) == ["ta_00000", "tb_00001",
+                                                               "tc_00002"]
+    for run in trials:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2, 3], run.data.tags["trial_id"]
+        assert run.info.status == "FINISHED"
+    best = [m.step for m in client.get_metric_history(parents[0].info.run_id,
+                                                      "best_reward_so_far")]
+    assert sorted(best) == [1, 2, 3]
+
+
+def test_pbt_policy_change_is_logged_as_a_file(recorded: Recorded, space: Space, splits: Any,
+                                               tmp_path: Path) -> None:
+    # same store, another experiment: no second database set-up
+    tracker = Tracker.connect(recorded.tracker.uri, "pbt-check", space, tmp_path)
+    tracker.start(space, "pbt", SearchOptions(seed=0), splits, resume=False)
+    before, after = sample_configs(space, 2, seed=9)
+    for epoch in (1, 2, 3):
+        tracker.trial_result("tp_00000", before, epoch_result("tp_00000", epoch, 0.5, 0.5))
+    # exploit: the trial continues from a donor's checkpoint taken after epoch 2, new policy
+    for epoch in (3, 4):
+        final = epoch_result("tp_00000", epoch, 0.7, 0.7)
+        tracker.trial_result("tp_00000", after, final)
+    tracker.trial_complete("tp_00000", after, final)
+    assert tracker.errors == []
+    run = tracker.client.get_run(tracker._runs["tp_00000"].run_id)
+    assert run.data.params["sp0.op0.name"] == decode(space, before).sub_policies[0].ops[0].name
+    assert run.data.tags["policy_changed_at_epoch"] == "3"
+    steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert sorted(steps) == [1, 2, 3, 3, 4]  # the donor's epoch 3 is not dropped
+    assert artifact_names(tracker.client, run.info.run_id, "schedule") == {
+        "schedule/policy_epoch3.yaml"}
+    logged = load_policy(tracker.client.download_artifacts(run.info.run_id, "policy.yaml",
+                                                           tmp_path))
+    assert logged == decode(space, after)
+
+
+def test_unreachable_server_is_a_clear_error_before_training(space: Space,
+                                                             tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(SearchError) as info:
+        Tracker.connect("http://127.0.0.1:9", None, space, tmp_path)
+    assert time.monotonic() - started < 15
+    message = str(info.value)
+    assert "\n" not in message
+    assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in message
+    assert "mlflow server" in message and "--tracking-uri" in message
+
+
+def test_deleted_experiment_is_a_clear_error(recorded: Recorded, space: Space,
+                                             tmp_path: Path) -> None:
+    client = MlflowClient(recorded.tracker.uri)
+    experiment_id = client.create_experiment("to-delete")
+    client.delete_experiment(experiment_id)
+    with pytest.raises(SearchError, match="was deleted; restore it"):
+        Tracker.connect(recorded.tracker.uri, "to-delete", space, tmp_path)
+
+
+# ---------------------------------------------------------------- real events
+
+
+@dataclass
+class TuneLikeEvents:
+    """Forwards `run_trial`'s reports to the tracker as Tune's driver callback would."""
+
+    tracker: Tracker
+    trial_id: str
+    config: dict[str, Any]
+    last: dict[str, Any] | None = None
+
+    def report(self, metrics: dict[str, Any], _saved: Any) -> None:
+        self.last = {**metrics, "trial_id": self.trial_id, "node_id": "local"}
+        self.tracker.trial_result(self.trial_id, self.config, dict(self.last))
+
+
+def test_real_child_training_events(recorded: Recorded, space: Space, splits: Any,
+                                    tmp_path: Path) -> None:
+    """Results reported by real child trainings (no Ray) go into the store as they come."""
+    from search.trial import TrialContext, run_trial
+
+    small = space.replace(**{"dataset.train_size": 100, "child.epochs": 2,
+                             "reward.last_epochs": 1})
+    tracker = Tracker.connect(recorded.tracker.uri, "real-children", small, tmp_path)
+    tracker.start(small, "random", SearchOptions(seed=0), splits, resume=False)
+    ctx = TrialContext(small, 0, threads=1)
+    outcomes = []
+    for index, config in enumerate(sample_configs(small, 2, seed=1)):
+        events = TuneLikeEvents(tracker, f"real_{index:05d}", config)
+        run_trial(config, ctx, splits, report=events.report)
+        tracker.trial_complete(events.trial_id, config, events.last)
+        outcomes.append(Outcome(events.trial_id, config, events.last, "ok"))
+    tracker.finish(write_outputs(small, "random", leaderboard_rows(small, outcomes), tmp_path,
+                                 2))
+    assert tracker.errors == []
+    for tid in ("real_00000", "real_00001"):
+        run = tracker.client.get_run(tracker._runs[tid].run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("train_loss", "train_accuracy", "val_accuracy", "audit_accuracy"):
+            assert len(tracker.client.get_metric_history(run.info.run_id, key)) == 2
+        assert 0.0 <= run.data.metrics["reward"] <= 1.0
+    assert "selection_gap" in tracker.client.get_run(tracker.parent_id).data.metrics
+
+
+# ---------------------------------------------------------------- diagnostics, pure
+
+
+def test_overfit_diagnostics_need_three_finished_trials_for_a_correlation(space: Space) -> None:
+    cfg = sample_configs(space, 1, seed=0)[0]
+    rows = [{"trial_id": "a", "status": "ok", "reward": 0.5, "audit_accuracy": 0.4, "config": cfg},
+            {"trial_id": "b", "status": "failed", "reward": math.nan, "audit_accuracy": math.nan,
+             "config": cfg},
+            {"trial_id": "c", "status": "ok", "reward": 0.6, "audit_accuracy": 0.62,
+             "config": cfg}]
+    diag = overfit_diagnostics(rows, space)
+    assert diag.spearman is None
+    assert diag.best_so_far[0] == 0.5 and diag.best_so_far[1] == 0.5
+    assert diag.best_so_far[2] == 0.6
+    assert diag.selection_gap == pytest.approx(-0.02)
+    assert diag.top_policies == 1 and diag.rest_policies == 1
+    assert overfit_diagnostics(rows[:1], space).op_table == []
+
+
+# ---------------------------------------------------------------- a real search
+
+
+@pytest.mark.slow
+def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> None:
+    """A real smoke search (digits, tpe) on a local Ray: the store holds the whole record."""
+    import albumentations as A
+
+    from search.api import search
+
+    out = tmp_path / "out"
+    result = search("digits", "tpe", smoke_test=True, seed=0, output=out)
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name("augsearch-digits")
+    runs = all_runs(client, experiment.experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert sorted(r.data.tags["trial_id"] for r in trials) == sorted(
+        row["trial_id"] for row in result.leaderboard)
+    assert len(trials) == 4
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]  # smoke test: 2 epochs
+        assert {"policy.json", "policy.yaml", "preview.png"} <= artifact_names(
+            client, run.info.run_id)
+        assert "sp0.op0.name" in run.data.params
+    best = next(r for r in trials if r.data.tags["trial_id"] == result.best_trial)
+    local = client.download_artifacts(best.info.run_id, "policy.json", str(tmp_path))
+    image = np.zeros((16, 16, 1), np.uint8)
+    assert A.load(local, data_format="json")(image=image)["image"].size == image.size
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["best_reward"] == pytest.approx(result.best_reward)
+    assert "selection_gap" in metrics and metrics["trials_ok"] == 4
+    assert len(client.get_metric_history(parent, "best_reward_so_far")) == 4
+    assert {"leaderboard.csv", "best_policy.json", "best_policy.yaml", "space.yaml",
+            "diagnostics"} <= artifact_names(client, parent)
+
+
+@pytest.mark.slow
+def test_interrupted_then_resumed_search_keeps_one_record(tmp_path: Path) -> None:
+    """Ctrl-C after two trials, then --resume: one parent, one run per trial, no repeats."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "search.run", "--space", "digits", "--searcher", "random",
+           "--smoke-test", "--trials", "5", "--epochs", "2", "--concurrency", "1",
+           "--output", str(out)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    first = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    done = 0
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if line.startswith("[augsearch] ") and "trials (" in line:
+                done += 1
+                if done == 2:
+                    first.send_signal(signal.SIGINT)
+                    break
+        log = first.communicate(timeout=240)[0]
+    finally:
+        first.kill()
+    assert done == 2 and first.returncode == 130, log
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name("augsearch-digits")
+    parent_id = json.loads((out / PARENT_FILE).read_text())["run_id"]
+    assert client.get_run(parent_id).info.status == "KILLED"
+    finished_before = {r.data.tags["trial_id"]: r.info.run_id
+                       for r in all_runs(client, experiment.experiment_id)
+                       if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags}
+    assert len(finished_before) >= 2
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    runs = all_runs(client, experiment.experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [p.info.run_id for p in parents] == [parent_id]
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["resumed"] == "1"
+    ids = [r.data.tags["trial_id"] for r in trials]
+    assert len(ids) == len(set(ids)) == 5
+    for run in trials:
+        assert run.info.status == "FINISHED", run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2], (run.data.tags["trial_id"], steps)
+    for trial_id, run_id in finished_before.items():
+        assert {r.info.run_id for r in trials if r.data.tags["trial_id"] == trial_id} == {run_id}
+    best = [m.step for m in client.get_metric_history(parent_id, "best_reward_so_far")]
+    assert sorted(best) == [1, 2, 3, 4, 5]
