@@ -1,0 +1,214 @@
+"""Datasets and the search's splits: checked uint8 NHWC arrays, split deterministically.
+
+`load_dataset` reads a built-in dataset (digits offline; CIFAR-10/100 and SVHN through a
+torchvision cache) or the user's data (an .npz file or an image folder), checks it against the
+space's `DatasetSpec` and adapts its size and channels. `make_splits` carves the train subset, the
+validation pool, the audit set from the training images, stratified and shuffled from a seed; the
+test set is the data's own and the search never touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from children.errors import DataError
+from children.sources import TORCHVISION, Raw, read_digits, read_folder, read_npz, read_torchvision
+
+if TYPE_CHECKING:
+    from spaces.schema import DatasetSpec
+
+__all__ = ["Arrays", "DataError", "ImageData", "Splits", "load_dataset", "make_splits",
+           "stratified_order", "default_cache_dir"]
+
+TEST_FRACTION = 1 / 6  # test share carved (seed 0) from data without a test split: digits, folders
+_TEST_SEED = 0
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """Images and labels: `x` uint8 N×H×W×C, `y` int64 N. May be read-only (Ray's object store)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole dataset, checked: uint8 NHWC images at the spec's size and channels, int64 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The search's data: train subset, validation pool, audit set (never rewarded), test set."""
+
+    train: Arrays
+    val_pool: Arrays
+    audit: Arrays
+    test: Arrays
+    num_classes: int | None = None  # the spec's class count (labels may not show every class)
+
+
+def default_cache_dir(name: str) -> Path:
+    """Where torchvision downloads go unless --data-dir is given: ~/.cache/augsearch/<name>."""
+    return Path.home() / ".cache" / "augsearch" / name
+
+
+def load_dataset(
+    spec: DatasetSpec, data: str | None = None, data_dir: str | None = None, download: bool = True
+) -> ImageData:
+    """Read, check and adapt the dataset `spec` names; `data` (an .npz or folder) overrides it.
+
+    Raises DataError with one line naming the problem and the fix for missing downloads, corrupt
+    or mislabelled files and label ranges that do not fit `spec.num_classes`.
+    """
+    source = data or spec.path
+    if source:
+        path = Path(source).expanduser()
+        origin = str(path)
+        if path.is_dir():
+            raw = read_folder(path, spec.channels, spec.image_size)
+            found = len(raw.class_names or [])
+            if found != spec.num_classes:
+                raise DataError(f"{path}: has {found} class folders but the space's "
+                                f"dataset.num_classes is {spec.num_classes}; set "
+                                f"dataset.num_classes to {found} or fix the folders")
+        elif path.is_file():
+            raw = read_npz(path)
+        else:
+            raise DataError(f"{path}: no such file or folder; pass --data with an existing .npz "
+                            f"file or image folder")
+    elif spec.name == "digits":
+        origin, raw = "digits", read_digits()
+    elif spec.name in TORCHVISION:
+        root = Path(data_dir).expanduser() if data_dir else default_cache_dir(spec.name)
+        origin, raw = spec.name, read_torchvision(spec.name, root, download)
+    else:
+        raise DataError(f"dataset '{spec.name}' needs its data; pass --data PATH (an .npz file "
+                        f"or an image folder) or set dataset.path")
+    return _checked(raw, origin, spec)
+
+
+def _checked(raw: Raw, origin: str, spec: DatasetSpec) -> ImageData:
+    x_train = _images(raw.x_train, "x_train", origin)
+    y_train = _labels(raw.y_train, "y_train", origin, len(x_train), spec.num_classes)
+    if raw.x_test is None or raw.y_test is None:
+        order = stratified_order(y_train, _TEST_SEED)
+        n_test = max(1, round(len(y_train) * TEST_FRACTION))
+        test, train = order[:n_test], order[n_test:]
+        x_test, y_test = x_train[test], y_train[test]
+        x_train, y_train = x_train[train], y_train[train]
+    else:
+        x_test = _images(raw.x_test, "x_test", origin)
+        y_test = _labels(raw.y_test, "y_test", origin, len(x_test), spec.num_classes)
+    names = raw.class_names or [str(i) for i in range(spec.num_classes)]
+    return ImageData(_adapt(x_train, spec), y_train, _adapt(x_test, spec), y_test, names)
+
+
+def _images(x: np.ndarray, key: str, origin: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise DataError(f"{origin}: {key} has dtype {x.dtype}; images must be uint8 0..255 "
+                        f"(convert e.g. with (x * 255).round().astype(np.uint8))")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        hint = ""
+        if x.ndim == 4 and x.shape[1] in (1, 3):
+            hint = " (this looks like NCHW: use x.transpose(0, 2, 3, 1))"
+        raise DataError(f"{origin}: {key} has shape {x.shape}; images must be N×H×W×C with C = 1 "
+                        f"or 3 (uint8 NHWC){hint}")
+    if len(x) == 0:
+        raise DataError(f"{origin}: {key} holds no images; add images to both splits")
+    return x
+
+
+def _labels(y: np.ndarray, key: str, origin: str, n: int, num_classes: int) -> np.ndarray:
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{origin}: {key} has dtype {y.dtype}; labels must be integer class ids "
+                        f"0..num_classes-1")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{origin}: {key} has shape {y.shape}; labels must be a 1-D array of class "
+                        f"ids (one-hot labels: use y.argmax(1))")
+    x_key = "x" + key[1:]
+    if len(y) != n:
+        raise DataError(f"{origin}: {x_key} has {n} images but {key} has {len(y)} labels; give "
+                        f"one label per image")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise DataError(f"{origin}: {key} has labels in [{low}, {high}] but the space's "
+                        f"dataset.num_classes is {num_classes} (ids 0..{num_classes - 1}); fix the "
+                        f"labels or set dataset.num_classes to {max(high + 1, num_classes)}")
+    return y.astype(np.int64)
+
+
+def _adapt(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """Convert channels (1 <-> 3) and resize to the spec's square size when they differ."""
+    import cv2
+
+    size, channels = spec.image_size, spec.channels
+    if x.shape[1:] == (size, size, channels):
+        return x
+    out = np.empty((len(x), size, size, channels), dtype=np.uint8)
+    for i, image in enumerate(x):
+        if image.shape[2] != channels:
+            code = cv2.COLOR_GRAY2RGB if channels == 3 else cv2.COLOR_RGB2GRAY
+            image = cv2.cvtColor(image, code)
+        if image.shape[:2] != (size, size):
+            shrink = image.shape[0] > size or image.shape[1] > size
+            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            image = cv2.resize(image, (size, size), interpolation=interpolation)
+        out[i] = image.reshape(size, size, channels)
+    return out
+
+
+def stratified_order(y: np.ndarray, seed: int) -> np.ndarray:
+    """A permutation of indices whose every consecutive chunk is stratified by label.
+
+    Each class's members get evenly spaced, jittered ranks in [0, 1) in a random order; sorting by
+    rank interleaves the classes in proportion, so any chunk holds each class within ±2 of its
+    share.
+    """
+    rng = np.random.default_rng(seed)
+    rank = np.empty(len(y), dtype=np.float64)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        count = len(members)
+        rank[members[rng.permutation(count)]] = (np.arange(count) + rng.random(count)) / count
+    return np.argsort(rank, kind="stable")
+
+
+def make_splits(data: ImageData, spec: DatasetSpec, seed: int) -> Splits:
+    """Train subset, validation pool and audit set from the training images; test kept whole.
+
+    Deterministic from `seed`, stratified, shuffled, disjoint. Raises DataError when the
+    training images are fewer than the three sizes need.
+    """
+    sizes = (spec.train_size, spec.val_pool_size, spec.audit_size)
+    need, have = sum(sizes), len(data.y_train)
+    if need > have:
+        raise DataError(
+            f"{spec.name}: the splits need {need} training images (train_size {sizes[0]} + "
+            f"val_pool_size {sizes[1]} + audit_size {sizes[2]}) but the data has {have}; lower "
+            f"these sizes in the space's dataset section or use more data")
+    rng = np.random.default_rng((seed, 1))
+    order = stratified_order(data.y_train, seed)
+    parts, start = [], 0
+    for size in sizes:
+        chosen = rng.permutation(order[start:start + size])
+        parts.append(Arrays(data.x_train[chosen], data.y_train[chosen]))
+        start += size
+    return Splits(parts[0], parts[1], parts[2], Arrays(data.x_test, data.y_test), spec.num_classes)

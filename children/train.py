@@ -1,0 +1,358 @@
+"""The child trainer: one function, data injected, returning a policy's reward and diagnostics.
+
+`train_child` trains a child model on the search's train split under a policy (its albumentations
+pipeline plus batch ops) and scores it each epoch on a validation sample drawn afresh for the
+trial from the validation pool (DeepAugment's guard against overfitting the validation set) and on
+the fixed audit set, which the reward never sees. It knows nothing of Ray: progress and
+checkpoints leave through the `on_epoch(stats, state)` callback, and `state` resumes a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from children.batches import channel_stats, normalize, prefetch, training_batches
+from children.datasets import Arrays, Splits
+from children.errors import DataError, DivergedError
+from children.models import build_model
+
+if TYPE_CHECKING:
+    from spaces.policy import Policy
+    from spaces.schema import ChildSpec, OptimizerSpec, RewardSpec
+
+__all__ = ["DivergedError", "EpochStats", "Metrics", "TrainState", "reward_from_history",
+           "train_child"]
+
+_EVAL_BATCH = 512
+_VAL_SAMPLE_STREAM = 7  # seed-sequence key of the trial's validation sample
+
+
+@dataclass
+class EpochStats:
+    """One epoch: train loss/accuracy on augmented batches, val and audit accuracy, speed."""
+
+    epoch: int  # 1-based: epochs completed
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    audit_accuracy: float  # NaN when the audit set is empty
+    seconds: float  # the whole epoch, evaluation included
+    images_per_s: float  # training images per second (augmentation and step)
+
+
+@dataclass
+class Metrics:
+    """What a trained child says about its policy: the reward and diagnostics."""
+
+    reward: float
+    val_accuracy: float
+    audit_accuracy: float
+    train_accuracy: float
+    train_val_gap: float
+    history: list[EpochStats]
+    images_per_s: float
+    wall_seconds: float
+    epochs: int
+    reward_epochs: list[int] = field(default_factory=list)  # the epochs the reward averages
+    note: str = ""  # set when the train−val gap filter left no epoch and the last one was used
+
+
+@dataclass
+class TrainState:
+    """A picklable snapshot after `epoch` epochs, to checkpoint and resume (PBT's exploit)."""
+
+    epoch: int
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    history: list[EpochStats]
+    policy: Policy | None = None
+    scaler: dict[str, Any] | None = None
+
+
+def train_child(
+    child: ChildSpec,
+    reward: RewardSpec,
+    policy: Policy,
+    splits: Splits,
+    *,
+    seed: int,
+    threads: int | None = None,
+    device: str | None = None,
+    on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
+    state: TrainState | None = None,
+    epochs: int | None = None,
+    schedule: Callable[[int], Policy] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> Metrics:
+    """Train `child.model` under `policy` on `splits.train` and return its reward and history.
+
+    `epochs` overrides child.epochs (the length of the learning-rate schedule); `state` continues
+    a run from state.epoch; `schedule(e)` gives the policy of 0-based epoch e and overrides
+    `policy`. `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults
+    to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
+    Same seed, same device and threads give the same metrics. Raises DivergedError at the first
+    NaN/inf loss.
+    """
+    started = time.perf_counter()
+    total = epochs or child.epochs
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with _threads(dev, threads):
+        run = _Run(child, splits, seed, dev, total)
+        if state is not None:
+            run.restore(state)
+        val_index = _val_sample(splits.val_pool, reward.val_sample_size, seed)
+        images, train_seconds = 0, 0.0
+        for epoch in range(run.epoch, total):
+            begun = time.perf_counter()
+            current = schedule(epoch) if schedule is not None else policy
+            loss, accuracy, seen, seconds = run.train_epoch(epoch, current, on_batch)
+            val = run.accuracy(splits.val_pool, val_index)
+            audit = run.accuracy(splits.audit, None) if len(splits.audit) else math.nan
+            stats = EpochStats(epoch + 1, loss, accuracy, val, audit,
+                               time.perf_counter() - begun, seen / seconds)
+            run.history.append(stats)
+            images += seen
+            train_seconds += seconds
+            if on_epoch is not None:
+                on_epoch(stats, run.snapshot(current))
+    if not run.history:
+        raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total} and "
+                         f"holds no history; pass a larger `epochs`")
+    speed = images / train_seconds if train_seconds else run.history[-1].images_per_s
+    return _metrics(run.history, reward, speed, time.perf_counter() - started)
+
+
+def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: float) -> Metrics:
+    value, used, note = reward_from_history(history, reward)
+    last = history[-1]
+    return Metrics(
+        reward=value, val_accuracy=last.val_accuracy, audit_accuracy=last.audit_accuracy,
+        train_accuracy=last.train_accuracy,
+        train_val_gap=last.train_accuracy - last.val_accuracy, history=list(history),
+        images_per_s=speed, wall_seconds=wall, epochs=last.epoch, reward_epochs=used, note=note,
+    )
+
+
+def reward_from_history(
+    history: list[EpochStats], reward: RewardSpec
+) -> tuple[float, list[int], str]:
+    """Mean val accuracy of the last `reward.last_epochs` epochs, minus overfit epochs.
+
+    With `reward.max_train_val_gap` set, epochs whose train − val accuracy exceeds it are left
+    out (DeepAugment); when that leaves none, the last epoch counts and the note says so.
+    """
+    window = history[-reward.last_epochs:]
+    kept = window
+    note = ""
+    gap = reward.max_train_val_gap
+    if gap is not None:
+        kept = [h for h in window if h.train_accuracy - h.val_accuracy <= gap]
+        if not kept:
+            kept = window[-1:]
+            note = (f"all of the last {len(window)} epochs had train-val gap > {gap:g}; the "
+                    f"reward is epoch {kept[0].epoch}'s val accuracy")
+    value = float(np.mean([h.val_accuracy for h in kept]))
+    return value, [h.epoch for h in kept], note
+
+
+@contextlib.contextmanager
+def _threads(dev: torch.device, threads: int | None) -> Iterator[None]:
+    """cv2 single-threaded (one image at a time) and torch on `threads` CPUs; restored after."""
+    import cv2
+
+    cv2_before, torch_before = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    if dev.type == "cpu" and threads:
+        torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(cv2_before)
+        torch.set_num_threads(torch_before)
+
+
+def _val_sample(pool: Arrays, size: int, seed: int) -> np.ndarray:
+    if size > len(pool):
+        raise DataError(f"reward.val_sample_size is {size} but the validation pool holds "
+                        f"{len(pool)} images; lower reward.val_sample_size or raise "
+                        f"dataset.val_pool_size")
+    rng = np.random.default_rng((seed, _VAL_SAMPLE_STREAM))
+    return np.sort(rng.choice(len(pool), size=size, replace=False))
+
+
+def _lr_factor(kind: str, step: int, total: int) -> float:
+    """Learning-rate multiplier at `step` of `total`: constant, cosine or one-cycle."""
+    t = min(step / max(total, 1), 1.0)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if kind == "onecycle":  # warm up from 0.1 to 1 over the first 25%, then cosine to 0
+        if t < 0.25:
+            return 0.1 + 0.9 * t / 0.25
+        return 0.5 * (1.0 + math.cos(math.pi * (t - 0.25) / 0.75))
+    return 1.0
+
+
+def _optimizer(spec: OptimizerSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if spec.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                           weight_decay=spec.weight_decay,
+                           nesterov=spec.nesterov and spec.momentum > 0)
+
+
+class _Run:
+    """The mutable parts of one training run; `train_child` is its only user."""
+
+    def __init__(self, child: ChildSpec, splits: Splits, seed: int, dev: torch.device,
+                 total_epochs: int) -> None:
+        self.child, self.splits, self.seed, self.dev = child, splits, seed, dev
+        x = splits.train.x
+        if len(x) == 0:
+            raise DataError("the train split is empty; raise dataset.train_size")
+        num_classes = splits.num_classes or int(max(a.y.max(initial=0) for a in (
+            splits.train, splits.val_pool, splits.audit, splits.test) if len(a))) + 1
+        torch.manual_seed(seed)
+        model = build_model(child.model, num_classes, x.shape[3], x.shape[1], child.width)
+        self.cuda = dev.type == "cuda"
+        self.memory = torch.channels_last if self.cuda else torch.contiguous_format
+        self.model = model.to(dev, memory_format=self.memory)
+        self.optimizer = _optimizer(child.optimizer, self.model)
+        bf16 = self.cuda and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and not bf16)
+        self.mean, self.std = channel_stats(x)
+        self.batch_size = min(child.batch_size, len(x))
+        self.steps_per_epoch = len(x) // self.batch_size  # drop the ragged last batch
+        self.total_steps = self.steps_per_epoch * total_epochs
+        self.epoch, self.step = 0, 0
+        self.history: list[EpochStats] = []
+        self._policy: Policy | None = None
+        self._pipeline: Any = None
+
+    def restore(self, state: TrainState) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        if state.scaler is not None:
+            self.scaler.load_state_dict(state.scaler)
+        self.epoch, self.step = state.epoch, state.step
+        self.history = list(state.history)
+
+    def snapshot(self, policy: Policy | None) -> TrainState:
+        model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        optimizer = _cpu_copy(self.optimizer.state_dict())
+        return TrainState(
+            epoch=self.epoch, step=self.step, model=model, optimizer=optimizer,
+            scheduler={"kind": self.child.schedule, "step": self.step, "total": self.total_steps},
+            rng={"seed": self.seed, "torch": torch.get_rng_state()},
+            history=list(self.history), policy=policy,
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        )
+
+    def pipeline(self, policy: Policy) -> Any:
+        """The albumentations pipeline of `policy`, rebuilt only when the policy changes."""
+        if self._pipeline is None or policy != self._policy:
+            from spaces.policy import build_pipeline
+
+            self._pipeline = build_pipeline(policy, self.child.base_augmentation,
+                                            self.splits.train.x.shape[1])
+            self._policy = policy
+        return self._pipeline
+
+    def train_epoch(
+        self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
+    ) -> tuple[float, float, int, float]:
+        """Train one epoch; returns mean loss, accuracy, images seen and seconds taken."""
+        start = time.perf_counter()
+        shuffle_seed, pipeline_seed, mix_seed, torch_seed = (
+            np.random.SeedSequence((self.seed, epoch)).generate_state(4))
+        torch.manual_seed(int(torch_seed))
+        pipeline = self.pipeline(policy)
+        pipeline.set_random_seed(int(pipeline_seed))
+        train = self.splits.train
+        order = np.random.default_rng(shuffle_seed).permutation(len(train))
+        order = order[:self.steps_per_epoch * self.batch_size]
+        batches = training_batches(train.x, train.y, order, self.batch_size, pipeline,
+                                   policy.batch, self.mean, self.std,
+                                   np.random.default_rng(mix_seed))
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0.0, 0
+        with contextlib.closing(prefetch(batches)) as stream:
+            for i, batch in enumerate(stream):
+                loss, hits = self._step(batch, on_batch, epoch, i)
+                loss_sum += loss
+                correct += hits
+                seen += len(batch.y_a)
+        self.epoch = epoch + 1
+        steps = max(1, self.steps_per_epoch)
+        return loss_sum / steps, correct / max(seen, 1), seen, time.perf_counter() - start
+
+    def _step(self, batch: Any, on_batch: Callable[..., None] | None, epoch: int,
+              index: int) -> tuple[float, float]:
+        x = torch.from_numpy(batch.x).to(self.dev, non_blocking=True, memory_format=self.memory)
+        y_a = torch.from_numpy(batch.y_a).to(self.dev, non_blocking=True)
+        y_b = torch.from_numpy(batch.y_b).to(self.dev, non_blocking=True)
+        if on_batch is not None:
+            on_batch(x, y_a)
+        lr = self.child.optimizer.lr * _lr_factor(self.child.schedule, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        smoothing = self.child.optimizer.label_smoothing
+        with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
+            out = self.model(x)
+            loss = F.cross_entropy(out, y_a, label_smoothing=smoothing)
+            if batch.lam < 1.0:
+                loss = batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(
+                    out, y_b, label_smoothing=smoothing)
+        value = float(loss.item())
+        if not math.isfinite(value):
+            spec = self.child.optimizer
+            raise DivergedError(
+                f"loss became {value} at epoch {epoch + 1}, step {index + 1}; lower "
+                f"child.optimizer.lr (now {spec.lr:g}) or weight_decay (now {spec.weight_decay:g})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        pred = out.detach().argmax(1)
+        hits = batch.lam * (pred == y_a).sum().item()
+        if batch.lam < 1.0:
+            hits += (1.0 - batch.lam) * (pred == y_b).sum().item()
+        return value, hits
+
+    @torch.inference_mode()
+    def accuracy(self, data: Arrays, index: np.ndarray | None) -> float:
+        """Top-1 accuracy on `data` (or its rows `index`), no augmentation."""
+        self.model.eval()
+        rows = np.arange(len(data)) if index is None else index
+        correct = 0
+        for start in range(0, len(rows), _EVAL_BATCH):
+            part = rows[start:start + _EVAL_BATCH]
+            x = torch.from_numpy(normalize(data.x[part], self.mean, self.std))
+            x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
+            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
+                pred = self.model(x).argmax(1).cpu().numpy()
+            correct += int((pred == data.y[part]).sum())
+        return correct / max(len(rows), 1)
+
+
+def _cpu_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
