@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from children.errors import DataError
 from spaces.errors import SpaceError
 
 
@@ -9,13 +10,4 @@ class SearchError(ValueError):
     """A bad search request: unknown searcher, impossible resources, unreachable tracker..."""
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from children.errors import DataError
-
-    return (SpaceError, SearchError, DataError)
-
-
-try:
-    USER_ERRORS = _user_errors()
-except ImportError:  # children not importable (should not happen in an install)
-    USER_ERRORS = (SpaceError, SearchError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpaceError, SearchError, DataError)

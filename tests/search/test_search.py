@@ -115,6 +115,8 @@ def _trial_reports(out: Path) -> dict[str, int]:
 
 
 def test_resume_finishes_without_repeating_finished_trials(tmp_path: Path) -> None:
+    """Ctrl-C after two trials, then --resume: Tune does not re-run finished trials and MLflow
+    keeps one parent run with one nested run per trial."""
     out = tmp_path / "out"
     args = data_args()
     cmd = [sys.executable, "-m", "search.run", "--space", args["space"], "--searcher", "tpe",
@@ -151,3 +153,27 @@ def test_resume_finishes_without_repeating_finished_trials(tmp_path: Path) -> No
         assert after[name] == 3, f"finished trial {name} ran again"
     rows = read_leaderboard(out)
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    check_one_mlflow_record(out, args["space"], trials=6, epochs=3)
+
+
+def check_one_mlflow_record(out: Path, space: str, trials: int, epochs: int) -> None:
+    from mlflow import MlflowClient
+
+    from search.tracking import PARENT_FILE
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name(f"augsearch-{space}")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parent_id = json.loads((out / PARENT_FILE).read_text())["run_id"]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [p.info.run_id for p in parents] == [parent_id]
+    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["resumed"] == "1"
+    ids = [r.data.tags["trial_id"] for r in nested]
+    assert len(ids) == len(set(ids)) == trials
+    for run in nested:
+        assert run.info.status == "FINISHED", run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, epochs + 1)), (run.data.tags["trial_id"], steps)
+    best = [m.step for m in client.get_metric_history(parent_id, "best_reward_so_far")]
+    assert sorted(best) == list(range(1, trials + 1))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,22 +24,13 @@ from search.compile import decode, sample_configs
 from search.errors import SearchError
 from search.outputs import leaderboard_rows, write_outputs
 from search.tracking import PARENT_FILE, Tracker, overfit_diagnostics
+from search.tune_adapter import TrialOutcome
 from spaces.policy import flat_params, load_policy
 from spaces.schema import Space, load_space
 
 EPOCHS = 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-@dataclass
-class Outcome:
-    """What the Tune adapter hands to the leaderboard for one trial."""
-
-    trial_id: str
-    config: dict[str, Any]
-    result: dict[str, Any]
-    status: str
-    error: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +91,7 @@ def recorded(space: Space, splits: Any, tmp_path_factory: pytest.TempPathFactory
 
     def complete(tid: str, result: dict[str, Any], status: str = "ok") -> None:
         tracker.trial_complete(tid, configs[tid], result)
-        outcomes.append(Outcome(tid, configs[tid], result, status, result.get("error", "")))
+        outcomes.append(TrialOutcome(tid, configs[tid], result, status, result.get("error", "")))
         order.append(tid)
 
     good = iter(zip(ids[:6], GOOD, strict=True))
@@ -120,7 +110,7 @@ def recorded(space: Space, splits: Any, tmp_path_factory: pytest.TempPathFactory
         if b == ids[3]:  # a worker that crashed for good after its first epoch
             tracker.trial_result(ids[7], configs[ids[7]], epoch_result(ids[7], 1, 0.5, 0.5))
             tracker.trial_error(ids[7], configs[ids[7]], "RuntimeError: worker died")
-            outcomes.append(Outcome(ids[7], configs[ids[7]], epoch_result(ids[7], 1, 0.5, 0.5),
+            outcomes.append(TrialOutcome(ids[7], configs[ids[7]], epoch_result(ids[7], 1, 0.5, 0.5),
                                     "error", "RuntimeError: worker died"))
             order.append(ids[7])
     result = write_outputs(space, "tpe", leaderboard_rows(space, outcomes), output, 8)
@@ -301,7 +291,7 @@ def test_logging_keeps_up(recorded: Recorded) -> None:
 # ---------------------------------------------------------------- resume, PBT, errors
 
 
-def _finish(tracker: Tracker, space: Space, outcomes: list[Outcome], output: Path) -> None:
+def _finish(tracker: Tracker, space: Space, outcomes: list[TrialOutcome], output: Path) -> None:
     tracker.finish(write_outputs(space, "tpe", leaderboard_rows(space, outcomes), output, 3))
 
 
@@ -314,8 +304,8 @@ def test_resume_adds_to_the_same_parent_without_duplicates(space: Space, splits:
     done = run_trial_events(first, "ta_00000", a, 0.7, 0.68)
     first.trial_complete("ta_00000", a, done)
     part = run_trial_events(first, "tb_00001", b, 0.6, 0.61, range(1, 2))  # interrupted
-    _finish(first, space, [Outcome("ta_00000", a, done, "ok"),
-                           Outcome("tb_00001", b, part, "interrupted")], out)
+    _finish(first, space, [TrialOutcome("ta_00000", a, done, "ok"),
+                           TrialOutcome("tb_00001", b, part, "interrupted")], out)
     client = MlflowClient(first.uri)
     assert client.get_run(first.parent_id).info.status == "KILLED"
 
@@ -329,9 +319,9 @@ def test_resume_adds_to_the_same_parent_without_duplicates(space: Space, splits:
     again.trial_complete("tb_00001", b, b_end)
     c_end = run_trial_events(again, "tc_00002", c, 0.8, 0.7)
     again.trial_complete("tc_00002", c, c_end)
-    _finish(again, space, [Outcome("ta_00000", a, done, "ok"), Outcome("tb_00001", b, b_end,
-                                                                       "ok"),
-                           Outcome("tc_00002", c, c_end, "ok")], out)
+    _finish(again, space, [TrialOutcome("ta_00000", a, done, "ok"),
+                           TrialOutcome("tb_00001", b, b_end, "ok"),
+                           TrialOutcome("tc_00002", c, c_end, "ok")], out)
     assert again.errors == []
 
     runs = all_runs(client, again.experiment_id)
@@ -429,7 +419,7 @@ def test_real_child_training_events(recorded: Recorded, space: Space, splits: An
         events = TuneLikeEvents(tracker, f"real_{index:05d}", config)
         run_trial(config, ctx, splits, report=events.report)
         tracker.trial_complete(events.trial_id, config, events.last)
-        outcomes.append(Outcome(events.trial_id, config, events.last, "ok"))
+        outcomes.append(TrialOutcome(events.trial_id, config, events.last, "ok"))
     tracker.finish(write_outputs(small, "random", leaderboard_rows(small, outcomes), tmp_path,
                                  2))
     assert tracker.errors == []
@@ -501,61 +491,3 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     assert len(client.get_metric_history(parent, "best_reward_so_far")) == 4
     assert {"leaderboard.csv", "best_policy.json", "best_policy.yaml", "space.yaml",
             "diagnostics"} <= artifact_names(client, parent)
-
-
-@pytest.mark.slow
-def test_interrupted_then_resumed_search_keeps_one_record(tmp_path: Path) -> None:
-    """Ctrl-C after two trials, then --resume: one parent, one run per trial, no repeats."""
-    import signal
-    import subprocess
-    import sys
-
-    out = tmp_path / "out"
-    root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "search.run", "--space", "digits", "--searcher", "random",
-           "--smoke-test", "--trials", "5", "--epochs", "2", "--concurrency", "1",
-           "--output", str(out)]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    first = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    done = 0
-    try:
-        assert first.stdout is not None
-        for line in first.stdout:
-            if line.startswith("[augsearch] ") and "trials (" in line:
-                done += 1
-                if done == 2:
-                    first.send_signal(signal.SIGINT)
-                    break
-        log = first.communicate(timeout=240)[0]
-    finally:
-        first.kill()
-    assert done == 2 and first.returncode == 130, log
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-    experiment = client.get_experiment_by_name("augsearch-digits")
-    parent_id = json.loads((out / PARENT_FILE).read_text())["run_id"]
-    assert client.get_run(parent_id).info.status == "KILLED"
-    finished_before = {r.data.tags["trial_id"]: r.info.run_id
-                       for r in all_runs(client, experiment.experiment_id)
-                       if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags}
-    assert len(finished_before) >= 2
-
-    resumed = subprocess.run(cmd + ["--resume"], cwd=root, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    runs = all_runs(client, experiment.experiment_id)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert [p.info.run_id for p in parents] == [parent_id]
-    assert parents[0].info.status == "FINISHED" and parents[0].data.tags["resumed"] == "1"
-    ids = [r.data.tags["trial_id"] for r in trials]
-    assert len(ids) == len(set(ids)) == 5
-    for run in trials:
-        assert run.info.status == "FINISHED", run.data.tags
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
-        assert sorted(steps) == [1, 2], (run.data.tags["trial_id"], steps)
-    for trial_id, run_id in finished_before.items():
-        assert {r.info.run_id for r in trials if r.data.tags["trial_id"] == trial_id} == {run_id}
-    best = [m.step for m in client.get_metric_history(parent_id, "best_reward_so_far")]
-    assert sorted(best) == [1, 2, 3, 4, 5]
