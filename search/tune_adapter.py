@@ -83,6 +83,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> Connection:
     # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
     # frequent experiment snapshots is noise for that.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Logging a trial's epoch to MLflow (SQLite) in the driver takes ~0.1-1 s on a busy laptop;
+    # Tune's default 0.5 s "slow operation" warning would fire for nothing.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return Connection(started=False, cluster=bool(address))
