@@ -95,6 +95,8 @@ def train_child(
     epochs: int | None = None,
     schedule: Callable[[int], Policy] | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_end: Callable[[Callable[[np.ndarray], np.ndarray]], None] | None = None,
 ) -> Metrics:
     """Train `child.model` under `policy` on `splits.train` and return its reward and history.
 
@@ -104,12 +106,23 @@ def train_child(
     to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
     Same seed, same device and threads give the same metrics. Raises DivergedError at the first
     NaN/inf loss.
+
+    `augment(image)` (uint8 H×W×C in and out) replaces the policy's albumentations pipeline,
+    base crop/flip included, for augmentations that are not augsearch policies (torchvision's
+    RandAugment, a plain albumentations file); the policy's batch ops still apply. It is reseeded
+    each epoch through its `set_random_seed(seed)` when it has one. It runs in the prefetch
+    thread: one that draws from torch's global RNG (torchvision transforms) interleaves with the
+    training step's dropout, so such runs are reproducible only up to that interleaving.
+    `on_end(predict)` is called once after the last epoch; `predict(images)` gives the trained
+    model's class probabilities (float32 N×classes) for uint8 N×H×W×C images, normalised as in
+    training (test-time augmentation uses it).
     """
     started = time.perf_counter()
     total = epochs or child.epochs
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with _threads(dev, threads):
         run = _Run(child, splits, seed, dev, total)
+        run.augment = _PerImage(augment) if augment is not None else None
         if state is not None:
             run.restore(state)
         val_index = _val_sample(splits.val_pool, reward.val_sample_size, seed)
@@ -127,6 +140,8 @@ def train_child(
             train_seconds += seconds
             if on_epoch is not None:
                 on_epoch(stats, run.snapshot(current))
+        if on_end is not None:
+            on_end(run.probabilities)
     if not run.history:
         raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total} and "
                          f"holds no history; pass a larger `epochs`")
@@ -240,6 +255,7 @@ class _Run:
         self.history: list[EpochStats] = []
         self._policy: Policy | None = None
         self._pipeline: Any = None
+        self.augment: _PerImage | None = None
 
     def restore(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
@@ -262,6 +278,8 @@ class _Run:
 
     def pipeline(self, policy: Policy) -> Any:
         """The albumentations pipeline of `policy`, rebuilt only when the policy changes."""
+        if self.augment is not None:
+            return self.augment
         if self._pipeline is None or policy != self._policy:
             from spaces.policy import build_pipeline
 
@@ -346,6 +364,36 @@ class _Run:
                 pred = self.model(x).argmax(1).cpu().numpy()
             correct += int((pred == data.y[part]).sum())
         return correct / max(len(rows), 1)
+
+    @torch.inference_mode()
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities (float32 N×classes) of uint8 N×H×W×C images."""
+        self.model.eval()
+        parts = []
+        for start in range(0, len(images), _EVAL_BATCH):
+            x = torch.from_numpy(normalize(images[start:start + _EVAL_BATCH], self.mean,
+                                           self.std))
+            x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
+            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
+                out = self.model(x)
+            parts.append(torch.softmax(out.float(), 1).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+class _PerImage:
+    """A plain per-image function behind the albumentations call convention `augment` uses."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.fn = fn
+        self.transforms = (fn,)  # non-empty: batches.augment applies it
+
+    def __call__(self, *, image: np.ndarray) -> dict[str, np.ndarray]:
+        return {"image": self.fn(image)}
+
+    def set_random_seed(self, seed: int) -> None:
+        reseed = getattr(self.fn, "set_random_seed", None)
+        if reseed is not None:
+            reseed(seed)
 
 
 def _cpu_copy(value: Any) -> Any:

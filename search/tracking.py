@@ -13,6 +13,7 @@ augmentations that generalise to the audit set the reward never sees.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -125,6 +126,8 @@ class Tracker:
     def connect(cls, tracking_uri: str | None, experiment: str | None, space: Space,
                 output: Path) -> Tracker:
         """Open (or create) the store and experiment; fail fast if the server is unreachable."""
+        # MLflow's INFO lines (creating/upgrading the SQLite tables) are noise in the CLI.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         output = Path(output).resolve()
         uri = tracking_uri or default_uri(output)
         if uri.startswith(("http://", "https://")):
@@ -773,3 +776,70 @@ def _no_nan(value: Any) -> Any:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------- evaluation runs
+
+
+class EvaluationLog:
+    """One MLflow run per evaluation (`search.evaluate`): params, per-arm metrics, artifacts.
+
+    Connected (and a server checked) before any child trains, written once at the end; the
+    default store is a SQLite database in the evaluation's output directory, as for a search.
+    """
+
+    def __init__(self, client: MlflowClient, uri: str, experiment_id: str) -> None:
+        self.client = client
+        self.uri = uri
+        self.experiment_id = experiment_id
+
+    @classmethod
+    def connect(cls, tracking_uri: str | None, experiment: str, output: Path) -> EvaluationLog:
+        """Open (or create) the store and experiment; fail fast if the server is unreachable."""
+        output = Path(output).resolve()
+        uri = tracking_uri or default_uri(output)
+        if uri.startswith(("http://", "https://")):
+            _check_server(uri)
+        try:
+            if uri.startswith("sqlite:"):
+                _sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = _experiment(client, experiment, _artifact_location(uri, output))
+        except OSError as err:
+            raise SearchError(f"cannot create the MLflow store for {uri} ({err.strerror}); "
+                              f"choose a writable --output or pass --tracking-uri") from None
+        except MlflowException as err:
+            raise SearchError(f"cannot use the MLflow tracking store {uri} "
+                              f"({_first_line(err)}); check --tracking-uri or drop it to use a "
+                              f"local SQLite store") from None
+        return cls(client, uri, experiment_id)
+
+    def log(self, run_name: str, params: dict[str, Any],
+            metrics: list[tuple[str, float, int]], files: list[Path]) -> str:
+        """Create the run, log params, metrics (name, value, step) and files; returns its id."""
+        tags = {f"version.{name}": _version(name) for name in VERSIONED}
+        tags.update(_hardware())
+        revision = _git_revision()
+        if revision:
+            tags["mlflow.source.git.commit"] = revision
+        tags["mlflow.source.name"] = "augsearch.evaluate"
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        ts = _now()
+        ms = [Metric(_metric_key(k), float(v), ts, step) for k, v, step in metrics if finite(v)]
+        ps = {_metric_key(k): str(v)[:_TAG_MAX] for k, v in params.items()}
+        # Same batching as a search's runs: MLflow caps params/tags and metrics per call.
+        ps_list = [Param(k, v) for k, v in ps.items()]
+        for start in range(0, len(ps_list), _BATCH):
+            self.client.log_batch(run_id, params=ps_list[start:start + _BATCH])
+        for start in range(0, len(ms), 1000):
+            self.client.log_batch(run_id, metrics=ms[start:start + 1000])
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+
+def _metric_key(name: str) -> str:
+    """MLflow keys allow letters, digits, _ - . / and spaces: anything else becomes _."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
