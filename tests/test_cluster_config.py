@@ -23,7 +23,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_FILES = ["cluster.yaml", "cluster-gcp.yaml"]
-README = ROOT / "docs" / "README-cluster.md"
+README = ROOT / "README.md"
+CLUSTER_SECTION = "## Running on a Ray cluster"
 
 COMMAND_KEYS = ["initialization_commands", "setup_commands", "head_setup_commands",
                 "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"]
@@ -240,6 +241,9 @@ def readme_search_commands() -> list[list[str]]:
     if not README.exists():
         pytest.fail(f"{README} is missing")
     text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    if CLUSTER_SECTION not in text:
+        pytest.fail(f"{README} has no '{CLUSTER_SECTION}' section")
+    text = text.split(CLUSTER_SECTION, 1)[1].split("\n## ", 1)[0]
     found = []
     for line in text.splitlines():
         if "python -m search.run" in line:
