@@ -23,7 +23,7 @@ from search.api import SearchOptions
 from search.compile import decode, sample_configs
 from search.errors import SearchError
 from search.outputs import leaderboard_rows, write_outputs
-from search.tracking import PARENT_FILE, Tracker, overfit_diagnostics
+from search.tracking import PARENT_FILE, Tracker
 from search.tune_adapter import TrialOutcome
 from spaces.policy import flat_params, load_policy
 from spaces.schema import Space, load_space
@@ -430,25 +430,6 @@ def test_real_child_training_events(recorded: Recorded, space: Space, splits: An
             assert len(tracker.client.get_metric_history(run.info.run_id, key)) == 2
         assert 0.0 <= run.data.metrics["reward"] <= 1.0
     assert "selection_gap" in tracker.client.get_run(tracker.parent_id).data.metrics
-
-
-# ---------------------------------------------------------------- diagnostics, pure
-
-
-def test_overfit_diagnostics_need_three_finished_trials_for_a_correlation(space: Space) -> None:
-    cfg = sample_configs(space, 1, seed=0)[0]
-    rows = [{"trial_id": "a", "status": "ok", "reward": 0.5, "audit_accuracy": 0.4, "config": cfg},
-            {"trial_id": "b", "status": "failed", "reward": math.nan, "audit_accuracy": math.nan,
-             "config": cfg},
-            {"trial_id": "c", "status": "ok", "reward": 0.6, "audit_accuracy": 0.62,
-             "config": cfg}]
-    diag = overfit_diagnostics(rows, space)
-    assert diag.spearman is None
-    assert diag.best_so_far[0] == 0.5 and diag.best_so_far[1] == 0.5
-    assert diag.best_so_far[2] == 0.6
-    assert diag.selection_gap == pytest.approx(-0.02)
-    assert diag.top_policies == 1 and diag.rest_policies == 1
-    assert overfit_diagnostics(rows[:1], space).op_table == []
 
 
 # ---------------------------------------------------------------- a real search
