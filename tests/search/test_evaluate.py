@@ -23,6 +23,7 @@ from scipy.stats import t
 
 from search.baselines import BASELINES, baseline
 from search.compile import decode, sample_configs
+from search.errors import SearchError
 from search.evaluate import (
     EvaluateOptions,
     estimate,
@@ -30,6 +31,7 @@ from search.evaluate import (
     main,
     make_plan,
     policy_arm,
+    policy_sources,
     run_arm,
     scale_schedule,
 )
@@ -241,6 +243,16 @@ def test_schedule_epochs_scale_proportionally():
     assert [s for s, _ in scale_schedule(entries, 10, 20)] == [0, 10, 16]
     assert [s for s, _ in scale_schedule(entries, 10, 4)] == [0, 2, 3]
     assert [s for s, _ in scale_schedule([(1, {})], 10, 4)] == [0]  # starts at epoch 0
+
+
+def test_policy_labels_come_from_label_equals_file_or_their_position():
+    assert policy_sources("a/best_policy.yaml") == [("policy", Path("a/best_policy.yaml"))]
+    assert policy_sources(["tpe=a.yaml", "b.yaml"]) == [("tpe", Path("a.yaml")),
+                                                        ("policy2", Path("b.yaml"))]
+    with pytest.raises(SearchError, match="distinct, non-empty and not a baseline name"):
+        policy_sources(["cropflip=a.yaml"])
+    with pytest.raises(SearchError, match="distinct"):
+        policy_sources(["x=a.yaml", "x=b.yaml"])
 
 
 # ---------------------------------------------------------------- user errors
