@@ -314,6 +314,7 @@ class RunResult:
     accuracy: float  # plain test accuracy
     tta_accuracy: float  # NaN without test-time augmentation
     train_accuracy: float
+    train_loss: float  # last epoch's: tells arms apart where accuracies tie on tiny data
     seconds: float  # training, test and TTA
 
 
@@ -334,7 +335,8 @@ def run_arm(arm: Arm, plan: Plan, seed: int) -> RunResult:
                           threads=plan.threads, epochs=plan.epochs, schedule=arm.schedule,
                           augment=arm.augment(), on_end=on_end)
     return RunResult(arm.name, seed, metrics.val_accuracy, tta.get("accuracy", math.nan),
-                     metrics.train_accuracy, time.perf_counter() - started)
+                     metrics.train_accuracy, metrics.history[-1].train_loss,
+                     time.perf_counter() - started)
 
 
 def tta_accuracy(predict: Callable[[np.ndarray], np.ndarray], fn: ImageFn, test: Arrays,

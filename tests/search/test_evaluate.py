@@ -132,7 +132,7 @@ def test_tta_accuracy_is_reported_beside_plain_accuracy(cifar_eval):
         assert 0.0 <= run["accuracy"] <= 1.0
         assert (run["tta_accuracy"] is None) == (run["arm"] == "none")
     # every arm trained on its own augmented images: same seed, different training batches
-    assert len({r["train_accuracy"] for r in runs if r["seed"] == 0}) == len(ARMS)
+    assert len({r["train_loss"] for r in runs if r["seed"] == 0}) == len(ARMS)
 
 
 @pytest.mark.slow
@@ -212,6 +212,32 @@ def test_a_plain_albumentations_file_is_used_as_is(digits, tmp_path):
     assert summary.name == "alb" and summary.kind == "albumentations"
     assert 0.0 <= summary.accuracy.mean <= 1.0 and 0.0 <= summary.tta.mean <= 1.0
     assert result.settings["train_images"] == 1497  # every digits training image
+
+
+def test_the_trainer_feeds_the_augment_function_and_hands_back_a_predictor(digits):
+    from children.datasets import load_dataset, make_splits
+    from children.train import train_child
+    from spaces.policy import identity_policy
+
+    splits = make_splits(load_dataset(digits.dataset), digits.dataset, seed=0)
+    child = digits.child.model_copy(update={"base_augmentation": BaseAug(crop=False,
+                                                                         flip=False)})
+    first: dict[str, np.ndarray] = {}
+    predicted: list[np.ndarray] = []
+
+    def train(name: str, augment: Any) -> None:
+        train_child(child, digits.reward, identity_policy(), splits, seed=0, threads=1,
+                    epochs=1, augment=augment,
+                    on_batch=lambda x, y: first.setdefault(name, x.numpy().copy()),
+                    on_end=lambda predict: predicted.append(predict(splits.test.x[:7])))
+
+    train("plain", None)
+    train("inverted", lambda image: 255 - image)
+    # the same images in the same order: normalised x + normalised (255 - x) is one constant
+    assert first["plain"].std() > 0.5 and np.ptp(first["plain"] + first["inverted"]) < 1e-4
+    for probabilities in predicted:
+        assert probabilities.shape == (7, 10) and probabilities.dtype == np.float32
+        assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
 
 
 def test_torchvision_baselines_keep_shape_and_dtype_on_rgb_and_grayscale():
