@@ -102,7 +102,7 @@ def test_flags_match_the_op_families() -> None:
 
 def test_get_op_and_build_op_find_registered_ops() -> None:
     assert get_op("Rotate") is OPS["Rotate"]
-    assert isinstance(build_op("Rotate", 0.5, 0.25), A.OneOf)
+    assert isinstance(build_op("Rotate", 0.5, 0.25), A.Sequential)
     assert build_op("Rotate", 0.5, 0.25).p == 0.25
 
 
