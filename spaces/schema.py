@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spaces.errors import SpaceError
 
@@ -29,6 +37,15 @@ def _check_range(low: float, high: float, what: str, lo: float = 0.0, hi: float 
             f"`{lo:g} <= low <= high <= {hi:g}` must hold for {what}, but got low={low:g}, "
             f"high={high:g}"
         )
+
+
+def _unit_range(value: tuple[float, float]) -> tuple[float, float]:
+    _check_range(value[0], value[1], "the range")
+    return value
+
+
+# A searched range inside [0, 1] (magnitudes, probabilities); errors carry the key path.
+UnitRange = Annotated[tuple[float, float], AfterValidator(_unit_range)]
 
 
 class DatasetSpec(_Strict):
@@ -83,7 +100,7 @@ class OpChoice(_Strict):
     """An op that may appear in a policy, with optional magnitude bounds."""
 
     name: str
-    magnitude: tuple[float, float] = (0.0, 1.0)
+    magnitude: UnitRange = (0.0, 1.0)
 
     @field_validator("name")
     @classmethod
@@ -91,12 +108,6 @@ class OpChoice(_Strict):
         from spaces.ops import get_op
 
         return get_op(name).name
-
-    @field_validator("magnitude")
-    @classmethod
-    def _magnitude_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        _check_range(value[0], value[1], "magnitude")
-        return value
 
 
 class BatchOpsSpec(_Strict):
@@ -125,7 +136,7 @@ class PolicySpec(_Strict):
     sub_policies: int = Field(5, ge=1, le=64)
     ops_per_sub_policy: int = Field(2, ge=1, le=8)
     search_probability: bool = True
-    probability: tuple[float, float] = (0.0, 1.0)
+    probability: UnitRange = (0.0, 1.0)
     ops: list[Annotated[OpChoice, Field()]]
     batch_ops: BatchOpsSpec = BatchOpsSpec()
 
@@ -145,12 +156,6 @@ class PolicySpec(_Strict):
                 raise ValueError(f"op '{op.name}' is listed twice; list each op once")
             seen.add(op.name)
         return ops
-
-    @field_validator("probability")
-    @classmethod
-    def _probability_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        _check_range(value[0], value[1], "probability")
-        return value
 
 
 class RewardSpec(_Strict):
@@ -286,8 +291,6 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after[_check_range(), tuple[float, float]]",):
-            continue
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
