@@ -34,13 +34,14 @@ class _Strict(BaseModel):
 def _check_range(low: float, high: float, what: str, lo: float = 0.0, hi: float = 1.0) -> None:
     if not lo <= low <= high <= hi:
         raise ValueError(
-            f"`{lo:g} <= low <= high <= {hi:g}` must hold for {what}, but got low={low:g}, "
+            f"`{lo:g} <= low <= high <= {hi:g}` must hold{f' for {what}' if what else ''}, "
+            f"but got low={low:g}, "
             f"high={high:g}"
         )
 
 
 def _unit_range(value: tuple[float, float]) -> tuple[float, float]:
-    _check_range(value[0], value[1], "the range")
+    _check_range(value[0], value[1], "")
     return value
 
 
