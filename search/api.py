@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import SearchError
-from search.outputs import SearchResult, leaderboard_rows, write_outputs
+from search.outputs import SearchResult
 from search.strategies import Strategy, get_strategy
 from spaces.schema import Space, load_space
 
@@ -134,4 +134,4 @@ def _search(space_arg: str | Path | Space, searcher: str, opts: SearchOptions) -
     return session.run()
 
 
-__all__ = ["SearchOptions", "SearchResult", "search", "leaderboard_rows", "write_outputs"]
+__all__ = ["SearchOptions", "SearchResult", "search"]

@@ -8,6 +8,7 @@ search is interrupted.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,23 @@ class SearchSession:
 
     def __init__(self, space: Space, strategy: Strategy, opts: Any, output: Path) -> None:
         self.strategy = strategy
-        self.opts = opts
         self.output = output
+        self.opts = self._resumed_options(opts) if opts.resume else opts
         self.space = self._resumed_space(space) if opts.resume else space
 
     # ------------------------------------------------------------ set-up
+
+    def _resumed_options(self, opts: Any) -> Any:
+        """A resumed search keeps its searcher and seed (the seed fixes the data splits)."""
+        path = self.output / RUN_FILE
+        if not path.exists():
+            raise SearchError(f"nothing to resume in {self.output}: no {RUN_FILE} there; "
+                              f"drop --resume to start a new search")
+        run = json.loads(path.read_text(encoding="utf-8"))
+        if run["searcher"] != self.strategy.name:
+            raise SearchError(f"{self.output} holds a {run['searcher']} search; resume it with "
+                              f"--searcher {run['searcher']}")
+        return dataclasses.replace(opts, seed=run["seed"])
 
     def _resumed_space(self, space: Space) -> Space:
         path = self.output / SPACE_FILE

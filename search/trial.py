@@ -17,8 +17,7 @@ from search.compile import decode
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
 
-# Keys in a trial config that are not search dimensions.
-SEED_KEY = "_seed"
+# Keys in a trial config that are not search dimensions start with "_".
 CRASH_ONCE_KEY = "_crash_once"  # test hook: path of a marker file; the worker dies once
 
 
@@ -111,7 +110,7 @@ def run_trial(
     start = restored.state.epoch if restored and restored.state is not None else 0
     if ctx.record_schedule and (not schedule or schedule[-1][1] != cfg):
         schedule.append((start, cfg))
-    seed = int(config.get(SEED_KEY, trial_seed(ctx, config)))
+    seed = trial_seed(ctx, config)
 
     def on_epoch(stats: Any, state: Any) -> None:
         metrics = dict(asdict(stats))  # stats.epoch counts from 1

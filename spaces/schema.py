@@ -24,8 +24,6 @@ from pydantic import (
 
 from spaces.errors import SpaceError
 
-DATASETS = ("digits", "cifar10", "cifar100", "svhn", "npz", "folder")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
