@@ -1,9 +1,11 @@
 """The child trainer: one function, data injected, returning a policy's reward and diagnostics.
 
 `train_child` trains a child model on the search's train split under a policy (its albumentations
-pipeline plus batch ops) and scores it each epoch on a validation sample drawn afresh for the
-trial from the validation pool (DeepAugment's guard against overfitting the validation set) and on
-the fixed audit set, which the reward never sees. It knows nothing of Ray: progress and
+pipeline plus batch ops) and scores it each epoch on the validation pool (or a sample drawn afresh
+for the trial, DeepAugment's guard against overfitting the validation set) and on the fixed audit
+set, which the reward never sees. Two seeds keep comparisons fair: `seed` fixes the initial
+weights, batch order and dropout (shared by every trial of a search: common random numbers),
+`aug_seed` the augmentation's own draws (per trial). It knows nothing of Ray: progress and
 checkpoints leave through the `on_epoch(stats, state)` callback, and `state` resumes a run.
 """
 
@@ -88,6 +90,7 @@ def train_child(
     splits: Splits,
     *,
     seed: int,
+    aug_seed: int | None = None,
     threads: int | None = None,
     device: str | None = None,
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
@@ -105,7 +108,9 @@ def train_child(
     `policy`. `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults
     to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
     Same seed, same device and threads give the same metrics. Raises DivergedError at the first
-    NaN/inf loss.
+    NaN/inf loss. `aug_seed` (default: `seed`) drives the augmentation pipeline, the batch ops
+    and a fresh validation sample; `seed` drives everything else, so two runs with the same `seed`
+    and different policies differ only through their policies' augmentation.
 
     `augment(image)` (uint8 H×W×C in and out) replaces the policy's albumentations pipeline,
     base crop/flip included, for augmentations that are not augsearch policies (torchvision's
@@ -121,11 +126,11 @@ def train_child(
     total = epochs or child.epochs
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with _threads(dev, threads):
-        run = _Run(child, splits, seed, dev, total)
+        run = _Run(child, splits, seed, dev, total, seed if aug_seed is None else aug_seed)
         run.augment = _PerImage(augment) if augment is not None else None
         if state is not None:
             run.restore(state)
-        val_index = _val_sample(splits.val_pool, reward.val_sample_size, seed)
+        val_index = _val_sample(splits.val_pool, reward, run.aug_seed)
         images, train_seconds = 0, 0.0
         for epoch in range(run.epoch, total):
             begun = time.perf_counter()
@@ -163,12 +168,14 @@ def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: 
 def reward_from_history(
     history: list[EpochStats], reward: RewardSpec
 ) -> tuple[float, list[int], str]:
-    """Mean val accuracy of the last `reward.last_epochs` epochs, minus overfit epochs.
+    """Mean val accuracy of `reward.last_epochs` epochs: the last ones, or the best ones.
 
     With `reward.max_train_val_gap` set, epochs whose train − val accuracy exceeds it are left
     out (DeepAugment); when that leaves none, the last epoch counts and the note says so.
+    `reward.epochs: best` averages the highest val accuracies of all epochs (DeepAugment).
     """
-    window = history[-reward.last_epochs:]
+    n = reward.last_epochs
+    window = history[-n:] if reward.epochs == "last" else list(history)
     kept = window
     note = ""
     gap = reward.max_train_val_gap
@@ -178,6 +185,8 @@ def reward_from_history(
             kept = window[-1:]
             note = (f"all of the last {len(window)} epochs had train-val gap > {gap:g}; the "
                     f"reward is epoch {kept[0].epoch}'s val accuracy")
+    if reward.epochs == "best":
+        kept = sorted(sorted(kept, key=lambda h: -h.val_accuracy)[:n], key=lambda h: h.epoch)
     value = float(np.mean([h.val_accuracy for h in kept]))
     return value, [h.epoch for h in kept], note
 
@@ -198,7 +207,11 @@ def _threads(dev: torch.device, threads: int | None) -> Iterator[None]:
         torch.set_num_threads(torch_before)
 
 
-def _val_sample(pool: Arrays, size: int, seed: int) -> np.ndarray:
+def _val_sample(pool: Arrays, reward: RewardSpec, seed: int) -> np.ndarray | None:
+    """The rows of the validation pool a trial is scored on: all (None) or a fresh sample."""
+    size = reward.val_sample_size
+    if reward.validation == "pool" or size is None:
+        return None
     if size > len(pool):
         raise DataError(f"reward.val_sample_size is {size} but the validation pool holds "
                         f"{len(pool)} images; lower reward.val_sample_size or raise "
@@ -231,8 +244,9 @@ class _Run:
     """The mutable parts of one training run; `train_child` is its only user."""
 
     def __init__(self, child: ChildSpec, splits: Splits, seed: int, dev: torch.device,
-                 total_epochs: int) -> None:
+                 total_epochs: int, aug_seed: int) -> None:
         self.child, self.splits, self.seed, self.dev = child, splits, seed, dev
+        self.aug_seed = aug_seed
         x = splits.train.x
         if len(x) == 0:
             raise DataError("the train split is empty; raise dataset.train_size")
@@ -271,7 +285,7 @@ class _Run:
         return TrainState(
             epoch=self.epoch, step=self.step, model=model, optimizer=optimizer,
             scheduler={"kind": self.child.schedule, "step": self.step, "total": self.total_steps},
-            rng={"seed": self.seed, "torch": torch.get_rng_state()},
+            rng={"seed": self.seed, "aug_seed": self.aug_seed, "torch": torch.get_rng_state()},
             history=list(self.history), policy=policy,
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
         )
@@ -293,8 +307,12 @@ class _Run:
     ) -> tuple[float, float, int, float]:
         """Train one epoch; returns mean loss, accuracy, images seen and seconds taken."""
         start = time.perf_counter()
-        shuffle_seed, pipeline_seed, mix_seed, torch_seed = (
+        # Shared by all trials (common random numbers): batch order and torch's draws (dropout).
+        shuffle_seed, _, _, torch_seed = (
             np.random.SeedSequence((self.seed, epoch)).generate_state(4))
+        # The trial's own: the augmentation pipeline's and the batch ops' draws.
+        _, pipeline_seed, mix_seed, _ = (
+            np.random.SeedSequence((self.aug_seed, epoch)).generate_state(4))
         torch.manual_seed(int(torch_seed))
         pipeline = self.pipeline(policy)
         pipeline.set_random_seed(int(pipeline_seed))

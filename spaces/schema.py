@@ -158,12 +158,29 @@ class PolicySpec(_Strict):
 
 
 class RewardSpec(_Strict):
-    """How a child's training becomes a policy's reward."""
+    """How a child's training becomes a policy's reward.
+
+    `validation: pool` scores every trial on the whole validation pool; `fresh` on a sample of
+    `val_sample_size` drawn afresh per trial (DeepAugment). `epochs: last` averages the last
+    `last_epochs` epochs, `best` the `last_epochs` best ones (DeepAugment). With
+    `common_random_numbers` every trial of a search starts from the same initial weights, batch
+    order and dropout masks (from the search seed), so rewards differ by the policy, not the draw.
+    """
 
     metric: Literal["val_accuracy"] = "val_accuracy"
     last_epochs: int = Field(3, ge=1)
-    val_sample_size: int = Field(gt=0, description="fresh validation sample per trial")
+    epochs: Literal["last", "best"] = "last"
+    validation: Literal["pool", "fresh"] = "pool"
+    val_sample_size: int | None = Field(None, gt=0, description="fresh validation sample per trial")
     max_train_val_gap: float | None = Field(None, gt=0, le=1)
+    common_random_numbers: bool = True
+
+    @model_validator(mode="after")
+    def _sample_size(self) -> RewardSpec:
+        if self.validation == "fresh" and self.val_sample_size is None:
+            raise ValueError("`validation: fresh` needs `val_sample_size` (the images each trial "
+                             "draws from the validation pool); add it or use `validation: pool`")
+        return self
 
 
 class SearchDefaults(_Strict):
@@ -188,7 +205,8 @@ class Space(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Space:
-        if self.reward.val_sample_size > self.dataset.val_pool_size:
+        size = self.reward.val_sample_size
+        if size is not None and size > self.dataset.val_pool_size:
             raise ValueError(
                 f"`reward.val_sample_size <= dataset.val_pool_size` must hold, but got "
                 f"val_sample_size={self.reward.val_sample_size}, "

@@ -13,7 +13,7 @@ import torch
 from children.datasets import Arrays, DataError, load_dataset, make_splits
 from children.train import DivergedError, EpochStats, TrainState, reward_from_history, train_child
 from spaces.policy import BatchOps, Op, Policy, SubPolicy, identity_policy
-from spaces.schema import RewardSpec
+from spaces.schema import BaseAug, RewardSpec
 
 INVERT = Policy((SubPolicy((Op("Invert", 0.0, 1.0),)),))
 
@@ -163,8 +163,50 @@ def test_reward_averages_the_last_epochs_and_skips_overfit_ones():
     assert "all of the last 2 epochs had train-val gap > 0.01" in note
 
 
+def test_best_epochs_reward_averages_the_highest_val_accuracies():
+    history = _history((0.5, 0.7), (0.9, 0.6), (0.95, 0.65), (0.99, 0.62))
+    value, used, _ = reward_from_history(history, RewardSpec(last_epochs=2, epochs="best"))
+    assert value == pytest.approx((0.7 + 0.65) / 2) and used == [1, 3]
+    gap = RewardSpec(last_epochs=2, epochs="best", max_train_val_gap=0.31)
+    value, used, _ = reward_from_history(history, gap)
+    assert value == pytest.approx((0.7 + 0.65) / 2) and used == [1, 3]
+    gap = RewardSpec(last_epochs=2, epochs="best", max_train_val_gap=0.29)
+    value, used, _ = reward_from_history(history, gap)
+    assert value == pytest.approx(0.7) and used == [1]
+
+
+def test_common_seed_fixes_everything_but_the_augmentation(digits_space, digits_splits):
+    """Same `seed`, different `aug_seed`: identical without augmentation, different with it."""
+    plain = _child(digits_space, base_augmentation=BaseAug(crop=False, flip=False))
+    runs = [train_child(plain, digits_space.reward, identity_policy(), digits_splits, seed=5,
+                        aug_seed=a, threads=1, epochs=2) for a in (1, 2)]
+    assert [h.val_accuracy for h in runs[0].history] == [h.val_accuracy for h in runs[1].history]
+    assert runs[0].history[-1].train_loss == runs[1].history[-1].train_loss
+    cropped = [train_child(digits_space.child, digits_space.reward, identity_policy(),
+                           digits_splits, seed=5, aug_seed=a, threads=1, epochs=2) for a in (1, 2)]
+    assert cropped[0].history[-1].train_loss != cropped[1].history[-1].train_loss
+
+
+def test_pool_validation_scores_the_whole_pool_and_fresh_a_per_trial_sample(digits_space,
+                                                                              digits_splits):
+    seen: list[int] = []
+    pool = digits_splits.val_pool
+    reward = digits_space.reward.model_copy(update={"validation": "fresh",
+                                                    "val_sample_size": 50})
+    plain = _child(digits_space, base_augmentation=BaseAug(crop=False, flip=False))
+    fresh = [train_child(plain, reward, identity_policy(), digits_splits, seed=0, aug_seed=a,
+                         threads=1, epochs=1).val_accuracy for a in range(4)]
+    whole = train_child(plain, digits_space.reward.model_copy(update={"validation": "pool"}),
+                        identity_policy(), digits_splits, seed=0, threads=1, epochs=1,
+                        on_end=lambda predict: seen.append(int(
+                            (predict(pool.x).argmax(1) == pool.y).sum())))
+    assert len(set(fresh)) > 1  # each aug_seed scores another sample of the same model
+    assert whole.val_accuracy == pytest.approx(seen[0] / len(pool))
+
+
 def test_a_validation_sample_larger_than_the_pool_is_a_data_error(digits_space, digits_splits):
-    reward = digits_space.reward.model_copy(update={"val_sample_size": 601})
+    reward = digits_space.reward.model_copy(update={"val_sample_size": 601,
+                                                    "validation": "fresh"})
     with pytest.raises(DataError, match="val_sample_size is 601 but the validation pool holds 600"):
         train_child(digits_space.child, reward, identity_policy(), digits_splits, seed=0,
                     threads=1, epochs=1)
