@@ -84,7 +84,8 @@ def define_by_run(space: Space) -> Callable[[optuna.Trial], None]:
 
 
 def flat_dimensions(space: Space) -> list[Dim]:
-    """Unconditional dimensions (PBT): op per slot, one magnitude per slot clamped at decode."""
+    """Unconditional dimensions (PBT): op per slot, a magnitude level in [0, 1] per slot that
+    `decode` rescales into the chosen op's range, and the slot's probability."""
     names = tuple(o.name for o in space.policy.ops)
     plow, phigh = space.policy.probability
     dims: list[Dim] = []
@@ -114,13 +115,26 @@ def decode(space: Space, config: dict[str, Any]) -> Policy:
             key = slot(i, j)
             name = str(config[key])
             low, high = bounds[name]
-            raw = config.get(f"{key}_{name}_mag", config.get(f"{key}_mag", low))
-            magnitude = min(max(float(raw), low), high) if get_op(name).has_magnitude else 0.0
+            magnitude = _magnitude(config, key, name, low, high)
             prob = min(max(float(config.get(f"{key}_prob", fixed_p)), 0.0), 1.0)
             ops.append(Op(name, round(magnitude, 6), round(prob, 6)))
         subs.append(SubPolicy(tuple(ops)))
     batch = BatchOps(**{k: max(float(config.get(k, 0.0)), 0.0) for k in BATCH_KEYS})
     return Policy(tuple(subs), batch)
+
+
+def _magnitude(config: dict[str, Any], key: str, name: str, low: float, high: float) -> float:
+    """An op's magnitude from a config: its own value (define-by-run), or a slot level in [0, 1]
+    rescaled into the op's range (flat dimensions), or the range's low end."""
+    if not get_op(name).has_magnitude:
+        return 0.0
+    own = config.get(f"{key}_{name}_mag")
+    if own is not None:
+        return min(max(float(own), low), high)
+    level = config.get(f"{key}_mag")
+    if level is None:
+        return low
+    return low + (high - low) * min(max(float(level), 0.0), 1.0)
 
 
 def sample_configs(space: Space, n: int, seed: int) -> list[dict[str, Any]]:

@@ -127,6 +127,8 @@ def op_frequencies(rows: list[dict[str, Any]], space: Space, top_fraction: float
 def _op_counts(rows: list[dict[str, Any]], space: Space) -> Counter[str]:
     counts: Counter[str] = Counter()
     for row in rows:
+        if row.get("reference"):  # reference arms were not drawn by the searcher
+            continue
         try:
             policy = decode(space, row["config"])
         except (KeyError, ValueError, TypeError):

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.compile import decode
+from search.references import policy_of, reference_of
 from search.trial import policy_config
 from spaces.policy import Policy, export_albumentations, save_policy
 from spaces.schema import Space
 
-LEADERBOARD_FIELDS = ["rank", "trial_id", "status", "reward", "val_accuracy", "audit_accuracy",
-                      "train_accuracy", "train_val_gap", "epochs", "seconds", "node_id",
-                      "policy", "error"]
+LEADERBOARD_FIELDS = ["rank", "trial_id", "reference", "status", "reward", "val_accuracy",
+                      "audit_accuracy", "train_accuracy", "train_val_gap", "epochs", "seconds",
+                      "node_id", "policy", "error"]
 
 
 @dataclass
@@ -68,11 +68,12 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
         reward = _num(r.get("reward"))
         status = o.status if o.status != "ok" or math.isfinite(reward) else "failed"
         try:
-            policy = decode(space, policy_config(o.config)).describe().replace("\n", " | ")
+            policy = policy_of(space, o.config).describe().replace("\n", " | ")
         except (KeyError, ValueError):
             policy = ""
         rows.append({
-            "trial_id": o.trial_id, "status": status, "reward": reward,
+            "trial_id": o.trial_id, "reference": reference_of(o.config), "status": status,
+            "reward": reward,
             "val_accuracy": _num(r.get("val_accuracy")),
             "audit_accuracy": _num(r.get("audit_accuracy")),
             "train_accuracy": _num(r.get("train_accuracy")),
@@ -98,7 +99,7 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
         return SearchResult(None, float("nan"), "", rows, output, files, trials=trials)
     provenance = {"space": space.name, "searcher": searcher, "reward": round(best["reward"], 6),
                   "audit_accuracy": round(best["audit_accuracy"], 6), "trial": best["trial_id"]}
-    policy = replace(decode(space, best["config"]), provenance=provenance)
+    policy = replace(policy_of(space, best["config"]), provenance=provenance)
     base, size = space.child.base_augmentation, space.dataset.image_size
     files["best_policy.json"] = export_albumentations(policy, base, size,
                                                       output / "best_policy.json")

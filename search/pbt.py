@@ -1,29 +1,68 @@
-"""Population-based augmentation (PBA-style) dimensions for Tune's PBT scheduler.
+"""Population-based augmentation (PBA, Ho et al. 2019) for Tune's PBT scheduler.
 
-PBT perturbs continuous values by multiplying them, so categorical op choices are given as
-lists (PBT moves to a neighbouring choice or resamples), never as `tune.choice`.
+Ray's own explore multiplies continuous values by 0.8 or 1.2 and never clips, which walks a
+probability or magnitude out of its declared range. PBA's explore replaces it: each value is
+resampled with probability 0.2, else shifted by 0, 1, 2 or 3 steps (a tenth of its range) up or
+down and kept inside its range; an op slot is resampled with probability 0.2, else kept.
+Magnitudes are searched as a level in [0, 1] that `search.compile.decode` rescales into the op's
+own range, so no value is ever clamped.
+
+The explore draws from a generator seeded by the search seed, so a PBT search explores the same
+values in the same order of calls; which trial PBT clones, and when, depends on how the trials
+are timed (Ray's exploit is asynchronous), so a PBT search is not bit-reproducible.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from search.compile import flat_dimensions
+import numpy as np
+
+from search.compile import Dim, flat_dimensions
+from search.references import REFERENCE_KEY
 from spaces.schema import Space
 
-
-def mutations(space: Space, tune: Any) -> dict[str, Any]:
-    """`hyperparam_mutations`: op slots as lists, magnitudes/probabilities as uniform domains."""
-    out: dict[str, Any] = {}
-    for dim in flat_dimensions(space):
-        out[dim.name] = list(dim.choices) if dim.categorical else tune.uniform(dim.low, dim.high)
-    return out
+RESAMPLE_PROBABILITY = 0.2  # PBA
+SHIFTS = (0, 1, 2, 3)  # PBA: steps of a tenth of the range, up or down with equal chance
+STEPS = 10
 
 
-def initial_space(space: Space, tune: Any) -> dict[str, Any]:
-    """The starting population: every dimension sampled at random (PBA starts from random)."""
-    out: dict[str, Any] = {}
-    for dim in flat_dimensions(space):
-        out[dim.name] = (tune.choice(list(dim.choices)) if dim.categorical
-                         else tune.uniform(dim.low, dim.high))
-    return out
+class Explore:
+    """PBA's explore as Tune's `custom_explore_fn` (a class so Tune can pickle it)."""
+
+    def __init__(self, space: Space, seed: int) -> None:
+        self.dims = flat_dimensions(space)
+        self.rng = np.random.default_rng((seed, 0xBA))
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        out = dict(config)
+        for dim in self.dims:
+            if dim.name in out:
+                out[dim.name] = self.value(dim, out[dim.name])
+        out[REFERENCE_KEY] = ""  # an explored policy is no longer a reference arm
+        return out
+
+    def value(self, dim: Dim, current: Any) -> Any:
+        """The explored value of one dimension, always inside its declared range."""
+        if self.rng.random() < RESAMPLE_PROBABILITY:
+            return sample(dim, self.rng)
+        if dim.categorical:
+            return current
+        step = (dim.high - dim.low) / STEPS
+        shift = int(self.rng.choice(SHIFTS)) * (1 if self.rng.random() < 0.5 else -1)
+        return float(min(max(float(current) + shift * step, dim.low), dim.high))
+
+
+def sample(dim: Dim, rng: np.random.Generator) -> Any:
+    """A uniform draw from a dimension: a choice, or a float in [low, high]."""
+    if dim.categorical:
+        return dim.choices[int(rng.integers(len(dim.choices)))]
+    return float(rng.uniform(dim.low, dim.high))
+
+
+def initial_population(space: Space, size: int, seed: int) -> list[dict[str, Any]]:
+    """PBT's starting configs, every value drawn inside its declared range from the seed."""
+    rng = np.random.default_rng((seed, 0x5EED))
+    dims = flat_dimensions(space)
+    return [{dim.name: sample(dim, rng) for dim in dims} | {REFERENCE_KEY: ""}
+            for _ in range(size)]

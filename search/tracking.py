@@ -33,7 +33,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from search.compile import decode
 from search.diagnostics import (
     Diagnostics,
     completion_order,
@@ -45,6 +44,7 @@ from search.diagnostics import (
 from search.errors import SearchError
 from search.events import finite
 from search.outputs import SearchResult
+from search.references import policy_of, reference_of
 from search.trial import policy_config
 from spaces.policy import Policy, export_albumentations, flat_params, save_policy
 from spaces.schema import Space
@@ -279,7 +279,8 @@ class Tracker:
         start = _now() - int(1000 * ran) if finite(ran) and ran > 0 else None
         policy = self._decode(cfg)
         tags = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, "status": "running",
-                "policy": _one_line(policy)[:_TAG_MAX]}
+                "policy": _one_line(policy)[:_TAG_MAX], "stage": "search",
+                **({"reference": reference_of(config)} if reference_of(config) else {})}
         run = self.client.create_run(self.experiment_id, start_time=start,
                                      run_name=f"trial-{trial_id}", tags=tags)
         params = {k: str(v) for k, v in flat_params(policy).items()} if policy else {}
@@ -334,7 +335,7 @@ class Tracker:
 
     def _decode(self, cfg: dict[str, Any]) -> Policy | None:
         try:
-            return decode(self.space, cfg)
+            return policy_of(self.space, cfg)
         except (KeyError, ValueError, TypeError):
             return None
 

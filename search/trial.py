@@ -13,12 +13,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from search.compile import decode
+from search.references import REFERENCE_KEY, policy_of
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
 
 # Keys in a trial config that are not search dimensions start with "_".
 CRASH_ONCE_KEY = "_crash_once"  # test hook: path of a marker file; the worker dies once
+REPLICATE_KEY = "_replicate"  # 0 in the search; 1..r when the confirmation retrains a policy
+SCHEDULE_KEY = "_schedule"  # a PBT schedule (list of [first epoch, config]) to replay
 
 
 @dataclass
@@ -39,19 +44,34 @@ class Checkpointed:
     schedule: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
-def trial_seed(ctx: TrialContext, config: dict[str, Any]) -> int:
-    """A trial's seed (and so its fresh validation sample), from the search seed and its policy.
+def trial_seeds(ctx: TrialContext, config: dict[str, Any]) -> tuple[int, int]:
+    """A trial's (common seed, augmentation seed).
 
-    Derived from the config's content rather than Tune's trial id, so a repeated search with the
-    same seed trains every policy identically.
+    The common seed fixes the child's initial weights, batch order and dropout; it comes from the
+    search seed and the replicate alone, so every trial of a search shares it (common random
+    numbers) and a reward difference is the policies' difference. The augmentation seed comes
+    from the policy's content as well (never Tune's trial id), so the same policy in two trials
+    trains identically and a repeated search reproduces every reward. With
+    `reward.common_random_numbers: false`, both are the augmentation seed (independent draws).
     """
-    text = json.dumps(policy_config(config), sort_keys=True, default=str)
-    return (ctx.search_seed * 1_000_003 + zlib.crc32(text.encode())) % 2**31
+    replicate = int(config.get(REPLICATE_KEY, 0))
+    keyed = {**policy_config(config), **({SCHEDULE_KEY: config[SCHEDULE_KEY]}
+                                         if config.get(SCHEDULE_KEY) else {})}
+    text = json.dumps(keyed, sort_keys=True, default=str)
+    aug = (ctx.search_seed * 1_000_003 + replicate * 7_919 + zlib.crc32(text.encode())) % 2**31
+    if not ctx.space.reward.common_random_numbers:
+        return aug, aug
+    common = int(np.random.SeedSequence((ctx.search_seed, replicate)).generate_state(1)[0])
+    return common % 2**31, aug
 
 
 def policy_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The search dimensions of a config, without private keys."""
-    return {k: v for k, v in config.items() if not k.startswith("_")}
+    """What names a config's policy: its search dimensions and, for a reference arm, its name
+    (`search.references`); other private keys (replicate, test hooks) are dropped."""
+    out = {k: v for k, v in config.items() if not k.startswith("_")}
+    if config.get(REFERENCE_KEY):
+        out[REFERENCE_KEY] = config[REFERENCE_KEY]
+    return out
 
 
 def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
@@ -110,20 +130,29 @@ def run_trial(
     start = restored.state.epoch if restored and restored.state is not None else 0
     if ctx.record_schedule and (not schedule or schedule[-1][1] != cfg):
         schedule.append((start, cfg))
-    seed = trial_seed(ctx, config)
+    seed, aug_seed = trial_seeds(ctx, config)
 
     def on_epoch(stats: Any, state: Any) -> None:
         metrics = dict(asdict(stats))  # stats.epoch counts from 1
         metrics["reward"] = reward_from_history(state.history, space.reward)[0]
         metrics["train_val_gap"] = stats.train_accuracy - stats.val_accuracy
+        metrics["common_seed"], metrics["aug_seed"] = seed, aug_seed
         if ctx.record_schedule:
             metrics["schedule"] = json.dumps(schedule_to_json(space, schedule, space.child.epochs))
         report(metrics, Checkpointed(state, list(schedule)))
         maybe_crash_once(config, stats.epoch)
 
     return train_child(
-        space.child, space.reward, decode(space, cfg), splits, seed=seed,
-        threads=ctx.threads, on_epoch=on_epoch,
-        state=restored.state if restored else None,
-        schedule=schedule_policies(space, schedule) if ctx.record_schedule else None,
+        space.child, space.reward, policy_of(space, config), splits, seed=seed,
+        aug_seed=aug_seed, threads=ctx.threads, on_epoch=on_epoch,
+        state=restored.state if restored else None, schedule=_schedule(ctx, config, schedule),
     )
+
+
+def _schedule(ctx: TrialContext, config: dict[str, Any],
+              recorded: list[tuple[int, dict[str, Any]]]) -> Callable[[int], Policy] | None:
+    """The policy per epoch: a PBT schedule being recorded or one being replayed, else None."""
+    replay = config.get(SCHEDULE_KEY)
+    if replay:
+        return schedule_policies(ctx.space, [(int(start), cfg) for start, cfg in replay])
+    return schedule_policies(ctx.space, recorded) if ctx.record_schedule else None

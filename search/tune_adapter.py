@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from ray.tune.search import Searcher
 
 from search.errors import SearchError
 from search.events import SearchListener
@@ -25,6 +26,7 @@ from search.strategies import Strategy
 from search.trial import Checkpointed, TrialContext, run_trial
 
 METRIC, MODE = "reward", "max"
+FIXED_KEY = "_run"  # a fixed run's whole config, as one grid value
 EXPERIMENT = "tune"
 STATE_FILE = "trial_state.pkl"
 WORKER_ENV = {
@@ -67,6 +69,9 @@ class TunePlan:
     max_failures: int = 2
     extra_config: dict[str, Any] = field(default_factory=dict)
     trainable: Callable[..., None] | None = None  # default: `trainable` below (tests swap it)
+    references: bool = True  # the first trials are the reference arms (search.references)
+    configs: list[dict[str, Any]] | None = None  # fixed configs to run instead of searching
+    name: str = "tune"  # the Tune experiment's name under `storage`
 
 
 # ---------------------------------------------------------------- Ray lifecycle and resources
@@ -180,7 +185,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
     from children.train import DivergedError
 
     try:
-        run_trial(config, ctx, splits, report=report_epoch, restored=load_checkpoint())
+        run_trial(flat_config(config), ctx, splits, report=report_epoch,
+                  restored=load_checkpoint())
     except DivergedError as err:
         # A diverging child is a failed trial, not a crash to retry: report it and go on.
         tune.report({METRIC: float("nan"), "status": "diverged", "error": str(err),
@@ -200,35 +206,113 @@ def _sampler(name: str, seed: int) -> Any:
 
 
 def _search_alg(plan: TunePlan) -> Any:
-    if plan.strategy.sampler is None:  # PBT: Tune's variant generator, seeded
-        from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=plan.seed)
+    if plan.configs is not None:  # a fixed list of runs (the confirmation stage): a grid
+        return BasicVariantGenerator()
+    if plan.strategy.sampler is None:  # PBT: a seeded initial population, base arm first
+        return BasicVariantGenerator(points_to_evaluate=_population(plan),
+                                     random_state=plan.seed)
     import warnings
 
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from search.compile import define_by_run
+    from search.references import BASE, REFERENCE_KEY, identity_config, reference_policies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return OptunaSearch(define_by_run(plan.ctx.space), metric=METRIC, mode=MODE,
-                        sampler=_sampler(plan.strategy.sampler, plan.seed))
+    space = plan.ctx.space
+    identity = identity_config(space) if plan.references else None
+    inner = OptunaSearch(define_by_run(space), metric=METRIC, mode=MODE,
+                         sampler=_sampler(plan.strategy.sampler, plan.seed),
+                         points_to_evaluate=[identity] if identity else None)
+    if not plan.references:
+        return inner
+    refs = [{REFERENCE_KEY: name} for name in reference_policies(space)]
+    told = {BASE} if identity else set()
+    return _ReferencesFirst(inner, refs, told)
+
+
+def _population(plan: TunePlan) -> list[dict[str, Any]]:
+    from search.pbt import initial_population
+    from search.references import BASE, REFERENCE_KEY, identity_config
+
+    population = initial_population(plan.ctx.space, plan.trials, plan.seed)
+    identity = identity_config(plan.ctx.space) if plan.references else None
+    if identity and population:  # PBA starts from the base; so does one member here
+        population[0] = {**population[0], **identity, REFERENCE_KEY: BASE}
+    return [{**member, **plan.extra_config} for member in population]
+
+
+class _ReferencesFirst(Searcher):
+    """The reference arms first, then the wrapped searcher's suggestions.
+
+    A reference in `told` takes the wrapped searcher's next suggestion (its enqueued in-space
+    config, e.g. every slot Identity for the base), so the searcher learns from its reward; the
+    others (TrivialAugment, which a searched shape cannot hold) bypass the searcher entirely.
+    """
+
+    def __init__(self, inner: Any, references: list[dict[str, Any]], told: set[str]) -> None:
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner = inner
+        self.pending = list(references)
+        self.told = set(told)
+        self.own: set[str] = set()  # trial ids the wrapped searcher never saw
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.inner.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        from search.references import REFERENCE_KEY
+
+        if not self.pending:
+            return self.inner.suggest(trial_id)
+        ref = self.pending.pop(0)
+        if ref[REFERENCE_KEY] in self.told:
+            config = self.inner.suggest(trial_id)
+            return None if config is None else {**config, **ref}
+        self.own.add(trial_id)
+        return dict(ref)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self.own:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.own:
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
 
 
 def _scheduler(plan: TunePlan) -> Any:
     epochs = plan.ctx.space.child.epochs
+    if plan.configs is not None:  # fixed runs are trained in full
+        return None
     if plan.strategy.population_based:
         from ray.tune.schedulers import PopulationBasedTraining
 
-        from search.pbt import mutations
+        from search.pbt import Explore
 
         interval = max(1, epochs // 5)
         return PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=interval,
-            burn_in_period=interval, hyperparam_mutations=mutations(plan.ctx.space, tune),
-            quantile_fraction=0.25, resample_probability=0.25, synch=False)
+            burn_in_period=interval, hyperparam_mutations={},
+            custom_explore_fn=Explore(plan.ctx.space, plan.seed),
+            quantile_fraction=0.25, synch=False)
     if plan.early_stop:
         from ray.tune.schedulers import ASHAScheduler
 
@@ -238,11 +322,27 @@ def _scheduler(plan: TunePlan) -> Any:
 
 
 def _param_space(plan: TunePlan) -> dict[str, Any]:
+    """Tune's param space: the fixed runs as a grid, PBT's dimensions (whose seeded population
+    comes as points to evaluate), or nothing for define-by-run searchers."""
+    if plan.configs is not None:
+        return {FIXED_KEY: tune.grid_search([dict(c) for c in plan.configs]),
+                **plan.extra_config}
     if not plan.strategy.population_based:
         return dict(plan.extra_config)
-    from search.pbt import initial_space
+    from search.compile import flat_dimensions
+    from search.references import BASE, REFERENCE_KEY
 
-    return {**initial_space(plan.ctx.space, tune), **plan.extra_config}
+    dims = {d.name: tune.choice(list(d.choices)) if d.categorical else tune.uniform(d.low, d.high)
+            for d in flat_dimensions(plan.ctx.space)}
+    return {**dims, REFERENCE_KEY: tune.choice(["", BASE]), **plan.extra_config}
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config with a fixed run's entries lifted to the top level."""
+    if FIXED_KEY not in config:
+        return dict(config)
+    rest = {k: v for k, v in config.items() if k != FIXED_KEY}
+    return {**config[FIXED_KEY], **rest}
 
 
 # ---------------------------------------------------------------- events and running
@@ -266,16 +366,16 @@ class _Events(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
         for listener in self.listeners:
-            listener.trial_result(trial.trial_id, dict(trial.config), dict(result))
+            listener.trial_result(trial.trial_id, flat_config(trial.config), dict(result))
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
         for listener in self.listeners:
-            listener.trial_complete(trial.trial_id, dict(trial.config),
+            listener.trial_complete(trial.trial_id, flat_config(trial.config),
                                     dict(trial.last_result or {}))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         for listener in self.listeners:
-            listener.trial_error(trial.trial_id, dict(trial.config), _error_text(trial))
+            listener.trial_error(trial.trial_id, flat_config(trial.config), _error_text(trial))
 
 
 def _error_text(trial: Any) -> str:
@@ -295,9 +395,9 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
     wrapped = tune.with_resources(
         tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits),
         {"cpu": plan.resources.cpus, "gpu": plan.resources.gpus})
-    path = experiment_path(plan.storage)
+    path = experiment_path(plan.storage, plan.name)
     if resume:
-        if not can_resume(plan.storage):
+        if not can_resume(plan.storage, plan.name):
             raise SearchError(f"nothing to resume in {plan.storage}: no interrupted search "
                               f"there; drop --resume to start a new one")
         return tune.Tuner.restore(str(path), trainable=wrapped, resume_unfinished=True,
@@ -306,10 +406,11 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         wrapped, param_space=_param_space(plan),
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
-            num_samples=plan.trials, max_concurrent_trials=plan.concurrency,
+            num_samples=1 if plan.configs is not None else plan.trials,
+            max_concurrent_trials=plan.concurrency,
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
-            name=EXPERIMENT, storage_path=str(plan.storage.resolve()), verbose=0,
+            name=plan.name, storage_path=str(plan.storage.resolve()), verbose=0,
             callbacks=[_Events(str(path))],
             checkpoint_config=CheckpointConfig(
                 num_to_keep=4 if plan.strategy.population_based else 1),
@@ -317,18 +418,18 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
     )
 
 
-def experiment_path(storage: Path) -> Path:
-    return storage / EXPERIMENT
+def experiment_path(storage: Path, name: str = EXPERIMENT) -> Path:
+    return storage / name
 
 
-def can_resume(storage: Path) -> bool:
-    return tune.Tuner.can_restore(str(experiment_path(storage)))
+def can_resume(storage: Path, name: str = EXPERIMENT) -> bool:
+    return tune.Tuner.can_restore(str(experiment_path(storage, name)))
 
 
 def run_search(plan: TunePlan, listeners: list[SearchListener],
                resume: bool = False) -> list[TrialOutcome]:
     """Run (or resume) the Tune experiment; every trial comes back as a TrialOutcome."""
-    key = str(experiment_path(plan.storage))
+    key = str(experiment_path(plan.storage, plan.name))
     _LISTENERS[key] = listeners
     try:
         results = _tuner(plan, resume).fit()
@@ -343,7 +444,7 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
         metrics = dict(res.metrics or {})
         status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error)
         trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
-        outcomes.append(TrialOutcome(trial_id, dict(res.config or {}), metrics, status,
+        outcomes.append(TrialOutcome(trial_id, flat_config(res.config or {}), metrics, status,
                                      _short_error(res.error) or str(metrics.get("error", ""))))
     return outcomes
 

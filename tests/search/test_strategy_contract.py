@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from search.compile import decode
+from search.compile import flat_dimensions, slot
+from search.references import REFERENCE_KEY, policy_of
 from search.strategies import get_strategy, strategy_names
 from search.trial import Checkpointed, TrialContext, policy_config
 from search.tune_adapter import Resources, TunePlan, load_checkpoint, report_epoch, run_search
@@ -23,18 +24,19 @@ from spaces.schema import load_space
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
+TRIALS = 5
 
 
 def objective(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
-    """Scores a policy without training: NaN for Invert-led, inf for Equalize-led policies."""
-    policy = decode(ctx.space, policy_config(config))
-    first = policy.sub_policies[0].ops[0]
+    """Scores a policy without training: NaN when it holds Invert, inf when it holds Equalize."""
+    policy = policy_of(ctx.space, config)
+    names = {op.name for sub in policy.sub_policies for op in sub.ops}
     restored = load_checkpoint()
     start = restored.state["epoch"] if restored else 0
     for epoch in range(start, EPOCHS):
-        if first.name == "Invert":
+        if "Invert" in names:
             value = float("nan")
-        elif first.name == "Equalize":
+        elif "Equalize" in names:
             value = float("inf")
         else:
             value = sum(op.magnitude * op.probability for s in policy.sub_policies for op in s.ops)
@@ -45,35 +47,40 @@ def objective(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
 def contract_space():
     space = load_space("digits")
     return space.replace(**{"child.epochs": EPOCHS, "reward.last_epochs": 1,
-                            "policy.ops": ["Invert", "Equalize", "Rotate", "Cutout", "ShearX"]})
+                            "policy.ops": ["Invert", "Equalize", "Rotate", "Cutout", "ShearX",
+                                           "Identity"]})
 
 
-class FirstConfigs:
-    """Records the config each trial started with (PBT changes it later)."""
+class SeenConfigs:
+    """Records the config each trial started with and every config it ran with (PBT's explore
+    changes them), exactly as the strategy emitted them: nothing decoded or clamped."""
 
     def __init__(self) -> None:
         self.configs: dict[str, dict[str, Any]] = {}
+        self.every: list[dict[str, Any]] = []
 
     def trial_result(self, trial_id: str, config: dict, result: dict) -> None:
-        self.configs.setdefault(trial_id, policy_config(config))
+        self.configs.setdefault(trial_id, dict(config))
+        self.every.append(dict(config))
 
     def trial_complete(self, trial_id: str, config: dict, result: dict) -> None:
-        self.configs.setdefault(trial_id, policy_config(config))
+        self.configs.setdefault(trial_id, dict(config))
+        self.every.append(dict(config))
 
     def trial_error(self, trial_id: str, config: dict, error: str) -> None:
-        self.configs.setdefault(trial_id, policy_config(config))
+        self.configs.setdefault(trial_id, dict(config))
 
 
-def run_contract(name: str, seed: int, tmp: Path) -> tuple[list[Any], list[str]]:
+def run_contract(name: str, seed: int, tmp: Path) -> tuple[list[Any], list[str], SeenConfigs]:
     space = contract_space()
     strategy = get_strategy(name)
     plan = TunePlan(
         ctx=TrialContext(space, seed), splits=None, strategy=strategy,
-        resources=Resources(1, 0), trials=4, concurrency=2, storage=tmp, seed=seed,
+        resources=Resources(1, 0), trials=TRIALS, concurrency=2, storage=tmp, seed=seed,
         trainable=objective)
-    first = FirstConfigs()
-    outcomes = run_search(plan, listeners=[first])
-    return outcomes, sorted(repr(sorted(c.items())) for c in first.configs.values())
+    seen = SeenConfigs()
+    outcomes = run_search(plan, listeners=[seen])
+    return outcomes, sorted(repr(sorted(c.items())) for c in seen.configs.values()), seen
 
 
 @pytest.fixture(scope="module")
@@ -92,33 +99,78 @@ def runs(ray_session, tmp_path_factory) -> dict[tuple[str, int], list[Any]]:
 @pytest.mark.parametrize("name", strategy_names())
 def test_runs_every_trial_and_survives_nan_and_inf(runs, name: str) -> None:
     outcomes = runs[(name, 0)][0][0]
-    assert len(outcomes) == 4
+    assert len(outcomes) == TRIALS
     assert all(o.status == "ok" for o in outcomes), [(o.status, o.error) for o in outcomes]
     rewards = [o.result["reward"] for o in outcomes]
     assert any(math.isfinite(r) for r in rewards)
     assert any(not math.isfinite(r) for r in rewards), "the contract needs a NaN/inf trial"
 
 
+def out_of_space(space: Any, config: dict[str, Any]) -> list[str]:
+    """Every raw config value outside its declared domain (before any decode or clamp)."""
+    ops = {o.name: o.magnitude for o in space.policy.ops}
+    domains: dict[str, Any] = {d.name: d.choices or (d.low, d.high)
+                               for d in flat_dimensions(space)}
+    p = space.policy
+    for i in range(p.sub_policies):
+        for j in range(p.ops_per_sub_policy):
+            domains.update({f"{slot(i, j)}_{op}_mag": rng for op, rng in ops.items()})
+    bad = []
+    for key, value in policy_config(config).items():
+        if key == REFERENCE_KEY:
+            continue
+        domain = domains.get(key)
+        if domain is None:
+            bad.append(f"{key}: not a dimension of the space")
+        elif isinstance(domain[0], str):
+            if value not in domain:
+                bad.append(f"{key}={value!r} not in {domain}")
+        elif not domain[0] <= value <= domain[1]:
+            bad.append(f"{key}={value!r} outside [{domain[0]}, {domain[1]}]")
+    return bad
+
+
 @pytest.mark.parametrize("name", strategy_names())
 def test_every_suggested_config_lies_in_the_space(runs, name: str) -> None:
+    """Checked on what the strategy emits, every config each trial ran with (PBT's explored
+    ones included), before decode: decode clamps, so a check after it could not fail."""
     space = contract_space()
-    allowed = {o.name: o.magnitude for o in space.policy.ops}
-    for outcome in runs[(name, 0)][0][0] + runs[(name, 1)][0][0]:
-        policy = decode(space, policy_config(outcome.config))
-        assert len(policy.sub_policies) == space.policy.sub_policies
-        for sub in policy.sub_policies:
-            for op in sub.ops:
-                low, high = allowed[op.name]
-                assert low <= op.magnitude <= high
-                assert 0 <= op.probability <= 1
+    checked = 0
+    for seed in (0, 1):
+        seen = runs[(name, seed)][0][2]
+        for config in seen.every:
+            assert out_of_space(space, config) == [], config
+            checked += 1
+            if not config.get(REFERENCE_KEY):
+                policy = policy_of(space, config)
+                assert len(policy.sub_policies) == space.policy.sub_policies
+    assert checked >= 2 * TRIALS
+
+
+@pytest.mark.parametrize("name", strategy_names())
+def test_the_first_trials_are_the_reference_arms(runs, name: str) -> None:
+    """tpe and random open with the base arm (every slot Identity, so the sampler learns from
+    it) and TrivialAugment; PBT's population holds the base arm as its first member."""
+    outcomes = runs[(name, 0)][0][0]
+    expected = ["base"] if name == "pbt" else ["base", "trivialaugment"]
+    opening = [o.config.get(REFERENCE_KEY, "") for o in outcomes[:len(expected)]]
+    if name == "pbt":  # PBT's explore turns an exploited reference into a searched policy
+        assert sum(bool(o.config.get(REFERENCE_KEY)) for o in outcomes) <= 1
+    else:
+        assert opening == expected
+        assert all(not o.config.get(REFERENCE_KEY) for o in outcomes[len(expected):])
+    seen = runs[(name, 0)][0][2]
+    base = next(c for c in seen.every if c.get(REFERENCE_KEY) == "base")
+    assert {v for k, v in base.items() if k.count("_") == 1 and "_op" in k} == {"Identity"}
 
 
 @pytest.mark.parametrize("name", strategy_names())
 def test_reproducible_under_a_seed(runs, name: str) -> None:
-    """Same seed, same suggested configs; another seed, other configs. For PBT, whose explore
-    step uses Tune's own RNG and trial timing, the seed fixes the initial population."""
-    (_, first), (_, second) = runs[(name, 0)]
-    _, other = runs[(name, 1)][0]
-    assert len(first) == 4
+    """Same seed, same suggested configs; another seed, other configs. For PBT the seed fixes
+    the initial population (the explore's draws too, but which trial Tune clones, and when,
+    depends on trial timing)."""
+    (_, first, _), (_, second, _) = runs[(name, 0)]
+    _, other, _ = runs[(name, 1)][0]
+    assert len(first) == TRIALS
     assert first == second
     assert first != other

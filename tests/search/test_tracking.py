@@ -461,7 +461,11 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
         assert sorted(m.step for m in history) == [1, 2]  # smoke test: 2 epochs
         assert {"policy.json", "policy.yaml", "preview.png"} <= artifact_names(
             client, run.info.run_id)
-        assert "sp0.op0.name" in run.data.params
+        assert run.data.tags["stage"] == "search"
+        if "reference" not in run.data.tags:
+            assert "sp0.op0.name" in run.data.params
+    assert sorted(r.data.tags["reference"] for r in trials if "reference" in r.data.tags) == [
+        "base", "trivialaugment"]
     best = next(r for r in trials if r.data.tags["trial_id"] == result.best_trial)
     local = client.download_artifacts(best.info.run_id, "policy.json", str(tmp_path))
     image = np.zeros((16, 16, 1), np.uint8)
