@@ -27,6 +27,7 @@ import yaml
 
 from search.baselines import BASELINES, AlbumentationsFn, ImageFn, baseline, parse_baselines
 from search.errors import USER_ERRORS, SearchError
+from search.stats import Estimate, estimate
 from search.trial import schedule_policies
 from spaces.errors import SpaceError
 from spaces.policy import Policy, build_pipeline, identity_policy, policy_from_dict
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_RUNS = Path("augsearch-runs")
 TTA_COPIES = 8
 _TTA_STREAM = 11  # seed-sequence key of the test-time augmentation copies
-CONFIDENCE = 0.95
 
 
 # ---------------------------------------------------------------- what is compared
@@ -359,33 +359,6 @@ def tta_accuracy(predict: Callable[[np.ndarray], np.ndarray], fn: ImageFn, test:
 
 
 # ---------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Mean, sample std and Student-t confidence interval of the mean (NaN below 2 values)."""
-
-    n: int
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-
-
-def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
-    """Mean ± t(n-1) · s / sqrt(n): the confidence interval of the mean over seeds."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return Estimate(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(x.mean())
-    if n < 2:
-        return Estimate(1, mean, math.nan, math.nan, math.nan)
-    from scipy.stats import t
-
-    std = float(x.std(ddof=1))
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Estimate(n, mean, std, mean - half, mean + half)
 
 
 @dataclass(frozen=True)
