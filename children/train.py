@@ -46,7 +46,7 @@ class EpochStats:
     train_loss: float
     train_accuracy: float
     val_accuracy: float
-    audit_accuracy: float  # NaN when the audit set is empty
+    audit_accuracy: float  # NaN when the audit set is empty or not scored this epoch
     seconds: float  # the whole epoch, evaluation included
     images_per_s: float  # training images per second (augmentation and step)
 
@@ -137,7 +137,8 @@ def train_child(
             current = schedule(epoch) if schedule is not None else policy
             loss, accuracy, seen, seconds = run.train_epoch(epoch, current, on_batch)
             val = run.accuracy(splits.val_pool, val_index)
-            audit = run.accuracy(splits.audit, None) if len(splits.audit) else math.nan
+            audit = (run.accuracy(splits.audit, None) if len(splits.audit)
+                     and epoch >= _first_audit_epoch(reward, total) else math.nan)
             stats = EpochStats(epoch + 1, loss, accuracy, val, audit,
                                time.perf_counter() - begun, seen / seconds)
             run.history.append(stats)
@@ -163,6 +164,13 @@ def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: 
         train_val_gap=last.train_accuracy - last.val_accuracy, history=list(history),
         images_per_s=speed, wall_seconds=wall, epochs=last.epoch, reward_epochs=used, note=note,
     )
+
+
+def _first_audit_epoch(reward: RewardSpec, total: int) -> int:
+    """The audit set is scored only where the reward reads (the last epochs, or every epoch for
+    `epochs: best`): on a small train split, scoring it every epoch would cost more than
+    training."""
+    return max(0, total - reward.last_epochs) if reward.epochs == "last" else 0
 
 
 def reward_from_history(

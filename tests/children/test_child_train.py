@@ -19,9 +19,9 @@ INVERT = Policy((SubPolicy((Op("Invert", 0.0, 1.0),)),))
 
 
 def _quality(history: list[EpochStats]) -> list[tuple[float, ...]]:
-    """Everything but the timings."""
-    return [(h.epoch, h.train_loss, h.train_accuracy, h.val_accuracy, h.audit_accuracy)
-            for h in history]
+    """Everything but the timings (an unscored audit, NaN, as None so that it compares)."""
+    return [(h.epoch, h.train_loss, h.train_accuracy, h.val_accuracy,
+             None if math.isnan(h.audit_accuracy) else h.audit_accuracy) for h in history]
 
 
 def _child(space, **changes):
@@ -202,6 +202,18 @@ def test_pool_validation_scores_the_whole_pool_and_fresh_a_per_trial_sample(digi
                             (predict(pool.x).argmax(1) == pool.y).sum())))
     assert len(set(fresh)) > 1  # each aug_seed scores another sample of the same model
     assert whole.val_accuracy == pytest.approx(seen[0] / len(pool))
+
+
+def test_the_audit_set_is_scored_only_where_the_reward_reads(digits_space, digits_splits):
+    reward = digits_space.reward.model_copy(update={"last_epochs": 2})
+    plain = _child(digits_space, base_augmentation=BaseAug(crop=False, flip=False))
+    last = train_child(plain, reward, identity_policy(), digits_splits, seed=0, threads=1,
+                       epochs=4)
+    assert [math.isnan(h.audit_accuracy) for h in last.history] == [True, True, False, False]
+    best = train_child(plain, reward.model_copy(update={"epochs": "best"}), identity_policy(),
+                       digits_splits, seed=0, threads=1, epochs=4)
+    assert not any(math.isnan(h.audit_accuracy) for h in best.history)
+    assert last.audit_accuracy == best.audit_accuracy  # same seed, same model at the end
 
 
 def test_a_validation_sample_larger_than_the_pool_is_a_data_error(digits_space, digits_splits):
