@@ -3,11 +3,13 @@
 A search can only find useful policies if its child overfits without augmentation; a child that
 is too small or trained too briefly rewards weak policies, and the search finds the identity.
 For each built-in space whose data is available here, this trains the space's child (its model,
-width, epochs, optimiser) on the space's train subset with no augmentation at all and with the
-space's base crop(+flip), several seeds, side by side, and reports the validation accuracy the
-reward would see, the audit accuracy and the train-val gap.
+width, epochs, optimiser, train subset) with no augmentation at all and with the space's base
+crop(+flip), over several seeds, side by side (the same seed gives both arms the same initial
+weights and batch order, so the difference pairs up by seed). Reported: the audit accuracy of
+each arm, the paired gain of the base with its Student-t 95% CI, the train-val gap, and what a
+default search over the space costs on this machine's CPUs.
 
-    python bench/child_budget.py [--seeds 2] [--spaces digits,cifar10]
+    python bench/child_budget.py [--seeds 3] [--spaces digits,cifar10]
 """
 
 from __future__ import annotations
@@ -16,87 +18,164 @@ import argparse
 import os
 import statistics
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import SHARED, machine, write_section  # noqa: E402
-from children.datasets import load_dataset, make_splits  # noqa: E402
-from children.errors import DataError  # noqa: E402
-from children.train import train_child  # noqa: E402
-from spaces.policy import identity_policy  # noqa: E402
 from spaces.schema import BaseAug, Space, builtin_spaces, load_space  # noqa: E402
 
-# Where the machine has no copy of a built-in dataset, real stand-ins from ../shared/data with
-# the split sizes they can hold (cifar10_small: 5,000 train images).
-STAND_INS = {"cifar10": ("cifar10_small.npz", {"dataset.train_size": 2000,
-                                              "dataset.val_pool_size": 1500,
-                                              "dataset.audit_size": 1500})}
+TARGET_GAIN = 0.02  # crop/flip must beat no augmentation by 2 audit points, CI above 0
+# Where the machine has no copy of a built-in dataset: real stand-ins from ../shared/data.
+STAND_INS = {"cifar10": "cifar10_small.npz"}
+ARMS = ("none", "base")
 
 
-def space_and_data(name: str) -> tuple[Space, str | None, str]:
-    space = load_space(name)
-    if name in STAND_INS and (SHARED / STAND_INS[name][0]).exists():
-        file, sizes = STAND_INS[name]
-        return space.replace(**sizes), str(SHARED / file), f"{file} (real CIFAR-10)"
-    return space, None, "built-in"
+@dataclass(frozen=True)
+class Job:
+    space: Space
+    data: str | None
+    arm: str
+    seed: int
 
 
-def run_space(name: str, seeds: int) -> list[str] | None:
-    space, data, source = space_and_data(name)
-    try:
-        splits = make_splits(load_dataset(space.dataset, data=data, download=False),
-                             space.dataset, seed=0)
-    except DataError as err:
-        print(f"{name}: skipped ({err})", file=sys.stderr)
-        return None
-    base = space.child.base_augmentation
-    arms = {"none": BaseAug(crop=False, flip=False), "base crop/flip": base}
-    results: dict[str, list[tuple[float, float, float]]] = {arm: [] for arm in arms}
-    for seed in range(seeds):
-        for arm, aug in arms.items():
-            child = space.child.model_copy(update={"base_augmentation": aug})
-            m = train_child(child, space.reward, identity_policy(), splits, seed=seed, threads=2)
-            results[arm].append((m.reward, m.audit_accuracy, m.train_val_gap))
-            print(f"{name} seed {seed} {arm}: reward {m.reward:.4f} audit "
-                  f"{m.audit_accuracy:.4f} gap {m.train_val_gap:+.3f} ({m.wall_seconds:.0f} s)",
-                  file=sys.stderr, flush=True)
-    c = space.child
-    head = (f"| {name} | {source}, train {space.dataset.train_size} | {c.model} w{c.width}, "
-            f"{c.epochs} ep |")
-    rows = []
-    for arm, vals in results.items():
-        reward, audit, gap = (statistics.mean(v[k] for v in vals) for k in range(3))
-        rows.append(f"{head} {arm} (crop={arms[arm].crop}, flip={arms[arm].flip}) | "
-                    f"{reward:.4f} | {audit:.4f} | {gap:+.3f} |")
-    none, based = (statistics.mean(v[1] for v in results[a]) for a in arms)
-    rows.append(f"{head} **audit gain of base augmentation** | | **{based - none:+.4f}** | |")
-    return rows
+@dataclass(frozen=True)
+class Run:
+    arm: str
+    seed: int
+    audit: float
+    reward: float
+    gap: float
+    seconds: float
+
+
+def train(job: Job) -> Run:
+    """One child training with the identity policy, on one thread."""
+    import torch
+
+    from children.datasets import load_dataset, make_splits
+    from children.train import train_child
+    from spaces.policy import identity_policy
+
+    torch.set_num_threads(1)
+    space = job.space
+    splits = make_splits(load_dataset(space.dataset, data=job.data, download=False),
+                         space.dataset, seed=0)
+    base = space.child.base_augmentation if job.arm == "base" else BaseAug(crop=False,
+                                                                             flip=False)
+    child = space.child.model_copy(update={"base_augmentation": base})
+    started = time.perf_counter()
+    m = train_child(child, space.reward, identity_policy(), splits, seed=job.seed, threads=1)
+    return Run(job.arm, job.seed, m.audit_accuracy, m.reward, m.train_val_gap,
+               time.perf_counter() - started)
+
+
+def source(name: str) -> tuple[str | None, str] | None:
+    """(data path or None, description) for a space, or None when no data is available."""
+    if name == "digits":
+        return None, "built-in"
+    stand_in = STAND_INS.get(name)
+    if stand_in and (SHARED / stand_in).exists():
+        return str(SHARED / stand_in), f"{stand_in} (real CIFAR-10, Krizhevsky 2009)"
+    return None
+
+
+def measure(space: Space, data: str | None, seeds: int, workers: int) -> list[Run]:
+    jobs = [Job(space, data, arm, seed) for seed in range(seeds) for arm in ARMS]
+    with ProcessPoolExecutor(workers) as pool:
+        runs = list(pool.map(train, jobs))
+    for r in runs:
+        print(f"{space.name} seed {r.seed} {r.arm}: audit {r.audit:.4f} reward {r.reward:.4f} "
+              f"gap {r.gap:+.3f} ({r.seconds:.0f} s)", file=sys.stderr, flush=True)
+    return runs
+
+
+def search_minutes(space: Space, seconds: float, cpus: int) -> tuple[int, float]:
+    """Child trainings of a default search (trials + confirmation) and its wall minutes here."""
+    from search.confirm import DEFAULT_REPLICATES, DEFAULT_TOP
+
+    trainings = space.search.trials + (DEFAULT_TOP + 1) * DEFAULT_REPLICATES
+    per_cpu = space.search.cpus_per_trial
+    slots = max(1, int(cpus // per_cpu))
+    return trainings, trainings * seconds / slots / 60
+
+
+def rows_for(space: Space, described: str, runs: list[Run]) -> tuple[list[str], str]:
+    from search.stats import estimate
+
+    by = {(r.arm, r.seed): r for r in runs}
+    seeds = sorted({r.seed for r in runs})
+    gains = [by[("base", s)].audit - by[("none", s)].audit for s in seeds]
+    gain = estimate(gains)
+    c, d = space.child, space.dataset
+    seconds = statistics.mean(r.seconds for r in runs if r.arm == "base")
+    trainings, minutes = search_minutes(space, seconds, os.cpu_count() or 1)
+    head = (f"| {space.name} | {described}, train {d.train_size} | {c.model} w{c.width}, "
+            f"{c.epochs} ep, batch {c.batch_size} |")
+    lines = []
+    for arm in ARMS:
+        rs = [by[(arm, s)] for s in seeds]
+        audit = estimate([r.audit for r in rs])
+        lines.append(f"{head} {_arm(space, arm)} | {audit.mean:.4f} ± {audit.std:.4f} | "
+                     f"{statistics.mean(r.gap for r in rs):+.3f} | | |")
+    pays = gain.mean >= TARGET_GAIN and gain.ci_low > 0
+    lines.append(f"{head} **gain of the base** | **{gain.mean:+.4f}** [{gain.ci_low:+.4f}, "
+                 f"{gain.ci_high:+.4f}] | | {seconds:.0f} s | {trainings} × → "
+                 f"{minutes:.0f} min |")
+    why = ("pays" if pays else "does NOT pay: " + (
+        f"the gain {gain.mean:+.4f} is below {TARGET_GAIN:.2f}" if gain.mean < TARGET_GAIN
+        else f"the 95% CI [{gain.ci_low:+.4f}, {gain.ci_high:+.4f}] contains 0"))
+    verdict = (f"- {space.name}: crop/flip vs none {gain.mean:+.4f} audit accuracy over "
+               f"{len(seeds)} seeds (95% CI [{gain.ci_low:+.4f}, {gain.ci_high:+.4f}]): "
+               f"target (≥ {TARGET_GAIN:+.2f}, CI above 0) **{why}**. A default search "
+               f"({space.search.trials} trials + confirmation, {trainings} trainings of "
+               f"~{seconds:.0f} s on 1 thread) takes ~{minutes:.0f} min on "
+               f"{os.cpu_count()} CPUs.")
+    return lines, verdict
+
+
+def _arm(space: Space, arm: str) -> str:
+    if arm == "none":
+        return "none (no augmentation)"
+    b = space.child.base_augmentation
+    parts = ([f"crop pad {b.crop_padding}"] if b.crop else []) + (["flip"] if b.flip else [])
+    return "base: " + (" + ".join(parts) or "nothing")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--spaces", default=",".join(builtin_spaces()))
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    lines = ["| space | data | child | augmentation | reward (val) | audit acc | train-val gap |",
-             "|---|---|---|---|---:|---:|---:|"]
-    missing = []
+    started = time.perf_counter()
+    lines = ["| space | data | child | augmentation | audit accuracy (mean ± sd) | train-val gap "
+             "| s per training (1 thread) | search cost here |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    verdicts, missing = [], []
     for name in args.spaces.split(","):
-        rows = run_space(name, args.seeds)
-        if rows is None:
+        found = source(name)
+        if found is None:
             missing.append(name)
-        else:
-            lines += rows
-    note = (f"Not measured (no copy of the dataset on this offline machine): "
+            continue
+        space = load_space(name)
+        rows, verdict = rows_for(space, found[1], measure(space, found[0], args.seeds,
+                                                          args.workers))
+        lines += rows
+        verdicts.append(verdict)
+    minutes = (time.perf_counter() - started) / 60
+    note = (f"- Unmeasured (no copy of the dataset on this offline machine): "
             f"{', '.join(missing)}." if missing else "")
     body = "\n".join([
-        f"`python bench/child_budget.py --seeds {args.seeds}` — each space's own child and "
-        f"budget, identity policy, with no augmentation vs the space's base augmentation; mean "
-        f"of {args.seeds} seeds. {machine()}.", "", *lines, "", note,
-        "A positive audit gain means the child overfits without augmentation, so the search's "
-        "reward can tell useful augmentation from none."])
+        f"`python bench/child_budget.py --seeds {args.seeds}` — each built-in space's own child "
+        f"and budget, identity policy, no augmentation vs the space's base augmentation, "
+        f"{args.seeds} seeds (paired: same initial weights and batch order per seed), "
+        f"{args.workers} trainings at a time, {minutes:.0f} min. {machine()}; load average "
+        f"{os.getloadavg()[0]:.1f} at the end.", "", *lines, "", *verdicts, note])
     print(body)
     write_section("Child budget: does augmentation pay?", body)
 

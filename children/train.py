@@ -136,7 +136,8 @@ def train_child(
             begun = time.perf_counter()
             current = schedule(epoch) if schedule is not None else policy
             loss, accuracy, seen, seconds = run.train_epoch(epoch, current, on_batch)
-            val = run.accuracy(splits.val_pool, val_index)
+            val = (run.accuracy(splits.val_pool, val_index) if reward.scored(epoch, total)
+                   else math.nan)
             audit = (run.accuracy(splits.audit, None) if len(splits.audit)
                      and epoch >= _first_audit_epoch(reward, total) else math.nan)
             stats = EpochStats(epoch + 1, loss, accuracy, val, audit,
@@ -183,7 +184,8 @@ def reward_from_history(
     `reward.epochs: best` averages the highest val accuracies of all epochs (DeepAugment).
     """
     n = reward.last_epochs
-    window = history[-n:] if reward.epochs == "last" else list(history)
+    scored = [h for h in history if math.isfinite(h.val_accuracy)]
+    window = scored[-n:] if reward.epochs == "last" else scored
     kept = window
     note = ""
     gap = reward.max_train_val_gap
@@ -195,6 +197,8 @@ def reward_from_history(
                     f"reward is epoch {kept[0].epoch}'s val accuracy")
     if reward.epochs == "best":
         kept = sorted(sorted(kept, key=lambda h: -h.val_accuracy)[:n], key=lambda h: h.epoch)
+    if not kept:
+        return math.nan, [], "no epoch scored on the validation data yet"
     value = float(np.mean([h.val_accuracy for h in kept]))
     return value, [h.epoch for h in kept], note
 

@@ -307,7 +307,7 @@ def _scheduler(plan: TunePlan) -> Any:
 
         from search.pbt import Explore
 
-        interval = max(1, epochs // 5)
+        interval = _aligned(plan, epochs // 5)
         return PopulationBasedTraining(
             time_attr="training_iteration", perturbation_interval=interval,
             burn_in_period=interval, hyperparam_mutations={},
@@ -317,8 +317,15 @@ def _scheduler(plan: TunePlan) -> Any:
         from ray.tune.schedulers import ASHAScheduler
 
         return ASHAScheduler(time_attr="training_iteration", max_t=epochs,
-                             grace_period=max(1, epochs // 4), reduction_factor=2)
+                             grace_period=_aligned(plan, epochs // 4), reduction_factor=2)
     return None
+
+
+def _aligned(plan: TunePlan, epochs: int) -> int:
+    """`epochs` rounded down to a multiple of the validation interval (at least one interval),
+    so a scheduler's decisions (PBT's perturbations, ASHA's rungs) read a fresh reward."""
+    step = plan.ctx.space.reward.interval(plan.ctx.space.child.epochs)
+    return step * max(1, epochs // step)
 
 
 def _param_space(plan: TunePlan) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class RewardSpec(_Strict):
     `last_epochs` epochs, `best` the `last_epochs` best ones (DeepAugment). With
     `common_random_numbers` every trial of a search starts from the same initial weights, batch
     order and dropout masks (from the search seed), so rewards differ by the policy, not the draw.
+    Validation data is scored only where the reward or a scheduler reads it (`scored`): on a small
+    train split, scoring it every epoch would cost more than the training.
     """
 
     metric: Literal["val_accuracy"] = "val_accuracy"
@@ -174,6 +176,19 @@ class RewardSpec(_Strict):
     val_sample_size: int | None = Field(None, gt=0, description="fresh validation sample per trial")
     max_train_val_gap: float | None = Field(None, gt=0, le=1)
     common_random_numbers: bool = True
+    eval_every: int | None = Field(None, ge=1, description="score validation data every n "
+                                   "epochs before the reward's epochs (default: ~10 times a run)")
+
+    def interval(self, epochs: int) -> int:
+        """Epochs between validation scores before the reward's own epochs."""
+        return self.eval_every or max(1, epochs // 10)
+
+    def scored(self, epoch: int, epochs: int) -> bool:
+        """Whether 0-based `epoch` of `epochs` is scored on the validation data: the reward's
+        epochs (every epoch for `epochs: best`) and every `interval` epochs before them."""
+        if self.epochs == "best" or epoch >= epochs - self.last_epochs:
+            return True
+        return (epoch + 1) % self.interval(epochs) == 0
 
     @model_validator(mode="after")
     def _sample_size(self) -> RewardSpec:
