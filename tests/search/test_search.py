@@ -16,6 +16,7 @@ import pytest
 
 from search.api import search
 from search.errors import SearchError
+from spaces.schema import load_space
 from tests.conftest import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
@@ -53,9 +54,11 @@ def test_searcher_end_to_end_writes_outputs(ray_session, tmp_path: Path, searche
     assert rewards == sorted(rewards, reverse=True)
     assert all(0.0 <= x <= 1.0 for x in rewards)
     assert result.best_reward == pytest.approx(rewards[0])
+    # The exported pipeline keeps the space's image shape, whichever data the test used.
+    dataset = load_space(data_args()["space"]).dataset
+    shape = (dataset.image_size, dataset.image_size, dataset.channels)
     pipe = A.load(str(out / "best_policy.json"), data_format="json")
-    img = np.zeros((32, 32, 3), np.uint8)
-    assert pipe(image=img)["image"].shape[:2] == (32, 32)
+    assert pipe(image=np.zeros(shape, np.uint8))["image"].shape == shape
     provenance = (out / "best_policy.yaml").read_text()
     assert f"searcher: {searcher}" in provenance and "reward:" in provenance
     assert (out / "space.yaml").exists()
