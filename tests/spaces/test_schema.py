@@ -77,7 +77,9 @@ MALFORMED = [
      ["val_sample_size <= dataset.val_pool_size", "val_sample_size=100000"]),
     ("reward epochs beyond training", "reward.last_epochs", 99,
      ["last_epochs <= child.epochs", "last_epochs=99"]),
-    ("npz without path", "dataset.name", "npz", ["needs a 'path'"]),
+    ("unknown child model", "child.model", "resnet9000",
+     ["child.model", "unknown child model 'resnet9000'", "known models: basiccnn"]),
+    ("misspelt child model", "child.model", "basicnn", ["did you mean 'basiccnn'?"]),
     ("unknown optimiser", "child.optimizer.name", "adagrad", ["child.optimizer.name"]),
     ("negative learning rate", "child.optimizer.lr", -0.1, ["child.optimizer.lr"]),
 ]
@@ -176,3 +178,11 @@ def test_cli_dry_run_summarises_without_ray() -> None:
          "print('HEAVY' if {'ray', 'torch'} & set(sys.modules) else 'LIGHT')"],
         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert check.stdout.strip().endswith("LIGHT"), check.stdout + check.stderr
+
+
+def test_a_space_file_that_is_not_utf8_is_a_space_error(tmp_path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpaceError, match=r"latin1.yaml: not UTF-8 text .*save the space file as "
+                                         r"UTF-8"):
+        load_space(str(path))
