@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,18 +166,23 @@ def test_cli_unknown_space_and_searcher_exit_2() -> None:
     assert proc.returncode == 2 and "choose one of: tpe, random, pbt" in proc.stderr
 
 
-def test_cli_dry_run_summarises_without_ray() -> None:
-    proc = _cli("--space", "cifar10", "--searcher", "tpe", "--dry-run")
+def test_cli_dry_run_checks_the_data_and_summarises_without_starting_anything(
+        tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "search.run", "--space", "digits", "--dry-run"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "space cifar10" in out and "ops (20)" in out
-    assert "dimensions 31" in out  # 10 slots x (op, magnitude, probability) + mixup
+    assert "space digits" in out and "ops (17)" in out
+    assert "200 train, 600 validation pool, 500 audit, 300 test images (checked)" in out
+    assert "dimensions 19" in out  # 6 slots x (op, magnitude, probability) + mixup
     assert out.count("\n  [") == 3
+    assert list(tmp_path.iterdir()) == []  # no output directory, no MLflow store
     check = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from search.run import main; main(['--dry-run']); "
-         "print('HEAVY' if {'ray', 'torch'} & set(sys.modules) else 'LIGHT')"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+         "import sys; from search.run import main; main(['--dry-run']); import ray; "
+         "print('STARTED' if ray.is_initialized() or 'torch' in sys.modules else 'LIGHT')"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert check.stdout.strip().endswith("LIGHT"), check.stdout + check.stderr
 
 
