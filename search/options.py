@@ -81,11 +81,13 @@ def check_options(opts: SearchOptions) -> None:
         if value is not None:
             _check_number(name, value, kind, low, inclusive)
     if opts.epochs is not None and opts.epochs > MAX_EPOCHS:
-        raise SearchError(f"--epochs must be at most {MAX_EPOCHS}, got {opts.epochs}")
+        raise SearchError(f"--epochs must be at most {MAX_EPOCHS}, got {opts.epochs}; pass "
+                          f"fewer epochs")
     for name in _TEXTS:
         value = getattr(opts, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise SearchError(f"{flag(name)} must be a non-empty text, got {value!r}")
+            raise SearchError(f"{flag(name)} must be a non-empty text, got {value!r}; "
+                              f"{_fix(name)}")
     if opts.early_stop is not None and opts.early_stop not in EARLY_STOPPERS:
         raise SearchError(f"--early-stop {opts.early_stop!r} is unknown; choose one of: "
                           f"{', '.join(EARLY_STOPPERS)}")
@@ -99,9 +101,14 @@ def _check_number(name: str, value: Any, kind: type, low: float, inclusive: bool
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
             whole and not isinstance(value, numbers.Integral)):
         what = "a whole number" if whole else "a number"
-        raise SearchError(f"{flag(name)} must be {what}, got {value!r}")
+        raise SearchError(f"{flag(name)} must be {what}, got {value!r}; {_fix(name)}")
     if not math.isfinite(value):
-        raise SearchError(f"{flag(name)} must be a finite number, got {value!r}")
+        raise SearchError(f"{flag(name)} must be a finite number, got {value!r}; {_fix(name)}")
     if value < low or (value == low and not inclusive):
         bound = f"at least {low:g}" if inclusive else f"more than {low:g}"
-        raise SearchError(f"{flag(name)} must be {bound}, got {value:g}")
+        raise SearchError(f"{flag(name)} must be {bound}, got {value:g}; {_fix(name, bound)}")
+
+
+def _fix(name: str, bound: str = "") -> str:
+    value = f"a value {bound}" if bound else "a value"
+    return f"pass {value}, or drop {flag(name)} to use the default"

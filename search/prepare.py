@@ -29,8 +29,9 @@ from spaces.errors import SpaceError
 from spaces.schema import Space, load_space, parse_space
 
 SPACE_FILE = "space.yaml"
+DB_FILE = "mlflow.db"  # the default store, in the output directory
 # What a search leaves in its output directory; any of them means "a search is here".
-SEARCH_FILES = (RUN_FILE, SPACE_FILE, "ray", "mlflow.db", "leaderboard.csv")
+SEARCH_FILES = (RUN_FILE, SPACE_FILE, "ray", DB_FILE, "leaderboard.csv")
 # Search options that override a key of the space.
 SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
               "cpus_per_trial": "search.cpus_per_trial",
@@ -58,8 +59,8 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
     if opts.resume:
         output = _given_output(opts)
         if output is None:
-            raise SearchError("--resume needs --output DIR: the directory of the interrupted "
-                              "search")
+            raise SearchError("--resume needs --output DIR; pass the directory of the "
+                              "interrupted search")
         _check_existing_output(output)
         record = read_record(output)
         searcher, opts = resume_options(record, space, searcher, opts, output)
@@ -75,7 +76,7 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
     if not opts.resume:
         output = _given_output(opts) or default_output(f"{resolved.name}-{searcher}")
         _check_new_output(output, given=opts.output is not None)
-    check_tracking(opts.tracking_uri)
+    check_tracking(opts.tracking_uri, opts.experiment or f"augsearch-{resolved.name}", output)
     splits = load_splits(resolved, opts)
     _check_ray(resolved, opts, output)
     return Prepared(resolved, key, strategy, opts, output, output.exists(), splits)
@@ -171,13 +172,17 @@ def _check_new_output(output: Path, given: bool) -> None:
 # ---------------------------------------------------------------- tracking and Ray
 
 
-def check_tracking(uri: str | None) -> None:
-    """A tracking URI MLflow can use, and a server that answers; nothing is created."""
-    if uri is None:
-        return  # the default SQLite store inside the output directory
-    from search.tracking.store import check_uri
+def check_tracking(uri: str | None, experiment: str, output: Path) -> None:
+    """A tracking URI MLflow can use, a server that answers, and, in a store that exists
+    already, an experiment that was not deleted; nothing is created."""
+    local = output / DB_FILE
+    if uri is None and not local.is_file():
+        return  # a new SQLite store inside the output directory
+    from search.tracking import check_experiment, check_uri, default_uri
 
-    check_uri(uri)
+    if uri is not None:
+        check_uri(uri)
+    check_experiment(uri or default_uri(output), experiment)
 
 
 def _check_ray(space: Space, opts: SearchOptions, output: Path) -> None:

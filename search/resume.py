@@ -109,4 +109,4 @@ def _normal(name: str, value: Any) -> Any:
 def _show(value: Any) -> str:
     if value is True:
         return "(on)"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

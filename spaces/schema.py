@@ -239,7 +239,8 @@ def load_space(name_or_path: str | Path) -> Space:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise SpaceError(f"{path}: cannot read the space file ({err.strerror})") from None
+        raise SpaceError(f"{path}: cannot read the space file ({err.strerror}); pass a readable "
+                         f"space YAML file or a built-in space name") from None
     except UnicodeDecodeError as err:
         raise SpaceError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
                          f"space file as UTF-8 YAML") from None
@@ -254,10 +255,12 @@ def parse_space(text: str, source: str) -> Space:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise SpaceError(f"{source}: {where}YAML syntax error: {problem}") from None
+        raise SpaceError(f"{source}: {where}YAML syntax error: {problem}; fix the YAML there "
+                         f"(spaces/digits.yaml shows the layout)") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: a space must be a YAML mapping with keys name, dataset, "
-                         f"child, policy, reward (got {type(data).__name__})")
+                         f"child, policy, reward (got {type(data).__name__}); start from a "
+                         f"built-in space such as spaces/digits.yaml")
     return _validate(data, source)
 
 

@@ -147,11 +147,11 @@ def check_counts(opts: EvaluateOptions) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SearchError(f"{flag} must be a whole number, got {value!r}")
+            raise SearchError(f"{flag} must be a whole number, got {value!r}; pass one")
         if value < low:
-            raise SearchError(f"{flag} must be at least {low}, got {value}")
+            raise SearchError(f"{flag} must be at least {low}, got {value}; pass {low} or more")
     if opts.epochs is not None and opts.epochs > 1000:
-        raise SearchError(f"--epochs must be at most 1000, got {opts.epochs}")
+        raise SearchError(f"--epochs must be at most 1000, got {opts.epochs}; pass fewer")
     if opts.data is not None and opts.data_dir is not None:
         raise SearchError("--data-dir has no effect with --data (it is where cifar10, cifar100 "
                           "and svhn are downloaded); drop one of them")

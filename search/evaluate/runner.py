@@ -36,6 +36,7 @@ from search.evaluate.report import (
 )
 from search.evaluate.statistics import RunResult, summarize
 from search.paths import check_creatable, default_output
+from spaces.schema import Space
 
 if TYPE_CHECKING:
     from children.datasets import Arrays
@@ -113,7 +114,7 @@ def evaluate(policies: Any = (), **options: Any) -> EvaluationResult:
     result.files = write_files(result)
     from search.tracking import EvaluationLog
 
-    log = EvaluationLog.connect(opts.tracking_uri, _experiment(plan, opts), output)
+    log = EvaluationLog.connect(opts.tracking_uri, _experiment(plan.space, opts), output)
     result.run_id = log.log(output.name, settings, mlflow_metrics(result),
                             list(result.files.values()))
     return result
@@ -129,12 +130,13 @@ def _prepare(policies: Any, opts: EvaluateOptions
     arms = [policy_arm(label, path, space, epochs) for label, path in sources]
     arms += [baseline_arm(name, space) for name in names]
     if not arms:
-        raise SearchError("nothing to evaluate: pass --policy FILE and/or --baselines")
+        raise SearchError("nothing to evaluate; pass --policy FILE and/or --baselines")
     output = _output(opts)
     if opts.tracking_uri is not None:
-        from search.tracking import check_uri
+        from search.tracking import check_experiment, check_uri
 
         check_uri(opts.tracking_uri)
+        check_experiment(opts.tracking_uri, _experiment(space, opts))
     plan = make_plan(space, opts, load_data(space, opts))
     return plan, arms, sources, names, output
 
@@ -158,8 +160,8 @@ def _output(opts: EvaluateOptions) -> Path:
     return output
 
 
-def _experiment(plan: Plan, opts: EvaluateOptions) -> str:
-    return opts.experiment or f"augsearch-{plan.space.name}-eval"
+def _experiment(space: Space, opts: EvaluateOptions) -> str:
+    return opts.experiment or f"augsearch-{space.name}-eval"
 
 
 def _settings(plan: Plan, sources: list[tuple[str, Path]], baselines: list[str],

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 from search.tracking.evaluation import EvaluationLog
-from search.tracking.store import TrackingError, check_uri, default_uri
+from search.tracking.store import TrackingError, check_experiment, check_uri, default_uri
 from search.tracking.tracker import PARENT_FILE, Tracker
 
-__all__ = ["PARENT_FILE", "EvaluationLog", "Tracker", "TrackingError", "check_uri",
-           "default_uri"]
+__all__ = ["PARENT_FILE", "EvaluationLog", "Tracker", "TrackingError", "check_experiment",
+           "check_uri", "default_uri"]

@@ -87,6 +87,20 @@ def check_server(uri: str) -> None:
                           f"{response.status_code} on /health; {hint}")
 
 
+def check_experiment(uri: str, name: str) -> None:
+    """In a store that exists already, experiment `name` is usable (not deleted); reads only."""
+    if uri.startswith("sqlite:///") and not _sqlite_path(uri).is_file():
+        return  # created later, with the experiment
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except MlflowException as err:
+        raise SearchError(f"cannot use the MLflow tracking store {uri} ({first_line(err)}); "
+                          f"check --tracking-uri or drop it to use a local SQLite store") from None
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise SearchError(_deleted(name, found.experiment_id))
+
+
 class Store:
     """An MLflow tracking store and one experiment in it."""
 
@@ -254,7 +268,10 @@ def _experiment(client: MlflowClient, name: str, artifact_location: str | None) 
             name, artifact_location=artifact_location,
             tags={"mlflow.experimentKind": "custom_model_development"})
     if found.lifecycle_stage == "deleted":
-        raise SearchError(f"MLflow experiment '{name}' was deleted; restore it with `mlflow "
-                          f"experiments restore --experiment-id {found.experiment_id}` or pass "
-                          f"another --experiment")
+        raise SearchError(_deleted(name, found.experiment_id))
     return found.experiment_id
+
+
+def _deleted(name: str, experiment_id: str) -> str:
+    return (f"MLflow experiment '{name}' was deleted; restore it with `mlflow experiments "
+            f"restore --experiment-id {experiment_id}` or pass another --experiment")

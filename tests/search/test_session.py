@@ -50,3 +50,37 @@ def test_resume_accepts_the_same_flags_and_refuses_others_by_name(tmp_path: Path
     assert "(--space digits, --searcher random, no --cpus-per-trial, --epochs 3)" \
         in message
     assert "drop them or start a new search with another --output" in message
+
+
+def test_progress_counts_a_trial_once_when_it_ends_not_when_tune_retries_it() -> None:
+    import io
+
+    from search.events import Progress
+
+    stream = io.StringIO()
+    progress = Progress(total=3, stream=stream)
+    error = "RuntimeError: worker died; full log: /runs/out/ray/tune/trial_a/error.txt"
+    progress.trial_retry("a", error)
+    assert progress.done == 0 and progress.failed == 0
+    progress.trial_complete("a", {}, {"reward": 0.5})
+    progress.trial_error("b", {}, error)
+    lines = stream.getvalue().splitlines()
+    assert progress.done == 2 and progress.failed == 1
+    assert lines[0] == f"[augsearch] a failed and is retried from its last checkpoint: {error}"
+    assert lines[2].startswith("[augsearch] 2/3 trials (1 failed) | b: failed RuntimeError: "
+                               "worker died; full log: /runs/out/ray/tune/trial_a/error.txt |")
+
+
+def test_a_resume_counts_only_trials_that_ended(tmp_path: Path) -> None:
+    """Errored and interrupted trials run again after --resume: they are not done yet."""
+    from search.prepare import Prepared
+    from search.session import SearchSession
+    from search.strategies import get_strategy
+    from spaces.schema import load_space
+
+    rows = ["rank,trial_id,status", "1,a,ok", "2,b,diverged", "3,c,failed", "4,d,error",
+            "5,e,interrupted"]
+    (tmp_path / "leaderboard.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    prepared = Prepared(load_space("digits"), "digits", get_strategy("tpe"),
+                        SearchOptions(resume=True, seed=0), tmp_path, True, None)
+    assert SearchSession(prepared)._ended_before() == 3
