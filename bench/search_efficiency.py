@@ -180,6 +180,11 @@ def memory_explanation(one: dict, two: dict, runtime: float) -> str:
                  f"{per_extra:.0f} MB per added process, {per_extra / runtime:.1f}x what the "
                  f"imports alone take: the rest is a trial's own state (model, optimizer, "
                  f"batches, allocator caches).")
+    elif parts["worker"] > 0:
+        text += (f" The number of worker processes did not change, so the "
+                 f"{parts['worker']:.0f} MB the workers gained is inside them: one more of them "
+                 f"runs a trial instead of waiting for one, and a running trial holds its model, "
+                 f"optimizer state, batches and allocator caches on top of the imports.")
     return text
 
 

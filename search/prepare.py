@@ -57,29 +57,42 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
     opts = opts or SearchOptions()
     check_options(opts)
     if opts.resume:
-        output = _given_output(opts)
-        if output is None:
-            raise SearchError("--resume needs --output DIR; pass the directory of the "
-                              "interrupted search")
-        _check_existing_output(output)
-        record = read_record(output)
-        searcher, opts = resume_options(record, space, searcher, opts, output)
-        resolved = _saved_space(output)
-        key = record.space or resolved.name
+        searcher, opts, resolved, key, output = _resumed(space, searcher, opts)
     else:
-        searcher = searcher or DEFAULT_SEARCHER
-        opts = dataclasses.replace(opts, seed=0 if opts.seed is None else opts.seed)
-        space = space if space is not None else DEFAULT_SPACE
-        resolved, key = apply_options(_space(space), opts), space_key(space)
+        searcher, opts, resolved, key, output = _fresh(space, searcher, opts)
     strategy = get_strategy(searcher)
     check_strategy(strategy, opts)
     if not opts.resume:
-        output = _given_output(opts) or default_output(f"{resolved.name}-{searcher}")
         _check_new_output(output, given=opts.output is not None)
     check_tracking(opts.tracking_uri, opts.experiment or f"augsearch-{resolved.name}", output)
     splits = load_splits(resolved, opts)
     _check_ray(resolved, opts, output)
     return Prepared(resolved, key, strategy, opts, output, output.exists(), splits)
+
+
+def _fresh(space: Any, searcher: str | None, opts: SearchOptions
+           ) -> tuple[str, SearchOptions, Space, str, Path]:
+    """A new search: defaults filled in, the flags applied to the space."""
+    searcher = searcher or DEFAULT_SEARCHER
+    opts = dataclasses.replace(opts, seed=0 if opts.seed is None else opts.seed)
+    space = space if space is not None else DEFAULT_SPACE
+    resolved = apply_options(_space(space), opts)
+    output = _given_output(opts) or default_output(f"{resolved.name}-{searcher}")
+    return searcher, opts, resolved, space_key(space), output
+
+
+def _resumed(space: Any, searcher: str | None, opts: SearchOptions
+             ) -> tuple[str, SearchOptions, Space, str, Path]:
+    """An interrupted search: its record's searcher and flags, its saved space."""
+    output = _given_output(opts)
+    if output is None:
+        raise SearchError("--resume needs --output DIR; pass the directory of the "
+                          "interrupted search")
+    _check_existing_output(output)
+    record = read_record(output)
+    searcher, opts = resume_options(record, space, searcher, opts, output)
+    resolved = _saved_space(output)
+    return searcher, opts, resolved, record.space or resolved.name, output
 
 
 def _space(space: str | Path | Space) -> Space:

@@ -117,12 +117,6 @@ def connect(address: str | None) -> Connection:
     A local Ray gets the CPU count Ray itself detects, which honours cgroup (container) limits
     where `os.cpu_count()` does not.
     """
-    # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
-    # frequent experiment snapshots is noise for that.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # A failing trial reaches the console as one line with the path of its log (the listeners
-    # print it), not as Tune's full traceback.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     address = cluster_address(address)
     if ray.is_initialized():
         return Connection(started=False, cluster=bool(address))
@@ -349,7 +343,9 @@ class _Events(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # noqa: ANN001
         for listener in self.listeners:
-            listener.trial_retry(trial.trial_id, _error_text(trial))
+            retry = getattr(listener, "trial_retry", None)  # optional for plain listeners
+            if retry is not None:
+                retry(trial.trial_id, _error_text(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         for listener in self.listeners:
@@ -413,6 +409,12 @@ def can_resume(storage: Path) -> bool:
 def run_search(plan: TunePlan, listeners: list[SearchListener],
                resume: bool = False) -> list[TrialOutcome]:
     """Run (or resume) the Tune experiment; every trial comes back as a TrialOutcome."""
+    # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
+    # frequent experiment snapshots is noise for that.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failing trial reaches the console as one line with the path of its log (the listeners
+    # print it), not as Tune's full traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     key = str(experiment_path(plan.storage))
     _LISTENERS[key] = listeners
     try:

@@ -453,3 +453,16 @@ def test_data_satisfies_an_npz_or_folder_space_without_a_path(kind: str, tmp_pat
     assert code == 0, capsys.readouterr().err
     assert "(checked)" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_the_dry_run_applies_the_flags_it_was_given(tmp_path: Path, capsys) -> None:
+    data = digits_npz(tmp_path)
+    code = search_main(["--data", str(data), "--trials", "5", "--concurrency", "1",
+                        "--epochs", "2", "--seed", "3", "--dry-run",
+                        "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"data      {data}: 200 train, 600 validation pool, 500 audit" in out
+    assert "2 epochs" in out and "tpe, 5 trials, 1 CPU / 0 GPU per trial, 1 at once" in out
+    assert "sampled policies (seed 3)" in out
+    assert f"output    {tmp_path / 'out'}" in out and not (tmp_path / "out").exists()

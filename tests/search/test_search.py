@@ -180,3 +180,35 @@ def check_one_mlflow_record(out: Path, space: str, trials: int, epochs: int) -> 
         assert sorted(steps) == list(range(1, epochs + 1)), (run.data.tags["trial_id"], steps)
     best = [m.step for m in client.get_metric_history(parent_id, "best_reward_so_far")]
     assert sorted(best) == list(range(1, trials + 1))
+
+
+def always_fails(config: dict, ctx: object, splits: object) -> None:
+    raise RuntimeError("boom in the child")
+
+
+def test_a_failing_trial_is_one_console_line_with_the_path_of_its_log(ray_session, tmp_path: Path,
+                                                                       capfd) -> None:
+    import io
+
+    from search.events import Progress
+    from search.strategies import get_strategy
+    from search.trial import TrialContext
+    from search.tune_adapter import Resources, TunePlan, run_search
+
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    plan = TunePlan(ctx=TrialContext(load_space("digits"), 0), splits=None,
+                    strategy=get_strategy("random"), resources=Resources(1, 0), trials=1,
+                    concurrency=1, storage=tmp_path, seed=0, max_failures=1,
+                    trainable=always_fails)
+    stream = io.StringIO()
+    capfd.readouterr()
+    [outcome] = run_search(plan, [Progress(1, stream=stream)])
+    assert outcome.status == "error" and "boom in the child" in outcome.error
+    retry, final = stream.getvalue().splitlines()  # Tune retried it once, then gave up
+    assert "failed and is retried from its last checkpoint: RuntimeError: boom in the child; " \
+           "full log: " in retry
+    assert "1/1 trials (1 failed)" in final and "failed RuntimeError: boom in the child; " \
+           "full log: " in final
+    log = Path(final.split("full log: ")[1].split(" | ")[0])
+    assert log.is_file() and "Traceback" in log.read_text()
+    assert "Traceback" not in capfd.readouterr().err  # the traceback stays in the log

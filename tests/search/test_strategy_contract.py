@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from search.compile import decode
+from search.events import SearchListener
 from search.strategies import get_strategy, strategy_names
 from search.trial import Checkpointed, TrialContext, policy_config
 from search.tune_adapter import Resources, TunePlan, load_checkpoint, report_epoch, run_search
@@ -48,7 +49,7 @@ def contract_space():
                             "policy.ops": ["Invert", "Equalize", "Rotate", "Cutout", "ShearX"]})
 
 
-class FirstConfigs:
+class FirstConfigs(SearchListener):
     """Records the config each trial started with (PBT changes it later)."""
 
     def __init__(self) -> None:
