@@ -353,13 +353,19 @@ class _Events(Callback):
 
 
 def _error_text(trial: Any) -> str:
-    """One line: the exception that ended the trial, then where its full traceback is."""
-    path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        last = lines[-1].strip()[:300] if lines else "error"
-        return f"{last}; full log: {path}"
-    return "error (Tune kept no log)"
+    """One line: the exception that ended the trial, then where its full traceback is kept.
+
+    Tune writes the log into its driver staging directory first (readable now) and copies it to
+    the trial's directory in the experiment storage (`<output>/ray/tune/trial_<id>/`), which
+    outlives the Ray session: that is the path users are given.
+    """
+    staged = getattr(trial, "error_file", None)
+    if not staged or not os.path.exists(staged):
+        return "error (Tune kept no log)"
+    lines = [ln for ln in Path(staged).read_text(errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].strip()[:300] if lines else "error"
+    kept = Path(trial.path) / Path(staged).name if getattr(trial, "path", None) else staged
+    return f"{last}; full log: {kept}"
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -415,6 +421,9 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     # A failing trial reaches the console as one line with the path of its log (the listeners
     # print it), not as Tune's full traceback.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Tune's own console reporter (its configuration box, its error blocks) would repeat what
+    # the Progress listener prints; the legacy reporter is silent at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     key = str(experiment_path(plan.storage))
     _LISTENERS[key] = listeners
     try:
