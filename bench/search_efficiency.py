@@ -7,7 +7,8 @@ trial at a time and with two. Reports
   >= 0.90 (scheduling, checkpointing and logging overhead is what is lost);
 - peak memory (proportional set size of the driver and every Ray process it started, sampled
   every 0.5 s) with 2 concurrent trials against 1, target <= 1.3x: the dataset is loaded once in
-  the driver and shared through Ray's object store, so only per-trial state should grow.
+  the driver and shared through Ray's object store, so only per-trial state should grow. Where
+  the added memory went (driver, Ray workers, Ray's own processes) is measured at each peak.
 
     python bench/search_efficiency.py [--trials 16] [--epochs N]
 """
@@ -62,17 +63,39 @@ def _pss_mb(pid: int) -> float:
     return 0.0
 
 
+def _kind(pid: int) -> str:
+    """driver (this process), worker (a Ray worker: trial actors and idle workers) or ray (Ray's
+    own processes: raylet, GCS, agents, ...)."""
+    if pid == os.getpid():
+        return "driver"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "ray"
+    return "worker" if cmdline.startswith("ray::") else "ray"
+
+
 class PeakMemory:
-    """Samples the total PSS of this process tree in a background thread."""
+    """Samples the PSS of this process tree in a background thread, by kind of process.
+
+    `peak` is the highest total; `at_peak` holds, for that sample, MB and process count by kind.
+    """
 
     def __init__(self) -> None:
         self.peak = 0.0
+        self.at_peak: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(_pss_mb(p) for p in _tree(os.getpid())))
+            by_kind: dict[str, tuple[float, int]] = {}
+            for pid in _tree(os.getpid()):
+                mb, count = by_kind.get(_kind(pid), (0.0, 0))
+                by_kind[_kind(pid)] = (mb + _pss_mb(pid), count + 1)
+            total = sum(mb for mb, _ in by_kind.values())
+            if total > self.peak:
+                self.peak, self.at_peak = total, by_kind
             time.sleep(0.5)
 
     def __enter__(self) -> PeakMemory:
@@ -117,7 +140,52 @@ def run(concurrency: int, trials: int, epochs: int, data: dict, out: Path) -> di
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     return {"wall": wall, "trial_seconds": sum(seconds), "mean_trial": sum(seconds) / len(seconds),
             "efficiency": sum(seconds) / (wall * concurrency), "peak_mb": mem.peak,
-            "trials": len(seconds)}
+            "at_peak": mem.at_peak, "trials": len(seconds)}
+
+
+KINDS = (("driver", "driver (the search, Tune, MLflow writer)"),
+         ("worker", "Ray workers (trial actors and idle workers)"),
+         ("ray", "Ray's own processes (raylet, GCS, agents)"))
+
+
+def memory_table(one: dict, two: dict) -> list[str]:
+    """PSS at each run's peak, by kind of process."""
+    lines = ["| at the peak | 1 concurrent trial: MB (processes) | 2 concurrent trials: MB "
+             "(processes) | added MB |", "|---|---:|---:|---:|"]
+    for kind, label in KINDS:
+        (a, na), (b, nb) = one.get(kind, (0.0, 0)), two.get(kind, (0.0, 0))
+        lines.append(f"| {label} | {a:.0f} ({na}) | {b:.0f} ({nb}) | {b - a:+.0f} |")
+    return lines
+
+
+def memory_explanation(one: dict, two: dict, runtime: float) -> str:
+    """Where the memory a second concurrent trial adds went, from the figures above."""
+    added = two["peak_mb"] - one["peak_mb"]
+    parts = {kind: two["at_peak"].get(kind, (0.0, 0))[0] - one["at_peak"].get(kind, (0.0, 0))[0]
+             for kind, _ in KINDS}
+    workers_one = one["at_peak"].get("worker", (0.0, 0))
+    workers_two = two["at_peak"].get("worker", (0.0, 0))
+    biggest = max(parts, key=lambda k: parts[k])
+    each = workers_two[0] / workers_two[1] if workers_two[1] else float("nan")
+    text = (f"A second concurrent trial adds {added:.0f} MB at the peak; the largest part, "
+            f"{parts[biggest]:+.0f} MB, is in {dict(KINDS)[biggest].split(' (')[0].lower()}. "
+            f"At the peak the Ray workers were {workers_one[1]} process(es) with 1 concurrent "
+            f"trial and {workers_two[1]} with 2 ({each:.0f} MB each on average with 2); a fresh "
+            f"process that only imports what a trial worker imports (torch, albumentations, Ray "
+            f"Tune, the trainer) holds {runtime:.0f} MB.")
+    extra = workers_two[1] - workers_one[1]
+    if extra > 0 and parts["worker"] > 0:
+        per_extra = parts["worker"] / extra
+        text += (f" The workers grew by {parts['worker']:.0f} MB for {extra} more process(es), "
+                 f"{per_extra:.0f} MB per added process, {per_extra / runtime:.1f}x what the "
+                 f"imports alone take: the rest is a trial's own state (model, optimizer, "
+                 f"batches, allocator caches).")
+    elif parts["worker"] > 0:
+        text += (f" The number of worker processes did not change, so the "
+                 f"{parts['worker']:.0f} MB the workers gained is inside them: one more of them "
+                 f"runs a trial instead of waiting for one, and a running trial holds its model, "
+                 f"optimizer state, batches and allocator caches on top of the imports.")
+    return text
 
 
 def data_choice() -> dict:
@@ -167,12 +235,8 @@ def main() -> None:
         f"0.90: {verdict_eff}). Peak memory 2 vs 1 concurrent trials: **{ratio:.2f}x** (target "
         f"<= 1.3x: {verdict_mem}). Memory is the proportional set size of the driver and every "
         "Ray process (GCS, raylet, workers, object store pages), sampled every 0.5 s.", "",
-        f"What a second concurrent trial adds ({two['peak_mb'] - one['peak_mb']:.0f} MB) is "
-        f"a second worker process, not data: a fresh process that only imports what a trial "
-        f"worker imports (torch, albumentations, Ray Tune, the trainer) already holds "
-        f"{runtime:.0f} MB PSS, while the dataset is loaded once in the driver and shared "
-        f"read-only through the object store. Trial seconds include time the two trials spent "
-        f"sharing 2 cores with anything else running on the machine."])
+        *memory_table(one["at_peak"], two["at_peak"]), "",
+        memory_explanation(one, two, runtime)])
     print(body)
     write_section("Search efficiency and memory", body)
 

@@ -1,8 +1,9 @@
 """Datasets and the search's splits: checked uint8 NHWC arrays, split deterministically.
 
 `load_dataset` reads a built-in dataset (digits offline; CIFAR-10/100 and SVHN through a
-torchvision cache) or the user's data (an .npz file or an image folder), checks it against the
-space's `DatasetSpec` and adapts its size and channels. `make_splits` carves the train subset, the
+torchvision cache) or the user's data (an .npz file or an image folder) and checks it against the
+space's `DatasetSpec`: images of another size or channel count are refused, unless the space
+opts in to resizing them (`dataset.resize: true`). `make_splits` carves the train subset, the
 validation pool, the audit set from the training images, stratified and shuffled from a seed; the
 test set is the data's own and the search never touches it.
 """
@@ -16,7 +17,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from children.errors import DataError
-from children.sources import TORCHVISION, Raw, read_digits, read_folder, read_npz, read_torchvision
+from children.sources import (
+    TORCHVISION,
+    Raw,
+    Shape,
+    mismatch,
+    read_digits,
+    read_folder,
+    read_npz,
+    read_torchvision,
+)
 
 if TYPE_CHECKING:
     from spaces.schema import DatasetSpec
@@ -69,17 +79,18 @@ def default_cache_dir(name: str) -> Path:
 def load_dataset(
     spec: DatasetSpec, data: str | None = None, data_dir: str | None = None, download: bool = True
 ) -> ImageData:
-    """Read, check and adapt the dataset `spec` names; `data` (an .npz or folder) overrides it.
+    """Read and check the dataset `spec` names; `data` (an .npz or folder) overrides it.
 
     Raises DataError with one line naming the problem and the fix for missing downloads, corrupt
-    or mislabelled files and label ranges that do not fit `spec.num_classes`.
+    or mislabelled files, label ranges that do not fit `spec.num_classes` and images whose size
+    or channels differ from the spec's (unless `spec.resize`).
     """
     source = data or spec.path
     if source:
         path = Path(source).expanduser()
         origin = str(path)
         if path.is_dir():
-            raw = read_folder(path, spec.channels, spec.image_size)
+            raw = read_folder(path, Shape(spec.image_size, spec.channels, spec.resize))
             found = len(raw.class_names or [])
             if found != spec.num_classes:
                 raise DataError(f"{path}: has {found} class folders but the space's "
@@ -114,7 +125,8 @@ def _checked(raw: Raw, origin: str, spec: DatasetSpec) -> ImageData:
         x_test = _images(raw.x_test, "x_test", origin)
         y_test = _labels(raw.y_test, "y_test", origin, len(x_test), spec.num_classes)
     names = raw.class_names or [str(i) for i in range(spec.num_classes)]
-    return ImageData(_adapt(x_train, spec), y_train, _adapt(x_test, spec), y_test, names)
+    return ImageData(_fit(x_train, "x_train", origin, spec), y_train,
+                     _fit(x_test, "x_test", origin, spec), y_test, names)
 
 
 def _images(x: np.ndarray, key: str, origin: str) -> np.ndarray:
@@ -155,13 +167,23 @@ def _labels(y: np.ndarray, key: str, origin: str, n: int, num_classes: int) -> n
     return y.astype(np.int64)
 
 
-def _adapt(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    """Convert channels (1 <-> 3) and resize to the spec's square size when they differ."""
-    import cv2
-
+def _fit(x: np.ndarray, key: str, origin: str, spec: DatasetSpec) -> np.ndarray:
+    """`x` if it has the spec's shape; resized when the spec opts in; else a DataError."""
     size, channels = spec.image_size, spec.channels
     if x.shape[1:] == (size, size, channels):
         return x
+    if not spec.resize:
+        found = "x".join(str(n) for n in x.shape[1:])
+        raise DataError(mismatch(origin, f"{key} images are {found}",
+                                 Shape(size, channels), x.shape[1:]))
+    return _adapt(x, spec)
+
+
+def _adapt(x: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """Convert channels (1 <-> 3) and resize to the spec's square size."""
+    import cv2
+
+    size, channels = spec.image_size, spec.channels
     out = np.empty((len(x), size, size, channels), dtype=np.uint8)
     for i, image in enumerate(x):
         if image.shape[2] != channels:

@@ -89,25 +89,33 @@ def _npz_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarra
         raise DataError(f"{path}: '{key}' is corrupt ({_reason(err)}); {_NPZ_FIX}") from None
 
 
-def read_folder(root: Path, channels: int, image_size: int) -> Raw:
+class Shape(NamedTuple):
+    """The image shape a space expects, and whether other shapes may be converted to it."""
+
+    size: int
+    channels: int
+    resize: bool = False
+
+
+def read_folder(root: Path, shape: Shape) -> Raw:
     """Images in one subfolder per class: `root/<class>/*` or `root/train|test/<class>/*`.
 
-    Images are decoded with OpenCV straight into `channels` (1 or 3, RGB order) and resized to
-    `image_size` square, since folder images rarely share one size.
+    Every image must have the space's size and channels, unless the space opts in to resizing:
+    then images are decoded with OpenCV straight into `shape.channels` (RGB order) and resized.
     """
     train_dir, test_dir = root / "train", root / "test"
     if train_dir.is_dir() and test_dir.is_dir():
         classes = _class_dirs(train_dir)
-        x_train, y_train = _read_classes(train_dir, classes, channels, image_size)
+        x_train, y_train = _read_classes(train_dir, classes, shape)
         unknown = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
         if unknown:
             raise DataError(f"{test_dir}: class folder(s) {', '.join(unknown)} are not in "
                             f"{train_dir}; test classes must be train classes")
         present = [c for c in classes if (test_dir / c).is_dir()]
-        x_test, y_test = _read_classes(test_dir, present, channels, image_size, classes)
+        x_test, y_test = _read_classes(test_dir, present, shape, classes)
         return Raw(x_train, y_train, x_test, y_test, classes)
     classes = _class_dirs(root)
-    x, y = _read_classes(root, classes, channels, image_size)
+    x, y = _read_classes(root, classes, shape)
     return Raw(x, y, None, None, classes)
 
 
@@ -120,12 +128,9 @@ def _class_dirs(root: Path) -> list[str]:
 
 
 def _read_classes(
-    root: Path, classes: list[str], channels: int, size: int, label_of: list[str] | None = None
+    root: Path, classes: list[str], shape: Shape, label_of: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
     label_of = label_of or classes
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     images, labels = [], []
     for name in classes:
         files = sorted(p for p in (root / name).iterdir()
@@ -134,16 +139,43 @@ def _read_classes(
             raise DataError(f"{root / name}: class folder has no images "
                             f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
         for file in files:
-            image = cv2.imread(str(file), flag)
-            if image is None:
-                raise DataError(f"{file}: cannot decode this image; delete or replace the file")
-            if channels == 3:
-                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            if image.shape[:2] != (size, size):
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            images.append(image.reshape(size, size, channels))
+            images.append(_read_image(file, shape))
             labels.append(label_of.index(name))
     return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _read_image(file: Path, shape: Shape) -> np.ndarray:
+    """One image as uint8 H×W×C (RGB), checked against (or converted to) the space's shape."""
+    import cv2
+
+    if shape.resize:
+        flag = cv2.IMREAD_GRAYSCALE if shape.channels == 1 else cv2.IMREAD_COLOR
+    else:
+        flag = cv2.IMREAD_ANYCOLOR  # as stored (8-bit), so a mismatch can be named
+    image = cv2.imread(str(file), flag)
+    if image is None:
+        raise DataError(f"{file}: cannot decode this image; delete or replace the file")
+    image = image.reshape(*image.shape[:2], -1)
+    if not shape.resize:
+        found = "x".join(str(n) for n in image.shape)
+        wanted = f"{shape.size}x{shape.size}x{shape.channels}"
+        if found != wanted:
+            raise DataError(mismatch(str(file), f"image is {found}", shape, image.shape))
+    if image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[:2] != (shape.size, shape.size):
+        image = cv2.resize(image, (shape.size, shape.size), interpolation=cv2.INTER_AREA)
+    return image.reshape(shape.size, shape.size, shape.channels)
+
+
+def mismatch(origin: str, found: str, shape: Shape, data_shape: tuple[int, ...]) -> str:
+    """The one-line refusal of data whose image shape is not the space's."""
+    h, w, c = data_shape
+    match = (f"set dataset.image_size: {h} and dataset.channels: {c} to match the data, or "
+             if h == w and c in (1, 3) else "")
+    return (f"{origin}: {found} but the space's dataset is {shape.size}x{shape.size}x"
+            f"{shape.channels} (dataset.image_size {shape.size}, dataset.channels "
+            f"{shape.channels}); {match}set dataset.resize: true to resize the images")
 
 
 def read_torchvision(name: str, root: Path, download: bool) -> Raw:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from search.references import BASE, REFERENCE_KEY
@@ -54,10 +55,12 @@ class Measurement:
 
     rewards: dict[int, float] = field(default_factory=dict)
     audits: dict[int, float] = field(default_factory=dict)
+    sources: dict[int, str] = field(default_factory=dict)  # "search" or "confirm"
 
-    def add(self, replicate: int, reward: float, audit: float) -> None:
+    def add(self, replicate: int, reward: float, audit: float, source: str = CONFIRM) -> None:
         self.rewards[replicate] = reward
         self.audits[replicate] = audit
+        self.sources[replicate] = source
 
     def mean(self) -> float:
         finite = [v for v in self.rewards.values() if math.isfinite(v)]
@@ -87,12 +90,30 @@ def _candidate(row: dict[str, Any], replay: bool) -> Candidate:
                      float(row["audit_accuracy"]))
 
 
+def save_candidates(cands: list[Candidate], path: Path) -> None:
+    """The confirmation's candidates, so that a resumed search confirms the same ones."""
+    data = [{"key": c.key, "config": c.config, "schedule": c.schedule,
+             "search_reward": _round(c.search_reward), "search_audit": _round(c.search_audit)}
+            for c in cands]
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def load_candidates(path: Path) -> list[Candidate]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [Candidate(d["key"], d["config"], d["schedule"], _nan(d["search_reward"]),
+                      _nan(d["search_audit"])) for d in data]
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def measured_in_search(cands: list[Candidate], replay: bool) -> dict[str, Measurement]:
     """Replicate 0 of each candidate: the search trial itself, unless it must be replayed."""
     out = {c.key: Measurement() for c in cands}
     for c in cands:
         if not replay and math.isfinite(c.search_reward) and c.key != BASE:
-            out[c.key].add(0, c.search_reward, c.search_audit)
+            out[c.key].add(0, c.search_reward, c.search_audit, source="search")
     return out
 
 
@@ -208,6 +229,26 @@ def _estimate_fields(prefix: str, e: Estimate) -> dict[str, Any]:
             f"{prefix}_seeds": e.n}
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """What the confirmation stage measured and decided."""
+
+    candidates: list[Candidate]
+    measured: dict[str, Measurement]
+    verdict: Verdict | None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per candidate and replicate (confirm.csv)."""
+        out = []
+        for c in self.candidates:
+            m = self.measured[c.key]
+            for rep in sorted(m.rewards):
+                out.append({"candidate": c.key, "reference": c.reference, "replicate": rep,
+                            "reward": m.rewards[rep], "audit_accuracy": m.audits.get(rep),
+                            "source": m.sources.get(rep, CONFIRM)})
+        return out
+
+
 def search_margin(rows: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
     """Without confirmation: the best trial minus the base reference trial (one seed each)."""
     base = next((r for r in rows if r.get("reference") == BASE and r["status"] == "ok"), None)
@@ -218,5 +259,5 @@ def search_margin(rows: list[dict[str, Any]], best: dict[str, Any]) -> dict[str,
             "margin_seeds": 1}
 
 
-__all__ = ["Candidate", "Measurement", "Verdict", "candidates", "confirm_configs",
+__all__ = ["Candidate", "Confirmation", "Measurement", "Verdict", "candidates", "confirm_configs",
            "measured_in_search", "record", "search_margin", "verdict"]

@@ -1,6 +1,9 @@
-"""Errors a user can fix; the CLI prints them as one line and exits with code 2."""
+"""Errors a user can fix, and how every command line reports them: one line, exit code 2."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 from children.errors import DataError
 from spaces.errors import SpaceError
@@ -11,3 +14,16 @@ class SearchError(ValueError):
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (SpaceError, SearchError, DataError)
+
+
+def run_cli(command: Callable[[], int], interrupted: str) -> int:
+    """Run a CLI body: a user error prints one line and returns 2, Ctrl-C prints `interrupted`
+    and returns 130; anything else is a bug and keeps its traceback."""
+    try:
+        return command()
+    except USER_ERRORS as err:
+        print(f"augsearch: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"augsearch: {interrupted}", file=sys.stderr)
+        return 130

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from search.confirm import Confirmation, search_margin
 from search.references import policy_of, reference_of
 from search.trial import policy_config
 from spaces.policy import Policy, export_albumentations, save_policy
@@ -31,12 +32,15 @@ class SearchResult:
     files: dict[str, Path] = field(default_factory=dict)
     schedule: dict[str, Any] | None = None
     trials: int = 0  # trials the search asked for
+    confirmation: Confirmation | None = None
+    interrupted: bool = False  # a later stage (the confirmation) was interrupted
 
     @property
     def complete(self) -> bool:
-        """False when the search was interrupted before every trial finished."""
+        """False when the search was interrupted before every trial (and its confirmation)
+        finished."""
         finished = [r for r in self.leaderboard if r["status"] != "interrupted"]
-        return len(finished) >= self.trials
+        return len(finished) >= self.trials and not self.interrupted
 
     def summary(self) -> str:
         count = {s: sum(1 for r in self.leaderboard if r["status"] == s)
@@ -50,10 +54,34 @@ class SearchResult:
         if self.best_policy is None:
             lines.append("no trial produced a reward: see leaderboard.csv for the errors")
             return "\n".join(lines)
-        lines.append(f"best reward {self.best_reward:.4f} (trial {self.best_trial}):")
+        lines.extend(self._verdict_lines())
         lines.extend("  " + ln for ln in self.best_policy.describe().splitlines())
         lines.extend(f"  {name}: {path}" for name, path in self.files.items())
         return "\n".join(lines)
+
+    def _verdict_lines(self) -> list[str]:
+        """What the user should take away: the winner, and its margin over the base."""
+        verdict = self.confirmation.verdict if self.confirmation is not None else None
+        prov = self.best_policy.provenance if self.best_policy is not None else {}
+        if verdict is None:
+            head = [f"best reward {self.best_reward:.4f} (trial {self.best_trial}), not "
+                    f"confirmed (--confirm 0): one seed cannot tell a winner from noise"]
+            if prov.get("margin_reward") is not None:
+                head.append(f"  vs the base arm (same seed): reward "
+                            f"{prov['margin_reward']:+.4f}, audit accuracy "
+                            f"{prov['margin_audit']:+.4f}")
+            return [*head, "policy:"]
+        seeds = verdict.replicates.get(verdict.winner.key, 0)
+        who = "the base (crop/flip only)" if verdict.base_wins else f"trial {self.best_trial}"
+        audit = verdict.audit_margin
+        lines = [f"confirmed winner: {who}, mean reward {verdict.means[verdict.winner.key]:.4f} "
+                 f"over {seeds} seeds (base {verdict.means[verdict.base.key]:.4f})",
+                 f"  {verdict.text()}"]
+        if not verdict.base_wins:
+            lines.append(f"  audit accuracy margin over the base: {audit.mean:+.4f}"
+                         + (f" (95% CI [{audit.ci_low:+.4f}, {audit.ci_high:+.4f}])"
+                            if math.isfinite(audit.ci_low) else ""))
+        return [*lines, "policy:"]
 
 
 def _num(value: Any) -> float:
@@ -83,22 +111,30 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
             "schedule": r.get("schedule"),
         })
     rows.sort(key=lambda row: (row["status"] != "ok" or not math.isfinite(row["reward"]),
-                               -row["reward"] if math.isfinite(row["reward"]) else 0))
+                               -row["reward"] if math.isfinite(row["reward"]) else 0,
+                               row["trial_id"]))  # ties in a fixed order (resume, confirmation)
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
 
 
 def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], output: Path,
-                  trials: int) -> SearchResult:
-    """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt)."""
+                  trials: int, confirmation: Confirmation | None = None) -> SearchResult:
+    """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt), and with a
+    confirmation stage confirm.csv; the exported policy is the confirmed winner when there is
+    one, else the best reward."""
     output.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
-    best = next((r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])), None)
+    if confirmation is not None:
+        files["confirm.csv"] = _write_csv(confirmation.rows(), output / "confirm.csv")
+    best = _chosen(rows, confirmation)
     if best is None:
-        return SearchResult(None, float("nan"), "", rows, output, files, trials=trials)
-    provenance = {"space": space.name, "searcher": searcher, "reward": round(best["reward"], 6),
-                  "audit_accuracy": round(best["audit_accuracy"], 6), "trial": best["trial_id"]}
+        return SearchResult(None, float("nan"), "", rows, output, files, trials=trials,
+                            confirmation=confirmation)
+    provenance = {"space": space.name, "searcher": searcher, "trial": best["trial_id"],
+                  "reward": _rounded(best["reward"]),
+                  "audit_accuracy": _rounded(best["audit_accuracy"]),
+                  **_margin(rows, best, confirmation)}
     policy = replace(policy_of(space, best["config"]), provenance=provenance)
     base, size = space.child.base_augmentation, space.dataset.image_size
     files["best_policy.json"] = export_albumentations(policy, base, size,
@@ -111,7 +147,41 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
         path.write_text(json.dumps(schedule, indent=2) + "\n", encoding="utf-8")
         files["schedule.json"] = path
     return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule,
-                        trials)
+                        trials, confirmation)
+
+
+def _chosen(rows: list[dict[str, Any]],
+            confirmation: Confirmation | None) -> dict[str, Any] | None:
+    """The row to export: the confirmed winner's, else the best reward's."""
+    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])]
+    verdict = confirmation.verdict if confirmation is not None else None
+    if verdict is None:
+        return ok[0] if ok else None
+    winner = verdict.winner
+    found = next((r for r in ok if r["trial_id"] == winner.key), None)
+    if found is not None:
+        return found
+    return {"trial_id": winner.key, "reward": math.nan, "audit_accuracy": math.nan,
+            "config": dict(winner.config), "schedule": None}
+
+
+def _margin(rows: list[dict[str, Any]], best: dict[str, Any],
+            confirmation: Confirmation | None) -> dict[str, Any]:
+    if confirmation is not None and confirmation.verdict is not None:
+        return confirmation.verdict.provenance()
+    return search_margin(rows, best)
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["candidate"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _write_leaderboard(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -1,7 +1,8 @@
 """Command line: `python -m search.run --space cifar10 --searcher tpe`.
 
-User errors (bad space, bad data, impossible resources, unreachable tracking server) print one
-line and exit with code 2; nothing already computed is lost.
+User errors (bad space, bad data, impossible resources, unreachable tracking server or cluster)
+print one line and exit with code 2, before anything is created; nothing already computed is
+lost. A search in which no trial produced a reward exits with code 1, an interrupted one with 130.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from search.errors import USER_ERRORS
+from search.errors import run_cli
 from search.strategies import strategy_names
 
 DESCRIPTION = """Search image-augmentation policies: Ray Tune trains child models in parallel,
@@ -21,11 +22,13 @@ albumentations file."""
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.run", description=DESCRIPTION)
-    p.add_argument("--space", default="digits",
+    p.add_argument("--space",
                    help="built-in space name (digits, cifar10, cifar100, svhn) or a path to a "
-                        "space YAML file (default: digits, offline)")
-    p.add_argument("--searcher", default="tpe",
-                   help=f"search strategy: {', '.join(strategy_names())} (default: tpe)")
+                        "space YAML file (default: digits, offline; with --resume: the "
+                        "interrupted search's)")
+    p.add_argument("--searcher",
+                   help=f"search strategy: {', '.join(strategy_names())} (default: tpe; with "
+                        f"--resume: the interrupted search's)")
     p.add_argument("--trials", type=int, help="number of child trainings (default: the space's)")
     p.add_argument("--concurrency", type=int,
                    help="trials running at once (default: as many as the resources allow)")
@@ -34,25 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial, fractional allowed: 0.25 runs 4 trials per GPU "
                         "(default: the space's)")
     p.add_argument("--epochs", type=int, help="child epochs per trial (default: the space's)")
+    p.add_argument("--confirm", type=int, metavar="K",
+                   help="after the search, retrain the K best policies and the base with more "
+                        "seeds and pick the best mean; 0 turns it off (default: the space's, 3)")
+    p.add_argument("--confirm-seeds", type=int, metavar="R",
+                   help="seeds each confirmed policy is retrained with (default: the space's, 2)")
     p.add_argument("--data", help="an .npz file (x_train, y_train, x_test, y_test) or an image "
                                   "folder with one subfolder per class; overrides the dataset")
     p.add_argument("--data-dir", help="where built-in datasets are cached or downloaded")
-    p.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    p.add_argument("--seed", type=int, help="search seed (default: 0)")
     p.add_argument("--output", help="output directory (default: ./augsearch-runs/<space>-"
                                     "<searcher>-<time>)")
     p.add_argument("--address", help="address of an existing Ray cluster (default: start a "
                                      "local one); 'auto' finds a running one")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted search in --output without repeating "
-                        "finished trials")
+                        "finished trials; its flags are restored, and a flag given with another "
+                        "value is refused")
     p.add_argument("--early-stop", choices=["asha"],
                    help="stop weak trials early with ASHA (tpe and random only)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the "
                                           "output directory)")
     p.add_argument("--experiment", help="MLflow experiment name (default: augsearch-<space>)")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the space, print its summary and a few sampled policies, "
-                        "start nothing")
+                   help="check the space, the data and every flag, print a summary and a few "
+                        "sampled policies; create nothing, start nothing")
     p.add_argument("--smoke-test", action="store_true",
                    help="a tiny real search (4 trials, 2 epochs, small splits) to check the set-up")
     return p
@@ -60,24 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.dry_run:
-            from search.summary import dry_run
+    return run_cli(lambda: _run(args),
+                   interrupted="interrupted; resume with the same command plus --resume")
 
-            print(dry_run(args.space, args.searcher, seed=args.seed))
-            return 0
-        from search.api import search_from_args
 
-        result = search_from_args(args)
-        print(result.summary())
-        return 0 if result.complete else 130
-    except USER_ERRORS as err:
-        print(f"augsearch: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("augsearch: interrupted; resume with the same command plus --resume",
-              file=sys.stderr)
+def _run(args: argparse.Namespace) -> int:
+    from search.api import prepare_from_args, run_prepared
+
+    prepared = prepare_from_args(args)
+    if args.dry_run:
+        from search.summary import dry_run
+
+        print(dry_run(prepared))
+        return 0
+    result = run_prepared(prepared)
+    print(result.summary())
+    if not result.complete:
         return 130
+    return 0 if result.best_policy is not None else 1
 
 
 if __name__ == "__main__":

@@ -1,127 +1,164 @@
-"""One search run end to end: data, Ray, tracking, Tune, outputs.
+"""One checked search run end to end: Ray, the output directory, tracking, Tune, the outputs.
 
-Order matters for users: everything that can fail on bad input (space, data, tracking server,
-resources) fails before any child trains, and whatever finished is written out even when the
+The request was checked completely by `search.prepare` before this starts. Ray starts (or is
+attached to) first, and a cluster's resources are checked, before anything is written. Then the
+output directory, the MLflow store and the parent run are created; if that set-up fails, a
+directory this run created is removed again. Whatever finished is written out even when the
 search is interrupted.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
-from pathlib import Path
+import shutil
+from dataclasses import replace
 from typing import Any
 
 import yaml
 
-from search.errors import SearchError
 from search.events import Progress
 from search.outputs import SearchResult, leaderboard_rows, write_outputs
-from search.strategies import Strategy
+from search.prepare import SPACE_FILE, Prepared
+from search.resume import RunRecord
+from search.tracking.trials import STAGE_TAG
 from search.trial import CRASH_ONCE_KEY, TrialContext
-from spaces.schema import Space, parse_space
 
-SPACE_FILE = "space.yaml"
-RUN_FILE = "run.json"
+CONFIRM_EXPERIMENT = "confirm"  # the confirmation stage's Tune experiment, beside the search's
+CONFIRM_FILE = "confirm_candidates.json"  # what the confirmation retrains (read on resume)
+
+# Statuses of trials that a resumed search does not run again.
+ENDED = ("ok", "failed", "diverged")
 
 
 class SearchSession:
     """A prepared search; `run()` executes it and writes the outputs."""
 
-    def __init__(self, space: Space, strategy: Strategy, opts: Any, output: Path) -> None:
-        self.strategy = strategy
-        self.output = output
-        self.opts = self._resumed_options(opts) if opts.resume else opts
-        self.space = self._resumed_space(space) if opts.resume else space
+    def __init__(self, prepared: Prepared) -> None:
+        self.prepared = prepared
+        self.space = prepared.space
+        self.strategy = prepared.strategy
+        self.opts = prepared.opts
+        self.output = prepared.output
+
+    def run(self) -> SearchResult:
+        from search import tune_adapter
+
+        s = self.space.search
+        resources = tune_adapter.Resources(s.cpus_per_trial, s.gpus_per_trial)
+        connection = tune_adapter.connect(self.opts.address)
+        tracker = None
+        try:
+            tune_adapter.check_resources(resources, cluster=connection.cluster)
+            tracker = self._set_up()
+            plan = self._plan(self.prepared.splits)
+            print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
+                  f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
+                  f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
+            listeners = [Progress(plan.trials, already_done=self._ended_before()), tracker]
+            outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
+            rows = leaderboard_rows(self.space, outcomes)
+            confirmation, interrupted = self._confirm(plan, rows, tracker)
+        except BaseException:
+            if tracker is not None:
+                tracker.close()
+            raise
+        finally:
+            if connection.started:
+                tune_adapter.shutdown()
+        result = write_outputs(self.space, self.strategy.name, rows, self.output,
+                               self.space.search.trials, confirmation)
+        result.interrupted = interrupted
+        tracker.finish(result)
+        return result
+
+    # ------------------------------------------------------------ confirmation
+
+    def _confirm(self, plan: Any, rows: list[dict[str, Any]], tracker: Any) -> tuple[Any, bool]:
+        """Retrain the top policies and the base with more seeds (a second Tune experiment,
+        nested MLflow runs tagged stage=confirm). Returns the confirmation (None when off, the
+        search is unfinished or the stage was interrupted) and whether it was interrupted."""
+        from search import confirm, tune_adapter
+
+        s = self.space.search
+        unfinished = any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials
+        if s.confirm == 0 or unfinished:
+            return None, False
+        replay = self.strategy.population_based
+        saved = self.output / CONFIRM_FILE
+        if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
+            cands = confirm.load_candidates(saved)
+        else:
+            cands = confirm.candidates(rows, s.confirm, replay)
+            confirm.save_candidates(cands, saved)
+        measured = confirm.measured_in_search(cands, replay)
+        configs = confirm.confirm_configs(cands, s.confirm_seeds, measured)
+        if configs:
+            print(f"[augsearch] confirming the {len(cands) - 1} best policies and the base with "
+                  f"{s.confirm_seeds} more seeds: {len(configs)} trainings", flush=True)
+            stage = replace(plan, configs=configs, name=CONFIRM_EXPERIMENT, trials=len(configs),
+                            references=False, early_stop=False, extra_config={},
+                            ctx=replace(plan.ctx, record_schedule=False))
+            resume = self.opts.resume and tune_adapter.can_resume(plan.storage,
+                                                                  CONFIRM_EXPERIMENT)
+            listeners = [Progress(len(configs), stage="confirm"),
+                         tracker.stage({STAGE_TAG: confirm.CONFIRM}, name="confirm-{}",
+                                       resume=resume)]
+            outcomes = tune_adapter.run_search(stage, listeners, resume=resume)
+            if len(outcomes) < len(configs) or any(o.status == "interrupted"
+                                                   for o in outcomes):
+                return None, True
+            confirm.record(measured, outcomes)
+        return confirm.Confirmation(cands, measured, confirm.verdict(cands, measured)), False
 
     # ------------------------------------------------------------ set-up
 
-    def _resumed_options(self, opts: Any) -> Any:
-        """A resumed search keeps its searcher and seed (the seed fixes the data splits)."""
-        path = self.output / RUN_FILE
-        if not path.exists():
-            raise SearchError(f"nothing to resume in {self.output}: no {RUN_FILE} there; "
-                              f"drop --resume to start a new search")
-        run = json.loads(path.read_text(encoding="utf-8"))
-        if run["searcher"] != self.strategy.name:
-            raise SearchError(f"{self.output} holds a {run['searcher']} search; resume it with "
-                              f"--searcher {run['searcher']}")
-        return dataclasses.replace(opts, seed=run["seed"])
+    def _set_up(self) -> Any:
+        """Output directory, MLflow store and parent run, run record; undone if it fails."""
+        from search.tracking import Tracker
 
-    def _resumed_space(self, space: Space) -> Space:
-        path = self.output / SPACE_FILE
-        if not path.exists():
-            raise SearchError(f"nothing to resume in {self.output}: no {SPACE_FILE} there; "
-                              f"drop --resume to start a new search")
-        return parse_space(path.read_text(encoding="utf-8"), str(path))
-
-    def _save_space(self) -> None:
-        self.output.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.space.model_dump(mode="json"), sort_keys=False)
-        (self.output / SPACE_FILE).write_text(text, encoding="utf-8")
-        run = {"searcher": self.strategy.name, "seed": self.opts.seed}
-        (self.output / RUN_FILE).write_text(json.dumps(run, indent=2), encoding="utf-8")
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            tracker = Tracker.connect(self.opts.tracking_uri, self.opts.experiment, self.space,
+                                      self.output)
+            if not self.opts.resume:
+                text = yaml.safe_dump(self.space.model_dump(mode="json"), sort_keys=False)
+                (self.output / SPACE_FILE).write_text(text, encoding="utf-8")
+            tracker.start(self.space, self.strategy.name, self.opts, self.prepared.splits,
+                          resume=self.opts.resume)
+            if not self.opts.resume:
+                RunRecord.of(self.prepared.space_key, self.strategy.name,
+                             self.opts).write(self.output)
+            return tracker
+        except BaseException:
+            if not self.prepared.output_existed:
+                shutil.rmtree(self.output, ignore_errors=True)
+            raise
 
     def _plan(self, splits: Any) -> Any:
+        from search import tune_adapter
         from search.tune_adapter import Resources, TunePlan
 
         s = self.space.search
         extra = {CRASH_ONCE_KEY: self.opts.crash_once} if self.opts.crash_once else {}
         return TunePlan(
-            ctx=TrialContext(self.space, self.opts.seed, threads=max(1, int(s.cpus_per_trial)),
+            ctx=TrialContext(self.space, self.opts.seed or 0,
+                             threads=max(1, int(s.cpus_per_trial)),
                              record_schedule=self.strategy.population_based),
             splits=splits, strategy=self.strategy,
             resources=Resources(s.cpus_per_trial, s.gpus_per_trial), trials=s.trials,
-            concurrency=s.concurrency, storage=self.output / "ray", seed=self.opts.seed,
+            concurrency=s.concurrency, storage=tune_adapter.storage_of(self.output),
+            seed=self.opts.seed or 0,
             early_stop=bool(self.opts.early_stop), max_failures=self.opts.max_failures,
             extra_config=extra)
 
-    # ------------------------------------------------------------ running
+    def _ended_before(self) -> int:
+        """Trials an interrupted search had ended (its leaderboard), for progress on resume.
 
-    def run(self) -> SearchResult:
-        from search.api import load_splits
-
-        tracker = self._tracker()
-        splits = load_splits(self.space, self.opts)
-        if not self.opts.resume:
-            self._save_space()
-        from search import tune_adapter
-
-        connection = tune_adapter.connect(self.opts.address)
-        try:
-            tune_adapter.check_resources(tune_adapter.Resources(
-                self.space.search.cpus_per_trial, self.space.search.gpus_per_trial),
-                cluster=connection.cluster)
-            plan = self._plan(splits)
-            print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
-                  f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
-                  f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
-            listeners: list[Any] = [Progress(plan.trials, already_done=self._finished_before())]
-            tracker.start(self.space, self.strategy.name, self.opts, splits,
-                          resume=self.opts.resume)
-            listeners.append(tracker)
-            outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
-        finally:
-            if connection.started:
-                tune_adapter.shutdown()
-        result = write_outputs(self.space, self.strategy.name,
-                               leaderboard_rows(self.space, outcomes), self.output,
-                               self.space.search.trials)
-        tracker.finish(result)
-        return result
-
-    def _finished_before(self) -> int:
-        """Trials an interrupted search had finished (its leaderboard), for progress on resume."""
+        Errored and interrupted trials do not count: Tune runs them again.
+        """
         board = self.output / "leaderboard.csv"
         if not self.opts.resume or not board.exists():
             return 0
         with board.open(encoding="utf-8") as f:
-            return sum(1 for row in csv.DictReader(f) if row["status"] != "interrupted")
+            return sum(1 for row in csv.DictReader(f) if row["status"] in ENDED)
 
-    def _tracker(self) -> Any:
-        """The MLflow tracker, connected and checked before any child trains."""
-        from search.tracking import Tracker
-
-        return Tracker.connect(self.opts.tracking_uri, self.opts.experiment, self.space,
-                               self.output)

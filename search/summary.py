@@ -1,16 +1,19 @@
-"""The dry run: validate a space and show what a search over it would explore."""
+"""The dry run: a checked search request, summarised; nothing is created or started."""
 
 from __future__ import annotations
 
 from search.compile import count_dimensions, sample_policies
-from search.strategies import get_strategy
-from spaces.schema import load_space
+from search.prepare import Prepared
 
 
-def dry_run(space_name: str, searcher: str, seed: int = 0, samples: int = 3) -> str:
-    """A readable summary of the space, the searcher, and a few sampled policies."""
-    space = load_space(space_name)
-    get_strategy(searcher)
+def dry_run(prepared: Prepared, samples: int = 3) -> str:
+    """A readable summary of the space, the data, the searcher, and a few sampled policies.
+
+    `prepared` has passed every check a real search makes before it starts (flags, space,
+    data, resources, output directory, tracking URI).
+    """
+    space, opts, splits = prepared.space, prepared.opts, prepared.splits
+    searcher, seed = prepared.strategy.name, opts.seed or 0
     d, c, p, s = space.dataset, space.child, space.policy, space.search
     base = c.base_augmentation
     lines = [
@@ -18,6 +21,10 @@ def dry_run(space_name: str, searcher: str, seed: int = 0, samples: int = 3) -> 
         f"  dataset   {d.name}: train {d.train_size}, validation pool {d.val_pool_size}, "
         f"audit {d.audit_size}; {d.image_size}x{d.image_size}x{d.channels}, "
         f"{d.num_classes} classes",
+        f"  data      {opts.data or d.path or d.name}: {len(splits.train)} train, "
+        f"{len(splits.val_pool)} validation pool, {len(splits.audit)} audit, "
+        f"{len(splits.test)} test images (checked)"
+        + (" (resized: dataset.resize)" if d.resize else ""),
         f"  child     {c.model} (width {c.width}), {c.epochs} epochs, batch {c.batch_size}, "
         f"{c.optimizer.name} lr {c.optimizer.lr:g}; base: crop={base.crop} flip={base.flip}",
         f"  policy    {p.sub_policies} sub-policies x {p.ops_per_sub_policy} ops, "
@@ -31,7 +38,14 @@ def dry_run(space_name: str, searcher: str, seed: int = 0, samples: int = 3) -> 
         f"  reward    mean {space.reward.metric} over the last {space.reward.last_epochs} epochs "
         f"on a fresh sample of {space.reward.val_sample_size} per trial",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
-        f"{s.gpus_per_trial:g} GPU per trial",
+        f"{s.gpus_per_trial:g} GPU per trial"
+        + (f", {s.concurrency} at once" if s.concurrency else "")
+        + (f", early stop {opts.early_stop}" if opts.early_stop else "")
+        + (", resumed" if opts.resume else ""),
+        f"  ray       {opts.address or 'a local Ray (started by the search)'}",
+        f"  output    {prepared.output}",
+        f"  tracking  {opts.tracking_uri or 'SQLite in the output directory'}, experiment "
+        f"{opts.experiment or 'augsearch-' + space.name}",
         f"  dimensions {count_dimensions(space)}",
         "",
         f"{samples} sampled policies (seed {seed}):",
@@ -39,5 +53,5 @@ def dry_run(space_name: str, searcher: str, seed: int = 0, samples: int = 3) -> 
     for k, policy in enumerate(sample_policies(space, samples, seed)):
         body = policy.describe().replace("\n", "\n      ")
         lines.append(f"  [{k}] {body}")
-    lines.append("\ndry run: nothing was trained; drop --dry-run to search.")
+    lines.append("\ndry run: nothing was created or trained; drop --dry-run to search.")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -83,27 +84,58 @@ class Connection:
     cluster: bool  # attached to a cluster by address, whose autoscaler may add nodes
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> Connection:
-    """Attach to a running Ray (address, or RAY_ADDRESS inside a Ray job) or start a local one."""
-    # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
-    # frequent experiment snapshots is noise for that.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Logging a trial's epoch to MLflow (SQLite) in the driver takes ~0.1-1 s on a busy laptop;
-    # Tune's default 0.5 s "slow operation" warning would fire for nothing.
-    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
-    address = address or os.environ.get("RAY_ADDRESS")
+PROBE_TIMEOUT_S = 5.0
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to attach to: --address, else RAY_ADDRESS (set inside a Ray job)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds when nothing listens at HOST:PORT.
+
+    `ray.init` retries an unreachable address for minutes and ignores SIGTERM meanwhile; a plain
+    TCP connection says at once whether anything is there. `auto` is left to Ray, which fails
+    at once when no cluster runs on this machine.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SearchError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto; "
+                          f"pass the address `ray start --head` printed")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (
+            err.strerror or type(err).__name__).lower()
+        raise SearchError(f"cannot reach the Ray cluster at {address} ({reason} within "
+                          f"{timeout:g} s); start it with 'ray start --head' or drop --address "
+                          f"to run locally") from None
+
+
+def connect(address: str | None) -> Connection:
+    """Attach to a running Ray (address, or RAY_ADDRESS inside a Ray job) or start a local one.
+
+    A local Ray gets the CPU count Ray itself detects, which honours cgroup (container) limits
+    where `os.cpu_count()` does not.
+    """
+    address = cluster_address(address)
     if ray.is_initialized():
         return Connection(started=False, cluster=bool(address))
     env = {"env_vars": dict(WORKER_ENV)}
     try:
         if address:
+            probe_address(address)
             ray.init(address=address, runtime_env=env, log_to_driver=False)
             return Connection(started=False, cluster=True)
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 runtime_env=env, log_to_driver=False)
+        ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
     except ConnectionError as err:
-        raise SearchError(f"cannot reach the Ray cluster at {address!r} ({err}); start it with "
-                          f"'ray start --head' or drop --address to run locally") from None
+        raise SearchError(f"cannot reach the Ray cluster at {address!r} ({_first_line(err)}); "
+                          f"start it with 'ray start --head' or drop --address to run "
+                          f"locally") from None
     return Connection(started=True, cluster=False)
 
 
@@ -111,9 +143,31 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-def _shortfall(res: Resources) -> str:
-    """Why no node can run one trial now ('' if one can)."""
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def local_node() -> dict[str, float]:
+    """What a local Ray would have, without starting it: Ray's own CPU and GPU detection."""
+    from ray._private import accelerators, utils
+
+    gpus = 0
+    manager = accelerators.get_accelerator_manager_for_resource("GPU")
+    if manager is not None:
+        gpus = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible))
+    return {"CPU": float(utils.get_num_cpus()), "GPU": float(gpus)}
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def _shortfall(res: Resources, nodes: list[dict[str, float]]) -> str:
+    """Why none of `nodes` can run one trial ('' if one can)."""
     if any(n.get("CPU", 0.0) >= res.cpus and n.get("GPU", 0.0) >= min(res.gpus, 1.0)
            for n in nodes):
         return ""
@@ -126,13 +180,27 @@ def _shortfall(res: Resources) -> str:
             f"has {biggest:g} CPUs); lower --cpus-per-trial / --gpus-per-trial")
 
 
+def precheck_resources(res: Resources, address: str | None) -> None:
+    """Before Ray starts: refuse what a local Ray could never run.
+
+    A cluster (--address or RAY_ADDRESS) is checked once attached, since its autoscaler may
+    add nodes (`check_resources`).
+    """
+    if cluster_address(address):
+        return
+    nodes = _alive_nodes() if ray.is_initialized() else [local_node()]
+    problem = _shortfall(res, nodes)
+    if problem:
+        raise SearchError(problem)
+
+
 def check_resources(res: Resources, cluster: bool, wait_s: float = 600.0) -> None:
     """Refuse requests Ray could never satisfy (Tune would otherwise wait forever).
 
     On a local Ray we started, a shortfall is final. On an attached cluster the autoscaler may
     add nodes (GPU workers that scale from zero): ask it for one trial's worth and wait.
     """
-    problem = _shortfall(res)
+    problem = _shortfall(res, _alive_nodes())
     if not problem:
         return
     if not cluster:
@@ -147,7 +215,7 @@ def check_resources(res: Resources, cluster: bool, wait_s: float = 600.0) -> Non
     try:
         while problem and time.monotonic() < deadline:
             time.sleep(10)
-            problem = _shortfall(res)
+            problem = _shortfall(res, _alive_nodes())
     finally:
         request_resources(bundles=[])  # pending trials keep the nodes wanted from here on
     if problem:
@@ -380,17 +448,31 @@ class _Events(Callback):
             listener.trial_complete(trial.trial_id, flat_config(trial.config),
                                     dict(trial.last_result or {}))
 
+    def on_trial_recover(self, iteration, trials, trial, **info):  # noqa: ANN001
+        for listener in self.listeners:
+            retry = getattr(listener, "trial_retry", None)  # optional for plain listeners
+            if retry is not None:
+                retry(trial.trial_id, _error_text(trial))
+
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         for listener in self.listeners:
             listener.trial_error(trial.trial_id, flat_config(trial.config), _error_text(trial))
 
 
 def _error_text(trial: Any) -> str:
-    path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-        return lines[-1][:500] if lines else "error"
-    return "error"
+    """One line: the exception that ended the trial, then where its full traceback is kept.
+
+    Tune writes the log into its driver staging directory first (readable now) and copies it to
+    the trial's directory in the experiment storage (`<output>/ray/tune/trial_<id>/`), which
+    outlives the Ray session: that is the path users are given.
+    """
+    staged = getattr(trial, "error_file", None)
+    if not staged or not os.path.exists(staged):
+        return "error (Tune kept no log)"
+    lines = [ln for ln in Path(staged).read_text(errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].strip()[:300] if lines else "error"
+    kept = Path(trial.path) / Path(staged).name if getattr(trial, "path", None) else staged
+    return f"{last}; full log: {kept}"
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -425,6 +507,11 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
     )
 
 
+def storage_of(output: Path) -> Path:
+    """Where Tune keeps a search's experiment state and checkpoints: `<output>/ray`."""
+    return Path(output) / "ray"
+
+
 def experiment_path(storage: Path, name: str = EXPERIMENT) -> Path:
     return storage / name
 
@@ -436,6 +523,15 @@ def can_resume(storage: Path, name: str = EXPERIMENT) -> bool:
 def run_search(plan: TunePlan, listeners: list[SearchListener],
                resume: bool = False) -> list[TrialOutcome]:
     """Run (or resume) the Tune experiment; every trial comes back as a TrialOutcome."""
+    # Trials checkpoint every epoch by design (fault tolerance, PBT); Tune's warning about
+    # frequent experiment snapshots is noise for that.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failing trial reaches the console as one line with the path of its log (the listeners
+    # print it), not as Tune's full traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Tune's own console reporter (its configuration box, its error blocks) would repeat what
+    # the Progress listener prints; the legacy reporter is silent at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     key = str(experiment_path(plan.storage, plan.name))
     _LISTENERS[key] = listeners
     try:
@@ -445,23 +541,29 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     # Tune's ResultGrid keeps each trial's status only on its (private) analysis object; read
     # it here, in the one module that knows Tune, with a safe default.
     trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+    # After Ctrl-C, Tune marks the trials it stopped TERMINATED in memory (its saved state,
+    # which a resume reads, keeps them unfinished): a trial short of its last epoch that no
+    # scheduler could have stopped was interrupted.
+    last_epoch = 0 if plan.early_stop and plan.configs is None else plan.ctx.space.child.epochs
     outcomes = []
     for k, res in enumerate(results):
         trial = trials[k] if k < len(trials) else None
         metrics = dict(res.metrics or {})
-        status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error)
+        status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error, last_epoch)
         trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
         outcomes.append(TrialOutcome(trial_id, flat_config(res.config or {}), metrics, status,
                                      _short_error(res.error) or str(metrics.get("error", ""))))
     return outcomes
 
 
-def _status(tune_status: str, metrics: dict[str, Any], error: Any) -> str:
+def _status(tune_status: str, metrics: dict[str, Any], error: Any, last_epoch: int) -> str:
     if error is not None or tune_status == "ERROR":
         return "error"
     if metrics.get("status") == "diverged":
         return "diverged"
-    return "ok" if tune_status == "TERMINATED" else "interrupted"
+    if tune_status != "TERMINATED" or int(metrics.get("epoch") or 0) < last_epoch:
+        return "interrupted"
+    return "ok"
 
 
 def _short_error(error: Any) -> str:

@@ -141,7 +141,13 @@ def _parse_op(raw: Any, where: str) -> Op:
 def _parse_batch(raw: Any, where: str) -> BatchOps:
     if not isinstance(raw, dict) or set(raw) - {"mixup_alpha", "cutmix_alpha", "sample_pairing"}:
         raise SpaceError(f"{where}: expected keys mixup_alpha, cutmix_alpha, sample_pairing")
-    batch = BatchOps(**{k: float(v) for k, v in raw.items()})
+    values = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpaceError(f"{where}.{key}: expected a number, got {value!r}; write a value "
+                             f"such as 0.2 (0 = off)")
+        values[key] = float(value)
+    batch = BatchOps(**values)
     if min(asdict(batch).values()) < 0 or batch.sample_pairing > 1:
         raise SpaceError(f"{where}: batch values must be >= 0 and sample_pairing <= 1, "
                          f"got {asdict(batch)}")
@@ -159,17 +165,39 @@ def save_policy(policy: Policy, path: str | Path) -> Path:
     return path
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read a policy written by `save_policy` (JSON or YAML)."""
+POLICY_FILE_FIX = "pass the best_policy.yaml, best_policy.json or schedule.json a search wrote"
+
+
+def read_policy_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a policy file (JSON for `.json`, else YAML), checked only for being one.
+
+    Every policy-like file (augsearch policy, pbt schedule, albumentations pipeline) is read here,
+    so each problem with the file itself gets one message naming the file and the fix.
+    """
     path = Path(path)
+    fmt = "json" if path.suffix == ".json" else "yaml"
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such policy file; {POLICY_FILE_FIX}")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
     except OSError as err:
-        raise SpaceError(f"{path}: cannot read the policy file ({err.strerror})") from None
+        raise SpaceError(f"{path}: cannot read the policy file ({err.strerror}); check its "
+                         f"permissions") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not UTF-8 text (a binary file?); {POLICY_FILE_FIX}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise SpaceError(f"{path}: not valid JSON/YAML: {str(err).splitlines()[0]}") from None
-    return policy_from_dict(data, str(path))
+        raise SpaceError(f"{path}: not valid {fmt.upper()}: {str(err).splitlines()[0]}; "
+                         f"{POLICY_FILE_FIX}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: not a policy file (a {type(data).__name__}, not a mapping); "
+                         f"{POLICY_FILE_FIX}")
+    return data
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy written by `save_policy` (JSON or YAML)."""
+    return policy_from_dict(read_policy_file(path), str(path))
 
 
 def flat_params(policy: Policy) -> dict[str, Any]:

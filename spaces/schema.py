@@ -7,6 +7,7 @@ Unknown keys are refused and every error names the file, the key path and the fi
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,19 +52,17 @@ class DatasetSpec(_Strict):
     """Which data the children train on and how it is split for the search."""
 
     name: Literal["digits", "cifar10", "cifar100", "svhn", "npz", "folder"]
-    path: str | None = Field(None, description="file or folder for npz/folder datasets")
+    path: str | None = Field(None, description="file or folder for npz/folder datasets (or "
+                                               "--data)")
     train_size: int = Field(gt=0, description="images in the search's training subset")
     val_pool_size: int = Field(gt=0, description="pool each trial draws its validation sample from")
     audit_size: int = Field(ge=0, description="held-out images the reward never sees")
     image_size: int = Field(ge=8, le=512)
     channels: Literal[1, 3]
     num_classes: int = Field(ge=2)
-
-    @model_validator(mode="after")
-    def _path_for_user_data(self) -> DatasetSpec:
-        if self.name in ("npz", "folder") and not self.path:
-            raise ValueError(f"dataset '{self.name}' needs a 'path' (or pass --data PATH)")
-        return self
+    resize: bool = Field(False, description="resize the data's images (and convert gray <-> "
+                                            "RGB) to image_size x channels; off: a mismatch is "
+                                            "an error")
 
 
 class OptimizerSpec(_Strict):
@@ -83,6 +82,11 @@ class BaseAug(_Strict):
     flip: bool = True
 
 
+# The child models `children.models.build_model` knows (a test keeps the two lists equal; the
+# schema cannot import the registry, which needs torch).
+CHILD_MODELS = ("basiccnn", "resnet_fast", "wrn_28_10", "wrn_40_2")
+
+
 class ChildSpec(_Strict):
     """The child model whose validation accuracy is a policy's reward."""
 
@@ -93,6 +97,16 @@ class ChildSpec(_Strict):
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
     base_augmentation: BaseAug = BaseAug()
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in CHILD_MODELS:
+            close = difflib.get_close_matches(model, CHILD_MODELS, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown child model {model!r}; known models: "
+                             f"{', '.join(CHILD_MODELS)}{hint}")
+        return model
 
 
 class OpChoice(_Strict):
@@ -199,9 +213,15 @@ class RewardSpec(_Strict):
 
 
 class SearchDefaults(_Strict):
-    """Search settings; every one can be overridden on the command line."""
+    """Search settings; every one can be overridden on the command line.
+
+    `confirm` policies (the best by reward) and the base are retrained with `confirm_seeds` more
+    seeds after the search; the winner is the best mean (0 turns confirmation off).
+    """
 
     trials: int = Field(32, ge=1)
+    confirm: int = Field(3, ge=0)
+    confirm_seeds: int = Field(2, ge=1)
     concurrency: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -258,7 +278,11 @@ def load_space(name_or_path: str | Path) -> Space:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise SpaceError(f"{path}: cannot read the space file ({err.strerror})") from None
+        raise SpaceError(f"{path}: cannot read the space file ({err.strerror}); pass a readable "
+                         f"space YAML file or a built-in space name") from None
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
+                         f"space file as UTF-8 YAML") from None
     return parse_space(text, str(path))
 
 
@@ -270,10 +294,12 @@ def parse_space(text: str, source: str) -> Space:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise SpaceError(f"{source}: {where}YAML syntax error: {problem}") from None
+        raise SpaceError(f"{source}: {where}YAML syntax error: {problem}; fix the YAML there "
+                         f"(spaces/digits.yaml shows the layout)") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: a space must be a YAML mapping with keys name, dataset, "
-                         f"child, policy, reward (got {type(data).__name__})")
+                         f"child, policy, reward (got {type(data).__name__}); start from a "
+                         f"built-in space such as spaces/digits.yaml")
     return _validate(data, source)
 
 

@@ -9,9 +9,7 @@ import pytest
 
 from children.datasets import ImageData, Splits, load_dataset, make_splits
 from spaces.schema import DatasetSpec, Space, load_space
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
+from tests.conftest import shared_file
 
 # The children tests pin their own budget, so retuning the built-in space keeps them fast.
 PINNED = {
@@ -41,10 +39,7 @@ def digits_splits(digits_data: ImageData, digits_space: Space) -> Splits:
 
 @pytest.fixture(scope="session")
 def cifar_tiny() -> Path:
-    path = SHARED_DATA / "cifar10_tiny.npz"
-    if not path.is_file():
-        pytest.skip(f"real CIFAR-10 sample absent: {path} (see ../shared/data/README.md)")
-    return path
+    return shared_file("cifar10_tiny.npz")
 
 
 @pytest.fixture(scope="session")

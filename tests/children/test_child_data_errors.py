@@ -118,6 +118,22 @@ def too_few_class_folders(tmp, data):
     return tmp / "images", {"name": "folder"}
 
 
+def size_differs(tmp, data):
+    return _npz(tmp, **_arrays(data)), {"image_size": 32}
+
+
+def channels_differ(tmp, data):
+    return _npz(tmp, **_arrays(data)), {"channels": 3}
+
+
+def folder_image_size_differs(tmp, data):
+    folder = tmp / "images"
+    for label in range(10):
+        (folder / str(label)).mkdir(parents=True)
+        assert cv2.imwrite(str(folder / str(label) / "0.png"), data.x_train[label])
+    return folder, {"name": "folder", "image_size": 8}
+
+
 def too_small_for_splits(tmp, data):
     return _npz(tmp, **_arrays(data, n=90)), {}
 
@@ -141,6 +157,13 @@ CASES: dict[str, tuple[Case, str]] = {
     "undecodable image": (undecodable_image, "cannot decode this image"),
     "class count differs": (too_few_class_folders, "has 3 class folders but the space's "
                                                    "dataset.num_classes is 10"),
+    "image size differs": (size_differs, "x_train images are 16x16x1 but the space's dataset "
+                                         "is 32x32x1 (dataset.image_size 32, dataset.channels 1)"
+                                         "; set dataset.image_size: 16 and dataset.channels: 1"),
+    "channels differ": (channels_differ, "x_train images are 16x16x1 but the space's dataset is "
+                                         "16x16x3"),
+    "folder image size differs": (folder_image_size_differs,
+                                  "image is 16x16x1 but the space's dataset is 8x8x1"),
     "too small for the splits": (too_small_for_splits,
                                  "the splits need 100 training images (train_size 50 + "
                                  "val_pool_size 30 + audit_size 20) but the data has 90"),

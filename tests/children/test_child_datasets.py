@@ -23,11 +23,22 @@ def test_digits_are_real_uint8_images_with_a_fixed_stratified_test_split(digits_
     assert digits_data.class_names == [str(i) for i in range(10)]
 
 
-def test_channels_and_size_are_adapted_to_the_spec(digits_space):
+def test_channels_and_size_are_adapted_when_the_space_opts_in(digits_space):
     spec = digits_space.dataset.model_copy(update={"channels": 3, "image_size": 32})
+    assert spec.resize  # the digits space opts in: its images are 8x8
     data = load_dataset(spec)
     assert data.x_train.shape[1:] == (32, 32, 3) and data.x_test.shape[1:] == (32, 32, 3)
     assert np.array_equal(data.x_train[..., 0], data.x_train[..., 2])  # gray replicated
+
+
+def test_a_shape_mismatch_without_the_opt_in_names_data_and_space(digits_space):
+    spec = digits_space.dataset.model_copy(update={"resize": False})
+    with pytest.raises(DataError) as err:
+        load_dataset(spec)
+    assert str(err.value) == (
+        "digits: x_train images are 8x8x1 but the space's dataset is 16x16x1 "
+        "(dataset.image_size 16, dataset.channels 1); set dataset.image_size: 8 and "
+        "dataset.channels: 1 to match the data, or set dataset.resize: true to resize the images")
 
 
 def _tagged(data: ImageData) -> ImageData:
@@ -81,7 +92,8 @@ def test_cifar_tiny_npz_loads_and_splits(cifar_tiny, dataset_spec):
     assert data.class_names[0] == "airplane"
     splits = make_splits(data, spec, seed=0)
     assert np.bincount(splits.train.y).tolist() == [10] * 10
-    gray = load_dataset(dataset_spec(path=str(cifar_tiny), image_size=16, channels=1))
+    gray = load_dataset(dataset_spec(path=str(cifar_tiny), image_size=16, channels=1,
+                                     resize=True))
     assert gray.x_train.shape == (200, 16, 16, 1)
 
 
@@ -97,18 +109,20 @@ def _write_class_folders(root: Path, data: ImageData, classes: int, per_class: i
 def test_image_folder_with_and_without_a_test_split(tmp_path, digits_data, dataset_spec):
     flat = tmp_path / "flat"
     _write_class_folders(flat, digits_data, classes=3, per_class=30)
-    spec = dataset_spec(name="folder", path=str(flat), num_classes=3, image_size=8,
+    spec = dataset_spec(name="folder", path=str(flat), num_classes=3, image_size=16,
                         train_size=40, val_pool_size=20, audit_size=10)
     data = load_dataset(spec)
     assert data.class_names == ["class_0", "class_1", "class_2"]
     assert len(data.x_train) + len(data.x_test) == 90 and len(data.x_test) == 15
-    assert data.x_train.shape[1:] == (8, 8, 1)
+    assert data.x_train.shape[1:] == (16, 16, 1)
     split = tmp_path / "split"
     _write_class_folders(split / "train", digits_data, classes=3, per_class=20)
     _write_class_folders(split / "test", digits_data, classes=3, per_class=5)
     data = load_dataset(spec, data=str(split))
     assert len(data.x_train) == 60 and np.bincount(data.y_test).tolist() == [5, 5, 5]
-    assert data.x_train.shape[1:] == (8, 8, 1)
+    assert data.x_train.shape[1:] == (16, 16, 1)
+    small = load_dataset(spec.model_copy(update={"image_size": 8, "resize": True}), data=str(split))
+    assert small.x_train.shape[1:] == (8, 8, 1)
 
 
 def test_missing_torchvision_files_offline_fail_at_once_with_the_fix(tmp_path):

@@ -41,3 +41,9 @@ def test_parameter_counts_fit_their_roles():
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown child model 'vgg'; known models: basiccnn, "):
         build_model("vgg", 10, 3, 32)
+
+
+def test_the_space_schema_knows_exactly_the_registered_models():
+    from spaces.schema import CHILD_MODELS
+
+    assert sorted(CHILD_MODELS) == sorted(model_names())

@@ -304,7 +304,7 @@ def _not_a_policy(tmp: Path) -> Path:
     (["--policy", "{corrupt}"], "best_policy.json: not valid JSON"),
     (["--policy", "{not_a_policy}", "--space", "digits"], "notes.yaml: not a policy file"),
     (["--space", "cifar11"], "unknown space 'cifar11'"),
-    (["--model", "resnet9000"], "unknown child model 'resnet9000'; known models: basiccnn"),
+    (["--model", "resnet9000"], "--model 'resnet9000' is unknown; known models: basiccnn"),
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
 ])
 def test_user_errors_exit_2_with_one_line(args, message, tmp_path, capsys):

@@ -49,8 +49,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y "
                     f"chromium) to run the browser check")
     from children.datasets import load_dataset, make_splits
-    from search.api import SearchOptions
     from search.compile import sample_configs
+    from search.options import SearchOptions
     from search.outputs import leaderboard_rows, write_outputs
     from search.tracking import Tracker
     from spaces.schema import load_space
@@ -198,8 +198,8 @@ def test_tracker_logs_through_a_tracking_server(ui: str, tmp_path: Path) -> None
     from mlflow import MlflowClient
 
     from children.datasets import load_dataset, make_splits
-    from search.api import SearchOptions
     from search.compile import sample_configs
+    from search.options import SearchOptions
     from search.tracking import Tracker
     from spaces.schema import load_space
 
@@ -212,10 +212,11 @@ def test_tracker_logs_through_a_tracking_server(ui: str, tmp_path: Path) -> None
               "train_accuracy": 0.6, "train_loss": 1.0, "train_val_gap": 0.1}
     tracker.trial_result("srv_00000", config, result)
     tracker.trial_complete("srv_00000", config, result)
+    tracker.flush()
     assert tracker.errors == []
     assert not (tmp_path / "out" / "mlflow.db").exists()  # no local store with a server
     client = MlflowClient(ui)
-    run = client.get_run(tracker._runs["srv_00000"].run_id)
+    run = client.get_run(tracker.run_id("srv_00000"))
     assert run.data.tags["mlflow.parentRunId"] == tracker.parent_id
     assert run.data.metrics["reward"] == 0.5
     local = client.download_artifacts(run.info.run_id, "policy.yaml", str(tmp_path))

@@ -1,33 +1,86 @@
-"""Resume guards that fail before any data, Ray or child is touched."""
+"""Resume guards that fail before any data, Ray or child is touched, and what a resume restores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from search.api import SearchOptions
 from search.errors import SearchError
-from search.session import RUN_FILE, SPACE_FILE, SearchSession
-from search.strategies import get_strategy
-from spaces.schema import load_space
+from search.options import SearchOptions
+from search.prepare import prepare
+from search.resume import RunRecord, read_record, resume_options
 
 
 def test_resume_needs_an_earlier_search(tmp_path: Path) -> None:
-    with pytest.raises(SearchError, match="nothing to resume"):
-        SearchSession(load_space("digits"), get_strategy("tpe"), SearchOptions(resume=True),
-                      tmp_path)
+    with pytest.raises(SearchError, match="nothing to resume in .*: no run.json there"):
+        prepare(opts=SearchOptions(resume=True, output=tmp_path))
+    with pytest.raises(SearchError, match="--resume needs --output DIR"):
+        prepare(opts=SearchOptions(resume=True))
 
 
-def test_resume_refuses_another_searcher_and_keeps_the_seed(tmp_path: Path) -> None:
-    (tmp_path / RUN_FILE).write_text(json.dumps({"searcher": "random", "seed": 7}))
-    space = load_space("digits").replace(**{"child.epochs": 5, "reward.last_epochs": 1})
-    (tmp_path / SPACE_FILE).write_text(json.dumps(space.model_dump(mode="json")))
-    with pytest.raises(SearchError, match="holds a random search; resume it with --searcher "
-                                          "random"):
-        SearchSession(space, get_strategy("tpe"), SearchOptions(resume=True), tmp_path)
-    session = SearchSession(load_space("digits"), get_strategy("random"),
-                            SearchOptions(resume=True, seed=0), tmp_path)
-    assert session.opts.seed == 7
-    assert session.space.child.epochs == 5  # the saved space, not the one passed in
+def _record(tmp_path: Path) -> RunRecord:
+    opts = SearchOptions(seed=7, epochs=3, concurrency=2, tracking_uri="http://127.0.0.1:9",
+                         experiment="mine", data=str(tmp_path / "data.npz"), smoke_test=True)
+    RunRecord.of("digits", "random", opts).write(tmp_path)
+    return read_record(tmp_path)
+
+
+def test_resume_restores_the_original_flags(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    searcher, opts = resume_options(record, None, None, SearchOptions(resume=True,
+                                                                      address="auto"), tmp_path)
+    assert searcher == "random"
+    assert (opts.seed, opts.epochs, opts.concurrency) == (7, 3, 2)
+    assert opts.tracking_uri == "http://127.0.0.1:9" and opts.experiment == "mine"
+    assert opts.data == str((tmp_path / "data.npz").resolve()) and opts.smoke_test
+    assert opts.address == "auto"  # where Ray runs may change
+
+
+def test_resume_accepts_the_same_flags_and_refuses_others_by_name(tmp_path: Path) -> None:
+    record = _record(tmp_path)
+    same = SearchOptions(resume=True, seed=7, epochs=3, data=str(tmp_path / "data.npz"))
+    assert resume_options(record, "digits", "random", same, tmp_path)[1].epochs == 3
+    other = SearchOptions(resume=True, epochs=5, cpus_per_trial=2)
+    with pytest.raises(SearchError) as info:
+        resume_options(record, "cifar10", "tpe", other, tmp_path)
+    message = str(info.value)
+    assert message.startswith("--space cifar10, --searcher tpe, --cpus-per-trial 2, --epochs 5: "
+                              "not what the interrupted search in ")
+    assert "(--space digits, --searcher random, no --cpus-per-trial, --epochs 3)" \
+        in message
+    assert "drop them or start a new search with another --output" in message
+
+
+def test_progress_counts_a_trial_once_when_it_ends_not_when_tune_retries_it() -> None:
+    import io
+
+    from search.events import Progress
+
+    stream = io.StringIO()
+    progress = Progress(total=3, stream=stream)
+    error = "RuntimeError: worker died; full log: /runs/out/ray/tune/trial_a/error.txt"
+    progress.trial_retry("a", error)
+    assert progress.done == 0 and progress.failed == 0
+    progress.trial_complete("a", {}, {"reward": 0.5})
+    progress.trial_error("b", {}, error)
+    lines = stream.getvalue().splitlines()
+    assert progress.done == 2 and progress.failed == 1
+    assert lines[0] == f"[augsearch] a failed and is retried from its last checkpoint: {error}"
+    assert lines[2].startswith("[augsearch] 2/3 trials (1 failed) | b: failed RuntimeError: "
+                               "worker died; full log: /runs/out/ray/tune/trial_a/error.txt |")
+
+
+def test_a_resume_counts_only_trials_that_ended(tmp_path: Path) -> None:
+    """Errored and interrupted trials run again after --resume: they are not done yet."""
+    from search.prepare import Prepared
+    from search.session import SearchSession
+    from search.strategies import get_strategy
+    from spaces.schema import load_space
+
+    rows = ["rank,trial_id,status", "1,a,ok", "2,b,diverged", "3,c,failed", "4,d,error",
+            "5,e,interrupted"]
+    (tmp_path / "leaderboard.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    prepared = Prepared(load_space("digits"), "digits", get_strategy("tpe"),
+                        SearchOptions(resume=True, seed=0), tmp_path, True, None)
+    assert SearchSession(prepared)._ended_before() == 3

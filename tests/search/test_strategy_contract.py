@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from search.compile import flat_dimensions, slot
+from search.events import SearchListener
 from search.references import REFERENCE_KEY, policy_of
 from search.strategies import get_strategy, strategy_names
 from search.trial import Checkpointed, TrialContext, policy_config
@@ -51,7 +52,7 @@ def contract_space():
                                            "Identity"]})
 
 
-class SeenConfigs:
+class SeenConfigs(SearchListener):
     """Records the config each trial started with and every config it ran with (PBT's explore
     changes them), exactly as the strategy emitted them: nothing decoded or clamped."""
 

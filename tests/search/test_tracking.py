@@ -19,9 +19,9 @@ import pytest
 from mlflow import MlflowClient
 
 from children.datasets import load_dataset, make_splits
-from search.api import SearchOptions
 from search.compile import decode, sample_configs
 from search.errors import SearchError
+from search.options import SearchOptions
 from search.outputs import leaderboard_rows, write_outputs
 from search.tracking import PARENT_FILE, Tracker
 from search.tune_adapter import TrialOutcome
@@ -283,9 +283,49 @@ def test_diagnostic_plots_and_op_table(recorded: Recorded, space: Space, tmp_pat
     assert sum(r["rest_share"] for r in table["ops"]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_logging_keeps_up(recorded: Recorded) -> None:
-    # 8 trials × 3 epochs, previews and plots: the single writer is not a bottleneck.
-    assert recorded.seconds < 60
+def test_trial_events_queue_the_store_calls_and_never_wait_for_them(
+        recorded: Recorded, space: Space, splits: Any, tmp_path: Path) -> None:
+    """While the writer is busy, trial events still return; the calls land once it is free."""
+    import threading
+
+    tracker = Tracker.connect(recorded.tracker.uri, "queued", space, tmp_path)
+    tracker.start(space, "tpe", SearchOptions(seed=0), splits, resume=False)
+    free = threading.Event()
+    tracker.writer.submit("a slow store", free.wait, 30)  # the writer is stuck until `free`
+    config = sample_configs(space, 1, seed=4)[0]
+    final = run_trial_events(tracker, "tq_00000", config, 0.7, 0.7)
+    tracker.trial_complete("tq_00000", config, final)
+    client = MlflowClient(tracker.uri)
+    assert client.search_runs([tracker.experiment_id], "tags.trial_id = 'tq_00000'") == []
+    free.set()
+    run = client.get_run(tracker.run_id("tq_00000"))  # waits for the writer
+    assert run.info.status == "FINISHED" and run.data.metrics["reward"] == pytest.approx(0.7)
+    assert tracker.errors == []
+
+
+def test_a_second_stage_of_nested_runs_and_tags_passed_through(
+        recorded: Recorded, space: Space, splits: Any, tmp_path: Path) -> None:
+    """Another stage (say, a confirmation of the best policies) shares the parent and writer;
+    its runs carry its tags, and a result's own `tags` reach its run."""
+    tracker = Tracker.connect(recorded.tracker.uri, "stages", space, tmp_path)
+    tracker.start(space, "tpe", SearchOptions(seed=0), splits, resume=False)
+    config = sample_configs(space, 1, seed=6)[0]
+    final = run_trial_events(tracker, "ts_00000", config, 0.6, 0.6)
+    tracker.trial_complete("ts_00000", config, final)
+    confirm = tracker.stage({"stage": "confirm"}, name="confirm-{}")
+    result = {**epoch_result("ts_00000", EPOCHS, 0.65, 0.6), "tags": {"seed": "3"}}
+    confirm.trial_result("ts_00000", config, result)
+    confirm.trial_complete("ts_00000", config, result)
+    tracker.flush()
+    client = MlflowClient(tracker.uri)
+    runs = {r.info.run_name: r for r in tracker.nested_runs()}
+    assert set(runs) == {"trial-ts_00000", "confirm-ts_00000"}
+    assert runs["trial-ts_00000"].data.tags["stage"] == "search"
+    confirmed = client.get_run(runs["confirm-ts_00000"].info.run_id)
+    assert confirmed.data.tags["stage"] == "confirm" and confirmed.data.tags["seed"] == "3"
+    assert confirmed.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    assert confirmed.data.metrics["reward"] == pytest.approx(0.65)
+    assert tracker.errors == []
 
 
 # ---------------------------------------------------------------- resume, PBT, errors
@@ -353,16 +393,16 @@ def test_pbt_policy_change_is_logged_as_a_file(recorded: Recorded, space: Space,
         final = epoch_result("tp_00000", epoch, 0.7, 0.7)
         tracker.trial_result("tp_00000", after, final)
     tracker.trial_complete("tp_00000", after, final)
+    client = MlflowClient(tracker.uri)
+    run = client.get_run(tracker.run_id("tp_00000"))
     assert tracker.errors == []
-    run = tracker.client.get_run(tracker._runs["tp_00000"].run_id)
     assert run.data.params["sp0.op0.name"] == decode(space, before).sub_policies[0].ops[0].name
     assert run.data.tags["policy_changed_at_epoch"] == "3"
-    steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_accuracy")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
     assert sorted(steps) == [1, 2, 3, 3, 4]  # the donor's epoch 3 is not dropped
-    assert artifact_names(tracker.client, run.info.run_id, "schedule") == {
+    assert artifact_names(client, run.info.run_id, "schedule") == {
         "schedule/policy_epoch3.yaml"}
-    logged = load_policy(tracker.client.download_artifacts(run.info.run_id, "policy.yaml",
-                                                           tmp_path))
+    logged = load_policy(client.download_artifacts(run.info.run_id, "policy.yaml", tmp_path))
     assert logged == decode(space, after)
 
 
@@ -423,16 +463,17 @@ def test_real_child_training_events(recorded: Recorded, space: Space, splits: An
     tracker.finish(write_outputs(small, "random", leaderboard_rows(small, outcomes), tmp_path,
                                  2))
     assert tracker.errors == []
+    client = MlflowClient(tracker.uri)
     for tid in ("real_00000", "real_00001"):
-        run = tracker.client.get_run(tracker._runs[tid].run_id)
+        run = client.get_run(tracker.run_id(tid))
         assert run.info.status == "FINISHED"
         for key in ("train_loss", "train_accuracy", "val_accuracy"):
-            assert len(tracker.client.get_metric_history(run.info.run_id, key)) == 2
+            assert len(client.get_metric_history(run.info.run_id, key)) == 2
         # the audit set is scored only in the epochs the reward reads (the last one here)
-        audits = tracker.client.get_metric_history(run.info.run_id, "audit_accuracy")
+        audits = client.get_metric_history(run.info.run_id, "audit_accuracy")
         assert [m.step for m in audits] == [2]
         assert 0.0 <= run.data.metrics["reward"] <= 1.0
-    assert "selection_gap" in tracker.client.get_run(tracker.parent_id).data.metrics
+    assert "selection_gap" in client.get_run(tracker.parent_id).data.metrics
 
 
 # ---------------------------------------------------------------- a real search

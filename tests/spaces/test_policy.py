@@ -134,6 +134,8 @@ BAD_POLICIES = [
     ({"format": "augsearch-policy", "version": 1, "sub_policies": {"a": 1}}, "expected a list"),
     ({"format": "augsearch-policy", "version": 1, "batch": {"mixup_alpha": -1}},
      "batch values must be >= 0"),
+    ({"format": "augsearch-policy", "version": 1, "batch": {"mixup_alpha": "strong"}},
+     "batch.mixup_alpha: expected a number, got 'strong'"),
 ]
 
 
@@ -147,8 +149,14 @@ def test_bad_policy_files_are_refused(data: dict, words: str) -> None:
 def test_corrupt_policy_file(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text("{not json")
-    with pytest.raises(SpaceError, match="not valid JSON/YAML"):
+    with pytest.raises(SpaceError, match="p.json: not valid JSON: .*; pass the best_policy"):
         load_policy(path)
+    binary = tmp_path / "p.yaml"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(SpaceError, match="p.yaml: not UTF-8 text"):
+        load_policy(binary)
+    with pytest.raises(SpaceError, match="nowhere.yaml: no such policy file"):
+        load_policy(tmp_path / "nowhere.yaml")
 
 
 def test_flat_params_are_named_by_op() -> None:

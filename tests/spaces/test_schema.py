@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,9 @@ MALFORMED = [
      ["val_sample_size <= dataset.val_pool_size", "val_sample_size=100000"]),
     ("reward epochs beyond training", "reward.last_epochs", 99,
      ["last_epochs <= child.epochs", "last_epochs=99"]),
-    ("npz without path", "dataset.name", "npz", ["needs a 'path'"]),
+    ("unknown child model", "child.model", "resnet9000",
+     ["child.model", "unknown child model 'resnet9000'", "known models: basiccnn"]),
+    ("misspelt child model", "child.model", "basicnn", ["did you mean 'basiccnn'?"]),
     ("unknown optimiser", "child.optimizer.name", "adagrad", ["child.optimizer.name"]),
     ("negative learning rate", "child.optimizer.lr", -0.1, ["child.optimizer.lr"]),
 ]
@@ -163,16 +166,29 @@ def test_cli_unknown_space_and_searcher_exit_2() -> None:
     assert proc.returncode == 2 and "choose one of: tpe, random, pbt" in proc.stderr
 
 
-def test_cli_dry_run_summarises_without_ray() -> None:
-    proc = _cli("--space", "cifar10", "--searcher", "tpe", "--dry-run")
+def test_cli_dry_run_checks_the_data_and_summarises_without_starting_anything(
+        tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "search.run", "--space", "digits", "--dry-run"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "space cifar10" in out and "ops (20)" in out
-    assert "dimensions 31" in out  # 10 slots x (op, magnitude, probability) + mixup
+    assert "space digits" in out and "ops (17)" in out
+    assert "200 train, 600 validation pool, 500 audit, 300 test images (checked)" in out
+    assert "dimensions 19" in out  # 6 slots x (op, magnitude, probability) + mixup
     assert out.count("\n  [") == 3
+    assert list(tmp_path.iterdir()) == []  # no output directory, no MLflow store
     check = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from search.run import main; main(['--dry-run']); "
-         "print('HEAVY' if {'ray', 'torch'} & set(sys.modules) else 'LIGHT')"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+         "import sys; from search.run import main; main(['--dry-run']); import ray; "
+         "print('STARTED' if ray.is_initialized() or 'torch' in sys.modules else 'LIGHT')"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert check.stdout.strip().endswith("LIGHT"), check.stdout + check.stderr
+
+
+def test_a_space_file_that_is_not_utf8_is_a_space_error(tmp_path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpaceError, match=r"latin1.yaml: not UTF-8 text .*save the space file as "
+                                         r"UTF-8"):
+        load_space(str(path))

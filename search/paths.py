@@ -1,0 +1,34 @@
+"""Where a run writes: the default output directory, and whether a path can be created.
+
+Both commands (`search.run`, `search.evaluate`) use these, so their defaults and their refusals
+read the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from search.errors import SearchError
+
+DEFAULT_RUNS = Path("augsearch-runs")
+
+
+def default_output(name: str) -> Path:
+    """A new output directory when none is given: `./augsearch-runs/<name>-<time>` (absolute)."""
+    return (DEFAULT_RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+
+
+def check_creatable(path: Path, what: str, fix: str) -> None:
+    """`path` can be created: its nearest existing ancestor is a writable directory.
+
+    Nothing is created; `what` names the path in the message, `fix` says what to pass instead.
+    """
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SearchError(f"cannot create {what}: {parent} is a file; {fix}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SearchError(f"cannot create {what}: {parent} is not writable; {fix}")
