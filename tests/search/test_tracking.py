@@ -492,12 +492,17 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     experiment = client.get_experiment_by_name("augsearch-digits")
     runs = all_runs(client, experiment.experiment_id)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    trials = [r for r in nested if r.data.tags["stage"] == "search"]
+    confirming = [r for r in nested if r.data.tags["stage"] == "confirm"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0].info.run_id
     assert sorted(r.data.tags["trial_id"] for r in trials) == sorted(
         row["trial_id"] for row in result.leaderboard)
     assert len(trials) == 4
+    # the smoke test confirms the best policy and the base with one more seed each
+    assert sorted(r.data.tags["replicate"] for r in confirming) == ["1", "1"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in confirming)
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
