@@ -50,10 +50,10 @@ class Draws:
                        else torch.Generator(dev).manual_seed(int(seed) + _NOISE_STREAM))
 
     def uniform(self, n: int) -> torch.Tensor:
-        return torch.rand(n, generator=self.host, dtype=torch.float64)
+        return torch.rand(n, generator=self.host, dtype=torch.float64, device="cpu")
 
     def integers(self, high: int, n: int) -> torch.Tensor:
-        return torch.randint(high, (n,), generator=self.host)
+        return torch.randint(high, (n,), generator=self.host, device="cpu")
 
     def normal(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(shape, generator=self.device, device=like.device, dtype=like.dtype)
@@ -120,7 +120,7 @@ def _cutout(x: torch.Tensor, s: float, _signs: torch.Tensor, draws: Draws) -> to
     if s == 0.0:
         return x
     n, _, h, w = x.shape
-    hole_h, hole_w = int(h * s), int(w * s)  # CoarseDropout: int(side * fraction)
+    hole_h, hole_w = T.cutout_size(s, h, w)
     top, left = draws.integers(h - hole_h + 1, n), draws.integers(w - hole_w + 1, n)
     return T.cutout(x, top, left, hole_h, hole_w)
 
@@ -203,8 +203,9 @@ class BatchedPipeline:
         if not self.crop and not self.flip:
             return x
         span = 2 * self.crop + 1
-        dy = self.crop - draws.integers(span, n) if self.crop else torch.zeros(n, dtype=torch.long)
-        dx = self.crop - draws.integers(span, n) if self.crop else torch.zeros(n, dtype=torch.long)
+        still = torch.zeros(n, dtype=torch.long, device="cpu")
+        dy = self.crop - draws.integers(span, n) if self.crop else still
+        dx = self.crop - draws.integers(span, n) if self.crop else still
         flip = draws.uniform(n) < 0.5 if self.flip else None
         return T.shift(x, dy, dx, flip)
 

@@ -28,6 +28,7 @@ __all__ = [
     "brightness",
     "contrast",
     "cutout",
+    "cutout_size",
     "equalize",
     "gaussian_kernel",
     "invert",
@@ -133,7 +134,7 @@ def affine_grid(height: int, width: int, rotate: float, shear_x: float, shear_y:
     """The sampling grid (1×H×W×2) of one albumentations `Affine`, for `sample`."""
     import torch.nn.functional as F
 
-    one = torch.ones(1, dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64, device="cpu")
     m = affine_matrices(height, width, one * rotate, one * shear_x, one * shear_y)
     theta = _normalised_inverse(m, height, width).float()
     return F.affine_grid(theta, [1, 1, height, width], align_corners=True).to(device)
@@ -220,7 +221,7 @@ def sharpen(x: torch.Tensor, alpha: float) -> torch.Tensor:
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """albumentations' 1-D Gaussian for `blur_limit=0`: size int(3.5σ)·2 + 1, normalised."""
     size = int(sigma * 3.5) * 2 + 1
-    grid = torch.arange(size, dtype=torch.float64) - size // 2
+    grid = torch.arange(size, dtype=torch.float64, device="cpu") - size // 2
     kernel = torch.exp(-0.5 * (grid / sigma) ** 2)
     return kernel / kernel.sum()
 
@@ -234,7 +235,7 @@ def _blur_matrix(sigma: float, size: int, device: torch.device) -> torch.Tensor:
     """
     kernel = gaussian_kernel(sigma)
     radius = len(kernel) // 2
-    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix = torch.zeros(size, size, dtype=torch.float64, device="cpu")
     for i in range(size):
         for tap, weight in enumerate(kernel.tolist()):
             j = abs(i + tap - radius)
@@ -343,6 +344,11 @@ def auto_contrast(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- dropout, noise
+
+
+def cutout_size(fraction: float, height: int, width: int) -> tuple[int, int]:
+    """A.CoarseDropout's hole for a side `fraction` of the image: int(side · fraction)."""
+    return int(height * fraction), int(width * fraction)
 
 
 def cutout(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
