@@ -29,6 +29,7 @@ class SearchOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     epochs: int | None = None
+    augmentation: str | None = None  # auto | albumentations | batched (child.augmentation)
     data: str | None = None
     data_dir: str | None = None
     seed: int = 0
@@ -78,7 +79,8 @@ def prepare_space(space: str | Path | Space, opts: SearchOptions) -> Space:
         changes["reward.last_epochs"] = min(last, opts.epochs)
     for key, value in (("search.trials", opts.trials), ("search.concurrency", opts.concurrency),
                        ("search.cpus_per_trial", opts.cpus_per_trial),
-                       ("search.gpus_per_trial", opts.gpus_per_trial)):
+                       ("search.gpus_per_trial", opts.gpus_per_trial),
+                       ("child.augmentation", opts.augmentation)):
         if value is not None:
             changes[key] = value
     return space.replace(**changes) if changes else space

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial, fractional allowed: 0.25 runs 4 trials per GPU "
                         "(default: the space's)")
     p.add_argument("--epochs", type=int, help="child epochs per trial (default: the space's)")
+    p.add_argument("--augmentation", choices=["auto", "albumentations", "batched"],
+                   help="augment training images one at a time through albumentations, or whole "
+                        "batches of tensors on the child's device (same meaning); auto: the "
+                        "faster for the device (default: the space's child.augmentation)")
     p.add_argument("--data", help="an .npz file (x_train, y_train, x_test, y_test) or an image "
                                   "folder with one subfolder per class; overrides the dataset")
     p.add_argument("--data-dir", help="where built-in datasets are cached or downloaded")
