@@ -275,72 +275,55 @@ def invert(x: torch.Tensor) -> torch.Tensor:
     return _MAX - x
 
 
-def _histograms(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (sample, channel) 256-bin histograms (N·C×256, int64) and the values (N·C×H·W)."""
-    n, c = x.shape[:2]
-    values = x.reshape(n * c, -1).long()
-    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device)
-    hist.scatter_add_(1, values, torch.ones_like(values))
-    return hist, values
+def _cumulative(x: torch.Tensor, skip_top: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (sample, channel) cumulative 256-bin histograms (N·C×256, int64), with the value 255
+    left out when `skip_top`, and the values as indices (N·C×H·W)."""
+    values = x.reshape(x.shape[0] * x.shape[1], -1).long()
+    hist = torch.zeros(len(values), 256, dtype=torch.long, device=x.device)
+    hist.scatter_add_(1, values, torch.ones(1, dtype=torch.long, device=x.device
+                                            ).expand_as(values))
+    if skip_top:
+        hist[:, 255] = 0
+    return hist.cumsum_(1), values
 
 
-def _lookup(lut: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """lut[row, values[row, i]] for every row: one flat `take` (3x faster than `gather`)."""
-    offsets = torch.arange(len(lut), device=lut.device).unsqueeze(1) * lut.shape[1]
-    return lut.flatten().take(values + offsets)
-
-
-def _first_nonzero(hist: torch.Tensor) -> torch.Tensor:
-    return (hist > 0).long().argmax(1)
-
-
-def _last_nonzero(hist: torch.Tensor) -> torch.Tensor:
-    return hist.shape[1] - 1 - (hist > 0).long().flip(1).argmax(1)
+def _apply_lut(x: torch.Tensor, lut: torch.Tensor, values: torch.Tensor,
+               keep: torch.Tensor) -> torch.Tensor:
+    """Each (sample, channel) row's lut applied to its values; rows `keep` left alone."""
+    identity = torch.arange(256, device=x.device, dtype=lut.dtype).expand_as(lut)
+    return torch.where(keep, identity, lut).gather(1, values).view_as(x)
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:
     """`cv2.equalizeHist` on each channel (A.Equalize mode "cv", by channels).
 
-    OpenCV: i = the first occupied bin; a constant image stays as it is; otherwise
-    lut[j] = round(float32(Σ hist(i+1..j)) · float32(255 / (total - hist[i]))).
+    OpenCV: with i the lowest value present, lut[j] = round(float32(cdf[j] - cdf[i]) ·
+    float32(255 / (total - cdf[i]))); a constant channel stays as it is.
     """
-    hist, values = _histograms(x)
-    first = _first_nonzero(hist).unsqueeze(1)
-    total = values.shape[1]
-    below = hist.cumsum(1)
-    at_first = below.gather(1, first)
-    scale = (torch.tensor(255.0, dtype=torch.float32, device=x.device)
-             / (total - hist.gather(1, first)).float())
-    lut = ((below - at_first).float() * scale).round_().clamp_(0.0, _MAX)
-    out = _lookup(lut, values)
-    constant = hist.gather(1, first) == total
-    out = torch.where(constant, values.to(out.dtype), out)
-    return out.view_as(x)
+    cdf, values = _cumulative(x)
+    total = cdf[:, 255:]
+    lowest = x.flatten(2).amin(2).long().view(-1, 1)
+    at_lowest = cdf.gather(1, lowest)
+    scale = torch.full_like(total, 255, dtype=torch.float32) / (total - at_lowest).float()
+    lut = (cdf - at_lowest).float().mul_(scale).round_().clamp_(0.0, _MAX)
+    return _apply_lut(x, lut, values, at_lowest == total)
 
 
 def auto_contrast(x: torch.Tensor) -> torch.Tensor:
     """`A.AutoContrast(cutoff=0, method="cdf")` per channel.
 
     Its histogram spans `[0, 255)` (`cv2.calcHist` excludes the upper bound), so 255s are not
-    counted; lo and hi are the first and last occupied bins; values from lo to hi map to
-    round(255 · (cdf - cdf[lo]) / (cdf[hi] - cdf[lo])) in float32, values above hi to 255;
-    a channel with hi <= lo is left alone.
+    counted. With lo the lowest value counted, lut = round(255 · (cdf - cdf[lo]) / (cdf[254] -
+    cdf[lo])) in float32, clipped: values above the highest counted one (255 among them) map to
+    255. A channel with fewer than two distinct counted values is left alone.
     """
-    hist, values = _histograms(x)
-    hist[:, 255] = 0
-    lo, hi = _first_nonzero(hist).unsqueeze(1), _last_nonzero(hist).unsqueeze(1)
-    occupied = hist.sum(1, keepdim=True) > 0
-    cdf = hist.cumsum(1).float()
-    c_lo, c_hi = cdf.gather(1, lo), cdf.gather(1, hi)
-    span = torch.where(hi > lo, c_hi - c_lo, torch.ones_like(c_hi))
-    lut = ((cdf - c_lo) * 255.0 / span).round_().clamp_(0.0, _MAX)
-    levels = torch.arange(256, device=x.device).unsqueeze(0)
-    lut = torch.where(levels > hi, torch.full_like(lut, _MAX), lut)
-    lut = torch.where(levels < lo, torch.zeros_like(lut), lut)
-    out = _lookup(lut, values)
-    keep = ~(occupied & (hi > lo))
-    out = torch.where(keep, values.to(out.dtype), out)
-    return out.view_as(x)
+    cdf, values = _cumulative(x, skip_top=True)
+    counted = torch.where(x < _MAX, x, _MAX).flatten(2).amin(2).long().view(-1, 1)
+    at_lo, at_hi = cdf.gather(1, counted.clamp_(max=254)), cdf[:, 254:255]
+    span = (at_hi - at_lo).float()
+    lut = (cdf - at_lo).float().mul_(255.0).div_(span).round_().clamp_(0.0, _MAX)
+    return _apply_lut(x, lut, values, at_hi == at_lo)
 
 
 # ---------------------------------------------------------------- dropout, noise
