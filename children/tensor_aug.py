@@ -64,10 +64,9 @@ Kernel = Callable[[torch.Tensor, float, torch.Tensor, Draws], torch.Tensor]
 
 @dataclass(frozen=True)
 class TensorOp:
-    """One op on a batch: `apply(x, strength, signs, draws)`, `backend` kornia or torch."""
+    """One op on a batch: `apply(x, strength, signs, draws)` on the rows it fired for."""
 
     name: str
-    backend: Literal["kornia", "torch"]
     apply: Kernel
 
 
@@ -136,26 +135,26 @@ def _blur(x: torch.Tensor, s: float, _signs: torch.Tensor, _d: Draws) -> torch.T
 
 
 _TABLE = [
-    TensorOp("Identity", "torch", _unchanged),
-    TensorOp("ShearX", "torch", _affine("shear_x")),
-    TensorOp("ShearY", "torch", _affine("shear_y")),
-    TensorOp("TranslateX", "torch", _translate(3)),
-    TensorOp("TranslateY", "torch", _translate(2)),
-    TensorOp("Rotate", "torch", _affine("rotate")),
-    TensorOp("Brightness", "torch", _jitter(T.brightness)),
-    TensorOp("Color", "torch", _jitter(T.saturation)),
-    TensorOp("Contrast", "torch", _jitter(T.contrast)),
-    TensorOp("Sharpness", "torch", _sharpness),
-    TensorOp("Posterize", "torch", _posterize),
-    TensorOp("Solarize", "torch", _solarize),
-    TensorOp("AutoContrast", "torch", lambda x, *_: T.auto_contrast(x)),
-    TensorOp("Equalize", "torch", lambda x, *_: T.equalize(x)),
-    TensorOp("Invert", "torch", lambda x, *_: T.invert(x)),
-    TensorOp("Cutout", "torch", _cutout),
-    TensorOp("HorizontalFlip", "torch", lambda x, *_: x.flip(3)),
-    TensorOp("VerticalFlip", "torch", lambda x, *_: x.flip(2)),
-    TensorOp("GaussianNoise", "torch", _noise),
-    TensorOp("GaussianBlur", "kornia", _blur),
+    TensorOp("Identity", _unchanged),
+    TensorOp("ShearX", _affine("shear_x")),
+    TensorOp("ShearY", _affine("shear_y")),
+    TensorOp("TranslateX", _translate(3)),
+    TensorOp("TranslateY", _translate(2)),
+    TensorOp("Rotate", _affine("rotate")),
+    TensorOp("Brightness", _jitter(T.brightness)),
+    TensorOp("Color", _jitter(T.saturation)),
+    TensorOp("Contrast", _jitter(T.contrast)),
+    TensorOp("Sharpness", _sharpness),
+    TensorOp("Posterize", _posterize),
+    TensorOp("Solarize", _solarize),
+    TensorOp("AutoContrast", lambda x, *_: T.auto_contrast(x)),
+    TensorOp("Equalize", lambda x, *_: T.equalize(x)),
+    TensorOp("Invert", lambda x, *_: T.invert(x)),
+    TensorOp("Cutout", _cutout),
+    TensorOp("HorizontalFlip", lambda x, *_: x.flip(3)),
+    TensorOp("VerticalFlip", lambda x, *_: x.flip(2)),
+    TensorOp("GaussianNoise", _noise),
+    TensorOp("GaussianBlur", _blur),
 ]
 
 BATCHED: Mapping[str, TensorOp] = MappingProxyType({op.name: op for op in _TABLE})
@@ -192,8 +191,9 @@ class BatchedPipeline:
         if self.missing:
             raise ValueError(f"ops {', '.join(self.missing)} have no batched kernel; run this "
                              f"policy through albumentations (children.tensor_aug.choose_path)")
-        if x.ndim != 4:
-            raise ValueError(f"expected an N×C×H×W batch, got shape {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected an N×C×{self.image_size}×{self.image_size} batch, got "
+                             f"shape {tuple(x.shape)}")
         levels = self._crop_flip(_to_uint8(x), draws)  # a gather: 4x cheaper on bytes
         values = self._policy(levels.float(), draws)
         return _from_levels(values, x.dtype)

@@ -240,7 +240,9 @@ def test_every_tensor_follows_the_batch_device() -> None:
 
 def test_a_non_batch_or_integer_tensor_is_refused() -> None:
     pipe = BatchedPipeline(MIXED, BaseAug(), 32)
-    with pytest.raises(ValueError, match="N×C×H×W"):
+    with pytest.raises(ValueError, match="N×C×32×32"):
         pipe(_batch()[0], Draws(0))
+    with pytest.raises(ValueError, match=r"got shape \(64, 3, 16, 16\)"):
+        pipe(_batch()[:, :, :16, :16], Draws(0))
     with pytest.raises(ValueError, match="uint8 or float"):
         pipe(_batch().long(), Draws(0))
