@@ -251,14 +251,15 @@ class GpuUtilisation:
 
 
 def _rows(rows: list) -> list[str]:
-    lines = ["| child | torch threads | images/epoch | path | identity img/s | policy img/s "
-             "| wall overhead | identity CPU ms/img | policy CPU ms/img | CPU overhead |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| child | torch threads | images/epoch | runs each | path | identity img/s | "
+             "policy img/s | wall overhead | identity CPU ms/img | policy CPU ms/img | "
+             "CPU overhead |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for case, speeds in rows:
         for path in PATHS:
             a, b = speeds[("identity", path)], speeds[("policy", path)]
             lines.append(
-                f"| {case.model} | {case.threads} | {case.images:,} | {path} | {a.wall:,.0f} | "
+                f"| {case.model} | {case.threads} | {case.images:,} | {case.rounds} | {path} | "
+                f"{a.wall:,.0f} | "
                 f"{b.wall:,.0f} | {overhead(a.wall, b.wall):+.1f}% | {a.cpu_ms:.2f} | "
                 f"{b.cpu_ms:.2f} | {(b.cpu_ms / a.cpu_ms - 1) * 100:+.1f}% |")
     return lines
@@ -300,9 +301,10 @@ def report(rows: list, cost: dict[tuple[str, str], float], source: str, policy: 
            epochs: int, load: tuple[float, float], noise: tuple[float, float]) -> str:
     return "\n".join([
         f"`python bench/child_throughput.py` — {source}; {epochs} epochs per run; the four "
-        f"configurations alternate A B C D D C B A (medians; one round where the table says "
-        f"so), after a warm-up. {machine()}, nproc {len(os.sched_getaffinity(0))}; load "
-        f"average {load[0]:.1f} at the start, {load[1]:.1f} at the end (the machine is shared).",
+        f"configurations alternate A B C D D C B A (A B C D for a row with one run each), "
+        f"after a warm-up; figures are medians of a row's runs. {machine()}, nproc "
+        f"{len(os.sched_getaffinity(0))}; load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end (the machine is shared).",
         "",
         "*identity* = base crop+flip only; *policy* = a sampled 5x2 policy over the cifar10 "
         "space's ops plus mixup (alpha 0.2):", "",

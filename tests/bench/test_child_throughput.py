@@ -54,3 +54,20 @@ def test_the_unmeasured_placeholder_never_replaces_figures(tmp_path) -> None:
     unmeasured_gpu(path)
     text = path.read_text()
     assert "9,000" in text and "Unmeasured" not in text
+
+
+def test_verdicts_follow_the_figures_on_wall_clock_and_cpu_time() -> None:
+    from bench.child_throughput import Speed, verdicts
+
+    def speeds(wall_policy: float, cpu_policy: float) -> dict:
+        return {("identity", p): Speed(100.0, 10.0) for p in PATHS} | {
+            ("policy", "albumentations"): Speed(wall_policy, cpu_policy),
+            ("policy", "batched"): Speed(100.0, 10.0)}
+
+    case = Case("basiccnn", 1, 2000, 2)
+    wall_only = verdicts([(case, speeds(100 / 1.20, 10.5))])  # +20% wall, +5% CPU
+    assert "albumentations path: **met on CPU time only** (worst basiccnn overhead +20.0% " \
+           "wall-clock, +5.0% CPU time)" in wall_only[0]
+    assert "batched path: **met**" in wall_only[1]
+    both = verdicts([(case, speeds(100 / 1.30, 13.0))])
+    assert "**NOT met**" in both[0]
