@@ -20,8 +20,10 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
+    "affine_grid",
     "affine_matrices",
     "auto_contrast",
     "blur",
@@ -31,15 +33,16 @@ __all__ = [
     "cutout_size",
     "equalize",
     "gaussian_kernel",
+    "gray",
     "invert",
     "noise",
     "posterize",
+    "sample",
     "saturation",
     "sharpen",
     "shift",
     "solarize",
     "translate",
-    "warp",
 ]
 
 _MAX = 255.0
@@ -110,20 +113,9 @@ def affine_matrices(height: int, width: int, rotate: torch.Tensor, shear_x: torc
     return torch.stack([row0, row1], 1)
 
 
-def warp(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """`cv2.warpAffine` (bilinear, constant 0 border) with forward pixel matrices, rounded."""
-    import torch.nn.functional as F
-
-    n, c, h, w = x.shape
-    theta = _normalised_inverse(matrices.double(), h, w).to(x.device, x.dtype)
-    return sample(x, F.affine_grid(theta, [n, c, h, w], align_corners=True))
-
-
 def sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear reads at `grid` (N×H×W×2, [-1, 1] with pixel centres at ±1 as OpenCV's), zero
-    outside, rounded: the pixel side of `cv2.warpAffine`."""
-    import torch.nn.functional as F
-
+    """`cv2.warpAffine`'s pixels (bilinear, constant 0 border, rounded): reads at `grid`
+    (N×H×W×2 in [-1, 1], the corner pixels' centres at ±1 as OpenCV places them)."""
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.round_().clamp_(0.0, _MAX)
 
@@ -132,8 +124,6 @@ def sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def affine_grid(height: int, width: int, rotate: float, shear_x: float, shear_y: float,
                 device: torch.device) -> torch.Tensor:
     """The sampling grid (1×H×W×2) of one albumentations `Affine`, for `sample`."""
-    import torch.nn.functional as F
-
     one = torch.ones(1, dtype=torch.float64, device="cpu")
     m = affine_matrices(height, width, one * rotate, one * shear_x, one * shear_y)
     theta = _normalised_inverse(m, height, width).float()
@@ -208,8 +198,6 @@ def sharpen(x: torch.Tensor, alpha: float) -> torch.Tensor:
     That kernel is (1 + 9a)·I - a·box3x3; the box sum is separable, which makes this 3x
     faster than a 3x3 convolution on CPU. Reflect-101 borders, as OpenCV's default.
     """
-    import torch.nn.functional as F
-
     h, w = x.shape[2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     rows = padded[:, :, 0:h].add(padded[:, :, 1:h + 1]).add_(padded[:, :, 2:h + 2])
@@ -247,7 +235,8 @@ def _blur_matrix(sigma: float, size: int, device: torch.device) -> torch.Tensor:
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """`A.GaussianBlur(sigma)`: `cv2.sepFilter2D` with `gaussian_kernel(sigma)`, rounded.
 
-    Two matrix products (columns, then rows): ~15x faster on CPU than a 15-tap convolution.
+    Two matrix products (columns, then rows), several times faster on CPU than a 15-tap
+    convolution.
     """
     h, w = x.shape[2:]
     if len(gaussian_kernel(sigma)) // 2 >= min(h, w):
