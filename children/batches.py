@@ -1,9 +1,11 @@
-"""Training batches: the policy's albumentations pipeline per image, normalisation, batch ops.
+"""Training batches: augmentation, normalisation, batch ops, and a background producer.
 
-Each image of a batch goes through the pipeline (uint8 HWC in, uint8 HWC out), the batch is
-normalised with the train split's per-channel mean and std, then the policy's batch ops
-(sample pairing, mixup, cutmix) mix it. `prefetch` runs this in one background thread so it
-overlaps the training step (OpenCV and torch release the GIL).
+Two paths make the same batches. `training_batches` passes each image through the policy's
+albumentations pipeline (uint8 HWC in, uint8 HWC out) and normalises the batch with numpy;
+`tensor_batches` augments a whole uint8 N×C×H×W tensor at once on the child's device
+(`children.tensor_aug`) and normalises it there. Both then apply the policy's batch ops (sample
+pairing, mixup, cutmix) with the same draws (`draw_mix`). `prefetch` runs either in one
+background thread so it overlaps the training step (OpenCV and torch release the GIL).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Batch:
-    """A training batch: float32 N×C×H×W inputs and two label sets mixed as lam·a + (1−lam)·b."""
+    """A training batch: float32 N×C×H×W inputs (a numpy array, or a tensor already on the
+    child's device) and two label sets mixed as lam·a + (1−lam)·b."""
 
-    x: np.ndarray
+    x: Any
     y_a: np.ndarray
     y_b: np.ndarray
     lam: float
@@ -68,37 +71,105 @@ def augment(images: np.ndarray, pipeline: Any) -> np.ndarray:
     return out
 
 
-def mix_batch(x: np.ndarray, y: np.ndarray, ops: BatchOps, rng: np.random.Generator) -> Batch:
-    """Apply the policy's batch ops to a normalised float batch (in place on `x`).
+@dataclass(frozen=True)
+class MixPlan:
+    """The random part of a batch's mixing, drawn before it is applied (to arrays or tensors)."""
+
+    chosen: np.ndarray  # sample pairing: the images averaged with a partner...
+    partners: np.ndarray  # ...and their partners
+    mode: str = ""  # "", "mixup" or "cutmix"
+    lam: float = 1.0
+    perm: np.ndarray | None = None
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # cutmix: y0, y1, x0, x1
+
+
+def draw_mix(n: int, height: int, width: int, ops: BatchOps,
+             rng: np.random.Generator) -> MixPlan:
+    """Draw the batch ops' randomness for a batch of n images of height × width.
 
     Sample pairing (Inoue 2018) averages each image with probability `sample_pairing` with a random
     other image of the batch and keeps its own label. Mixup and cutmix (one of the two per batch
     when both are on) mix a permuted batch in with lam ~ Beta(alpha, alpha).
     """
-    n = len(x)
+    chosen = partners = np.zeros(0, dtype=np.int64)
     if ops.sample_pairing > 0 and n > 1:
         chosen = np.flatnonzero(rng.random(n) < ops.sample_pairing)
         if len(chosen):
             partners = rng.integers(0, n, size=len(chosen))
-            x[chosen] = 0.5 * (x[chosen] + x[partners])
     modes = [(name, alpha) for name, alpha in (("mixup", ops.mixup_alpha),
                                                 ("cutmix", ops.cutmix_alpha)) if alpha > 0]
     if not modes or n < 2:
-        return Batch(x, y, y, 1.0)
+        return MixPlan(chosen, partners)
     name, alpha = modes[int(rng.integers(len(modes)))]
     lam = float(rng.beta(alpha, alpha))
     perm = rng.permutation(n)
     if name == "mixup":
-        x = lam * x + (1.0 - lam) * x[perm]
-    else:
-        height, width = x.shape[2:]
-        cut_h, cut_w = int(height * np.sqrt(1.0 - lam)), int(width * np.sqrt(1.0 - lam))
-        cy, cx = int(rng.integers(height)), int(rng.integers(width))
-        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
-    return Batch(x.astype(np.float32, copy=False), y, y[perm], lam)
+        return MixPlan(chosen, partners, name, lam, perm)
+    cut_h, cut_w = int(height * np.sqrt(1.0 - lam)), int(width * np.sqrt(1.0 - lam))
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
+    return MixPlan(chosen, partners, name, lam, perm, (y0, y1, x0, x1))
+
+
+def apply_mix(x: Any, plan: MixPlan) -> Any:
+    """Mix a float N×C×H×W batch (numpy array or torch tensor, changed in place) as planned."""
+    index = _indexer(x)
+    if len(plan.chosen):
+        chosen, partners = index(plan.chosen), index(plan.partners)
+        x[chosen] = 0.5 * (x[chosen] + x[partners])
+    if plan.mode == "mixup":
+        x = plan.lam * x + (1.0 - plan.lam) * x[index(plan.perm)]
+    elif plan.mode == "cutmix":
+        y0, y1, x0, x1 = plan.box
+        x[:, :, y0:y1, x0:x1] = x[index(plan.perm), :, y0:y1, x0:x1]
+    return x
+
+
+def _indexer(x: Any) -> Any:
+    """numpy index arrays as `x` takes them: unchanged for arrays, tensors on x's device."""
+    if isinstance(x, np.ndarray):
+        return lambda index: index
+    import torch
+
+    return lambda index: torch.as_tensor(index, device=x.device)
+
+
+def mix_batch(x: Any, y: np.ndarray, ops: BatchOps, rng: np.random.Generator) -> Batch:
+    """Apply the policy's batch ops to a normalised float batch (in place on `x`).
+
+    `x` is a numpy array or a torch tensor (on any device); the draws, from `rng`, are the same
+    for both (`draw_mix`), so both paths mix alike.
+    """
+    plan = draw_mix(len(x), x.shape[2], x.shape[3], ops, rng)
+    x = apply_mix(x, plan)
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float32, copy=False)
+    y_b = y if plan.perm is None else y[plan.perm]
+    return Batch(x, y, y_b, plan.lam)
+
+
+def tensor_batches(
+    images: Any, y: np.ndarray, order: np.ndarray, batch_size: int, pipeline: Any,
+    ops: BatchOps, mean: np.ndarray, std: np.ndarray, draws: Any, rng: np.random.Generator,
+    device: Any,
+) -> Iterator[Batch]:
+    """The batched path: rows `order` of uint8 N×C×H×W `images` (a host tensor), moved to
+    `device` a batch at a time, augmented there by `pipeline(x, draws)` (a
+    `children.tensor_aug.BatchedPipeline`), normalised and mixed; `rng` draws the batch ops as
+    `training_batches` does. Never writes to `images`."""
+    import torch
+
+    mean_t = torch.as_tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, device=device).view(1, -1, 1, 1)
+    pin = torch.device(device).type == "cuda"
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        x = images.index_select(0, torch.from_numpy(index))
+        x = (x.pin_memory() if pin else x).to(device, non_blocking=True)
+        x = pipeline(x, draws).float().sub_(mean_t).div_(std_t)
+        yield mix_batch(x, y[index], ops, rng)
 
 
 def training_batches(

@@ -1,18 +1,20 @@
 """The child trainer: one function, data injected, returning a policy's reward and diagnostics.
 
-`train_child` trains a child model on the search's train split under a policy (its albumentations
-pipeline plus batch ops) and scores it each epoch on the validation pool (or a sample drawn afresh
-for the trial, DeepAugment's guard against overfitting the validation set) and on the fixed audit
-set, which the reward never sees. Two seeds keep comparisons fair: `seed` fixes the initial
-weights, batch order and dropout (shared by every trial of a search: common random numbers),
-`aug_seed` the augmentation's own draws (per trial). It knows nothing of Ray: progress and
-checkpoints leave through the `on_epoch(stats, state)` callback, and `state` resumes a run.
+`train_child` trains a child model on the search's train split under a policy (its augmentation,
+per image through albumentations or batched on the child's device, plus batch ops) and scores it
+each epoch on the validation pool (or a sample drawn afresh for the trial, DeepAugment's guard
+against overfitting the validation set) and on the fixed audit set, which the reward never sees.
+Two seeds keep comparisons fair: `seed` fixes the initial weights, batch order and dropout
+(shared by every trial of a search: common random numbers), `aug_seed` the augmentation's own
+draws (per trial). It knows nothing of Ray: progress and checkpoints leave through the
+`on_epoch(stats, state)` callback, and `state` resumes a run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,10 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from children.batches import channel_stats, normalize, prefetch, training_batches
+from children.batches import (
+    channel_stats,
+    normalize,
+    prefetch,
+    tensor_batches,
+    training_batches,
+)
 from children.datasets import Arrays, Splits
 from children.errors import DataError, DivergedError
 from children.models import build_model
+from children.tensor_aug import BatchedPipeline, Draws, PathChoice, choose_path
 
 if TYPE_CHECKING:
     from spaces.policy import Policy
@@ -66,6 +75,7 @@ class Metrics:
     epochs: int
     reward_epochs: list[int] = field(default_factory=list)  # the epochs the reward averages
     note: str = ""  # set when the train−val gap filter left no epoch and the last one was used
+    augmentation: str = ""  # the path(s) training batches took: batched, albumentations or both
 
 
 @dataclass
@@ -112,6 +122,13 @@ def train_child(
     and a fresh validation sample; `seed` drives everything else, so two runs with the same `seed`
     and different policies differ only through their policies' augmentation.
 
+    `child.augmentation` chooses how batches are augmented: `batched` augments whole uint8
+    tensors on `device` (`children.tensor_aug`, the same meaning as the albumentations pipeline,
+    drawn from `aug_seed` as well), `albumentations` one image at a time in the prefetch thread,
+    `auto` the faster for the device. A policy with an op that has no batched kernel falls back
+    to albumentations, and the run says so once on stderr; `Metrics.augmentation` records the
+    path(s) taken.
+
     `augment(image)` (uint8 H×W×C in and out) replaces the policy's albumentations pipeline,
     base crop/flip included, for augmentations that are not augsearch policies (torchvision's
     RandAugment, a plain albumentations file); the policy's batch ops still apply. It is reseeded
@@ -153,7 +170,9 @@ def train_child(
         raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total} and "
                          f"holds no history; pass a larger `epochs`")
     speed = images / train_seconds if train_seconds else run.history[-1].images_per_s
-    return _metrics(run.history, reward, speed, time.perf_counter() - started)
+    metrics = _metrics(run.history, reward, speed, time.perf_counter() - started)
+    metrics.augmentation = " and ".join(run.paths.taken)
+    return metrics
 
 
 def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: float) -> Metrics:
@@ -281,7 +300,10 @@ class _Run:
         self.history: list[EpochStats] = []
         self._policy: Policy | None = None
         self._pipeline: Any = None
+        self._batched: tuple[Policy, BatchedPipeline] | None = None
+        self._images: torch.Tensor | None = None
         self.augment: _PerImage | None = None
+        self.paths = PathLog()
 
     def restore(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
@@ -314,6 +336,23 @@ class _Run:
             self._policy = policy
         return self._pipeline
 
+    def batched(self, policy: Policy) -> BatchedPipeline | None:
+        """The policy's batched pipeline (rebuilt when the policy changes); None when a
+        per-image `augment` function replaces the policy."""
+        if self.augment is not None:
+            return None
+        if self._batched is None or self._batched[0] != policy:
+            self._batched = (policy, BatchedPipeline(policy, self.child.base_augmentation,
+                                                     self.splits.train.x.shape[1]))
+        return self._batched[1]
+
+    def images(self) -> torch.Tensor:
+        """The train split as one uint8 N×C×H×W host tensor (made once, for the batched path)."""
+        if self._images is None:
+            # a C-ordered copy: never a view of the (possibly read-only, shared) split
+            self._images = torch.from_numpy(self.splits.train.x.transpose(0, 3, 1, 2).copy())
+        return self._images
+
     def train_epoch(
         self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
     ) -> tuple[float, float, int, float]:
@@ -326,14 +365,21 @@ class _Run:
         _, pipeline_seed, mix_seed, _ = (
             np.random.SeedSequence((self.aug_seed, epoch)).generate_state(4))
         torch.manual_seed(int(torch_seed))
-        pipeline = self.pipeline(policy)
-        pipeline.set_random_seed(int(pipeline_seed))
         train = self.splits.train
         order = np.random.default_rng(shuffle_seed).permutation(len(train))
         order = order[:self.steps_per_epoch * self.batch_size]
-        batches = training_batches(train.x, train.y, order, self.batch_size, pipeline,
-                                   policy.batch, self.mean, self.std,
-                                   np.random.default_rng(mix_seed))
+        mix_rng = np.random.default_rng(mix_seed)
+        batched = self.batched(policy)
+        path = self.paths.take(choose_path(self.child.augmentation, self.dev, batched))
+        if path == "batched":
+            batches = tensor_batches(self.images(), train.y, order, self.batch_size, batched,
+                                     policy.batch, self.mean, self.std,
+                                     Draws(int(pipeline_seed), self.dev), mix_rng, self.dev)
+        else:
+            pipeline = self.pipeline(policy)
+            pipeline.set_random_seed(int(pipeline_seed))
+            batches = training_batches(train.x, train.y, order, self.batch_size, pipeline,
+                                       policy.batch, self.mean, self.std, mix_rng)
         self.model.train()
         loss_sum, correct, seen = 0.0, 0.0, 0
         with contextlib.closing(prefetch(batches)) as stream:
@@ -348,7 +394,8 @@ class _Run:
 
     def _step(self, batch: Any, on_batch: Callable[..., None] | None, epoch: int,
               index: int) -> tuple[float, float]:
-        x = torch.from_numpy(batch.x).to(self.dev, non_blocking=True, memory_format=self.memory)
+        x = batch.x if isinstance(batch.x, torch.Tensor) else torch.from_numpy(batch.x)
+        x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
         y_a = torch.from_numpy(batch.y_a).to(self.dev, non_blocking=True)
         y_b = torch.from_numpy(batch.y_b).to(self.dev, non_blocking=True)
         if on_batch is not None:
@@ -408,6 +455,23 @@ class _Run:
                 out = self.model(x)
             parts.append(torch.softmax(out.float(), 1).cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+class PathLog:
+    """The augmentation paths a run's epochs took; a fallback is announced once per reason."""
+
+    def __init__(self) -> None:
+        self.taken: list[str] = []
+        self._told: set[str] = set()
+
+    def take(self, choice: PathChoice) -> str:
+        if choice.path not in self.taken:
+            self.taken.append(choice.path)
+        if choice.reason and choice.reason not in self._told:
+            self._told.add(choice.reason)
+            print(f"[augsearch] note: this policy's batches run through albumentations, one image "
+                  f"at a time: {choice.reason}", file=sys.stderr, flush=True)
+        return choice.path
 
 
 class _PerImage:

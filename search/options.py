@@ -32,6 +32,7 @@ class SearchOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     epochs: int | None = None
+    augmentation: str | None = None  # auto | albumentations | batched (child.augmentation)
     data: str | None = None
     data_dir: str | None = None
     seed: int | None = None
@@ -73,8 +74,10 @@ _NUMBERS: tuple[tuple[str, type, float, bool], ...] = (
     ("gpus_per_trial", float, 0, True), ("max_failures", int, 0, True),
     ("confirm", int, 0, True), ("confirm_seeds", int, 1, True),
 )
-_TEXTS = ("data", "data_dir", "address", "tracking_uri", "experiment", "early_stop")
+_TEXTS = ("data", "data_dir", "address", "tracking_uri", "experiment", "early_stop",
+          "augmentation")
 EARLY_STOPPERS = ("asha",)
+AUGMENTATION_PATHS = ("auto", "albumentations", "batched")
 
 
 def check_options(opts: SearchOptions) -> None:
@@ -91,6 +94,9 @@ def check_options(opts: SearchOptions) -> None:
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise SearchError(f"{flag(name)} must be a non-empty text, got {value!r}; "
                               f"{_fix(name)}")
+    if opts.augmentation is not None and opts.augmentation not in AUGMENTATION_PATHS:
+        raise SearchError(f"--augmentation {opts.augmentation!r} is unknown; choose one of: "
+                          f"{', '.join(AUGMENTATION_PATHS)}")
     if opts.early_stop is not None and opts.early_stop not in EARLY_STOPPERS:
         raise SearchError(f"--early-stop {opts.early_stop!r} is unknown; choose one of: "
                           f"{', '.join(EARLY_STOPPERS)}")

@@ -36,7 +36,7 @@ SEARCH_FILES = (RUN_FILE, SPACE_FILE, "ray", DB_FILE, "leaderboard.csv")
 SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
               "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "confirm": "search.confirm",
-              "confirm_seeds": "search.confirm_seeds"}
+              "confirm_seeds": "search.confirm_seeds", "augmentation": "child.augmentation"}
 
 
 @dataclass(frozen=True)

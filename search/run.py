@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "seeds and pick the best mean; 0 turns it off (default: the space's, 3)")
     p.add_argument("--confirm-seeds", type=int, metavar="R",
                    help="seeds each confirmed policy is retrained with (default: the space's, 2)")
+    p.add_argument("--augmentation", choices=["auto", "albumentations", "batched"],
+                   help="augment training images one at a time through albumentations, or whole "
+                        "batches of tensors on the child's device (same meaning); auto: the "
+                        "faster for the device (default: the space's child.augmentation)")
     p.add_argument("--data", help="an .npz file (x_train, y_train, x_test, y_test) or an image "
                                   "folder with one subfolder per class; overrides the dataset")
     p.add_argument("--data-dir", help="where built-in datasets are cached or downloaded")

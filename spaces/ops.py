@@ -68,8 +68,11 @@ _MAX_BLUR_SIGMA = 2.0
 class OpDef:
     """One registered op: its stable name, its flags and its magnitude -> transform factory.
 
-    ``factory`` maps a magnitude in [0, 1] to a fresh transform with p=1; callers use
-    :meth:`build`, which validates its arguments and sets the probability.
+    ``units`` maps a magnitude in [0, 1] to the op's strength in the units ``doc`` names
+    (degrees, a fraction of the side, a factor offset, bits, a threshold, ...); ``factory`` maps
+    that strength to a fresh transform with p=1. Callers use :meth:`build`, which validates its
+    arguments and sets the probability; other implementations of the op (the batched tensor path
+    in ``children``) read the same :meth:`strength`, so both mean the same thing.
     """
 
     name: str
@@ -79,6 +82,11 @@ class OpDef:
     doc: str
     factory: Callable[[float], A.BasicTransform] = field(repr=False, compare=False)
     grayscale_ok: bool = True
+    units: Callable[[float], float] = field(default=lambda _m: 0.0, repr=False, compare=False)
+
+    def strength(self, magnitude: float) -> float:
+        """The op's strength at ``magnitude``, in the units ``doc`` names (0.0 without one)."""
+        return float(self.units(_unit_interval("magnitude", magnitude, self.name)))
 
     def build(self, magnitude: float, p: float) -> A.BasicTransform:
         """Return a new transform applying this op at ``magnitude`` with probability ``p``.
@@ -86,9 +94,9 @@ class OpDef:
         Raises SpaceError when either value is not a number in [0, 1]. A new instance is built on
         every call, because seeded Composes that share transform instances interfere.
         """
-        m = _unit_interval("magnitude", magnitude, self.name)
+        strength = self.strength(magnitude)
         prob = _unit_interval("p", p, self.name)
-        transform = self.factory(m)
+        transform = self.factory(strength)
         transform.p = prob
         return transform
 
@@ -129,83 +137,78 @@ def _jitter(
     )
 
 
-def _identity(_m: float) -> A.BasicTransform:
+def _identity(_s: float) -> A.BasicTransform:
     return A.NoOp(p=1.0)
 
 
-def _shear_x(m: float) -> A.BasicTransform:
-    return _signed(lambda s: _affine(shear={"x": (s, s), "y": (0.0, 0.0)}), _MAX_SHEAR_DEG * m)
+# Factories: strength (in the units of the op's doc, from its `units`) -> transform.
 
 
-def _shear_y(m: float) -> A.BasicTransform:
-    return _signed(lambda s: _affine(shear={"x": (0.0, 0.0), "y": (s, s)}), _MAX_SHEAR_DEG * m)
+def _shear_x(degrees: float) -> A.BasicTransform:
+    return _signed(lambda s: _affine(shear={"x": (s, s), "y": (0.0, 0.0)}), degrees)
 
 
-def _translate_x(m: float) -> A.BasicTransform:
-    return _signed(
-        lambda t: _affine(translate_percent={"x": (t, t), "y": (0.0, 0.0)}), _MAX_TRANSLATE * m
-    )
+def _shear_y(degrees: float) -> A.BasicTransform:
+    return _signed(lambda s: _affine(shear={"x": (0.0, 0.0), "y": (s, s)}), degrees)
 
 
-def _translate_y(m: float) -> A.BasicTransform:
-    return _signed(
-        lambda t: _affine(translate_percent={"x": (0.0, 0.0), "y": (t, t)}), _MAX_TRANSLATE * m
-    )
+def _translate_x(fraction: float) -> A.BasicTransform:
+    return _signed(lambda t: _affine(translate_percent={"x": (t, t), "y": (0.0, 0.0)}), fraction)
 
 
-def _rotate(m: float) -> A.BasicTransform:
-    return _signed(lambda d: _affine(rotate=(d, d)), _MAX_ROTATE_DEG * m)
+def _translate_y(fraction: float) -> A.BasicTransform:
+    return _signed(lambda t: _affine(translate_percent={"x": (0.0, 0.0), "y": (t, t)}), fraction)
 
 
-def _brightness(m: float) -> A.BasicTransform:
-    return _signed(lambda s: _jitter(brightness=1.0 + s), _MAX_ENHANCE * m)
+def _rotate(degrees: float) -> A.BasicTransform:
+    return _signed(lambda d: _affine(rotate=(d, d)), degrees)
 
 
-def _color(m: float) -> A.BasicTransform:
-    return _signed(lambda s: _jitter(saturation=1.0 + s), _MAX_ENHANCE * m)
+def _brightness(offset: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(brightness=1.0 + s), offset)
 
 
-def _contrast(m: float) -> A.BasicTransform:
-    return _signed(lambda s: _jitter(contrast=1.0 + s), _MAX_ENHANCE * m)
+def _color(offset: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(saturation=1.0 + s), offset)
 
 
-def _sharpness(m: float) -> A.BasicTransform:
+def _contrast(offset: float) -> A.BasicTransform:
+    return _signed(lambda s: _jitter(contrast=1.0 + s), offset)
+
+
+def _sharpness(alpha: float) -> A.BasicTransform:
     # Sharpen's kernel is I + alpha * Laplacian at lightness 1, which is PIL's Sharpness with
     # factor 1 + 13 * alpha. It cannot blur (alpha >= 0), so the op is unsigned.
-    alpha = _MAX_ENHANCE * m / _PIL_SMOOTH_WEIGHT
     return A.Sharpen(alpha=(alpha, alpha), lightness=(1.0, 1.0), method="kernel", p=1.0)
 
 
-def _posterize(m: float) -> A.BasicTransform:
-    bits = 8 - round((8 - _MIN_POSTERIZE_BITS) * m)
+def _posterize(bits: float) -> A.BasicTransform:
     if bits >= 8:  # albumentations rejects num_bits=8, which would keep every bit anyway
         return A.NoOp(p=1.0)
-    return A.Posterize(num_bits=bits, p=1.0)
+    return A.Posterize(num_bits=int(bits), p=1.0)
 
 
-def _solarize(m: float) -> A.BasicTransform:
-    if m == 0.0:  # threshold 1.0 would still invert pixels equal to 255
+def _solarize(threshold: float) -> A.BasicTransform:
+    if threshold >= 1.0:  # threshold 1.0 would still invert pixels equal to 255
         return A.NoOp(p=1.0)
-    threshold = 1.0 - m
     return A.Solarize(threshold_range=(threshold, threshold), p=1.0)
 
 
-def _auto_contrast(_m: float) -> A.BasicTransform:
+def _auto_contrast(_s: float) -> A.BasicTransform:
     return A.AutoContrast(cutoff=0, method="cdf", p=1.0)
 
 
-def _equalize(_m: float) -> A.BasicTransform:
+def _equalize(_s: float) -> A.BasicTransform:
     return A.Equalize(mode="cv", by_channels=True, p=1.0)
 
 
-def _invert(_m: float) -> A.BasicTransform:
+def _invert(_s: float) -> A.BasicTransform:
     return A.InvertImg(p=1.0)
 
 
-def _cutout(m: float) -> A.BasicTransform:
-    if m == 0.0:
+def _cutout(side: float) -> A.BasicTransform:
+    if side == 0.0:
         return A.NoOp(p=1.0)
-    side = _MAX_CUTOUT * m
     return A.CoarseDropout(
         num_holes_range=(1, 1),
         hole_height_range=(side, side),
@@ -215,25 +218,23 @@ def _cutout(m: float) -> A.BasicTransform:
     )
 
 
-def _horizontal_flip(_m: float) -> A.BasicTransform:
+def _horizontal_flip(_s: float) -> A.BasicTransform:
     return A.HorizontalFlip(p=1.0)
 
 
-def _vertical_flip(_m: float) -> A.BasicTransform:
+def _vertical_flip(_s: float) -> A.BasicTransform:
     return A.VerticalFlip(p=1.0)
 
 
-def _gaussian_noise(m: float) -> A.BasicTransform:
-    if m == 0.0:
+def _gaussian_noise(std: float) -> A.BasicTransform:
+    if std == 0.0:
         return A.NoOp(p=1.0)
-    std = _MAX_NOISE_STD * m
     return A.GaussNoise(std_range=(std, std), mean_range=(0.0, 0.0), per_channel=True, p=1.0)
 
 
-def _gaussian_blur(m: float) -> A.BasicTransform:
-    if m == 0.0:
+def _gaussian_blur(sigma: float) -> A.BasicTransform:
+    if sigma == 0.0:
         return A.NoOp(p=1.0)
-    sigma = _MAX_BLUR_SIGMA * m
     return A.GaussianBlur(blur_limit=0, sigma_limit=(sigma, sigma), p=1.0)
 
 
@@ -241,45 +242,67 @@ def _op(
     name: str,
     factory: Callable[[float], A.BasicTransform],
     doc: str,
+    units: Callable[[float], float] | None = None,
     *,
-    has_magnitude: bool = True,
-    identity_at_zero: bool = True,
     signed: bool = False,
 ) -> OpDef:
+    """An op with a magnitude converted by `units`; without `units`, an op with no magnitude."""
     return OpDef(
         name=name,
-        has_magnitude=has_magnitude,
-        identity_at_zero=identity_at_zero,
+        has_magnitude=units is not None,
+        identity_at_zero=units is not None,
         signed=signed,
         doc=doc,
         factory=factory,
+        units=units or (lambda _m: 0.0),
     )
 
 
-_NO_MAG = {"has_magnitude": False, "identity_at_zero": False}
+def _scaled(limit: float) -> Callable[[float], float]:
+    """Magnitude m -> m * limit: strength grows linearly from 0 (identity) to `limit`."""
+    return lambda m: limit * m
+
+
+def _posterize_bits(m: float) -> float:
+    return float(8 - round((8 - _MIN_POSTERIZE_BITS) * m))
+
+
+def _solarize_threshold(m: float) -> float:
+    return 1.0 - m
+
 
 _SHEAR_DOC = f"±{_MAX_SHEAR_DEG:.1f} degrees (Affine shear; AutoAugment shear factor 0.3)"
 _TABLE = [
-    _op("Identity", _identity, "no change (NoOp)", has_magnitude=False),
-    _op("ShearX", _shear_x, f"x-shear {_SHEAR_DOC}", signed=True),
-    _op("ShearY", _shear_y, f"y-shear {_SHEAR_DOC}", signed=True),
-    _op("TranslateX", _translate_x, "±0.33 of the width (Affine translate_percent)", signed=True),
-    _op("TranslateY", _translate_y, "±0.33 of the height (Affine translate_percent)", signed=True),
-    _op("Rotate", _rotate, "±30 degrees (Affine rotate)", signed=True),
-    _op("Brightness", _brightness, "ColorJitter brightness factor 1±0.9", signed=True),
-    _op("Color", _color, "ColorJitter saturation factor 1±0.9 (no-op on 1 channel)", signed=True),
-    _op("Contrast", _contrast, "ColorJitter contrast factor 1±0.9", signed=True),
-    _op("Sharpness", _sharpness, "Sharpen alpha 0.9/13≈0.069, lightness 1 (PIL Sharpness 1.9)"),
-    _op("Posterize", _posterize, "Posterize num_bits 4 (8 - round(4m) bits; NoOp at 8 bits)"),
-    _op("Solarize", _solarize, "Solarize threshold_range (0, 0): all inverted (threshold 1 - m)"),
-    _op("AutoContrast", _auto_contrast, "AutoContrast cutoff 0 (no magnitude)", **_NO_MAG),
-    _op("Equalize", _equalize, "Equalize mode cv, per channel (no magnitude)", **_NO_MAG),
-    _op("Invert", _invert, "InvertImg (no magnitude)", **_NO_MAG),
-    _op("Cutout", _cutout, "CoarseDropout 1 hole of 0.5 H x 0.5 W, fill 0"),
-    _op("HorizontalFlip", _horizontal_flip, "HorizontalFlip (no magnitude)", **_NO_MAG),
-    _op("VerticalFlip", _vertical_flip, "VerticalFlip (no magnitude)", **_NO_MAG),
-    _op("GaussianNoise", _gaussian_noise, "GaussNoise std_range (0.2, 0.2) of 255, mean 0"),
-    _op("GaussianBlur", _gaussian_blur, "GaussianBlur sigma 2.0, kernel size from sigma"),
+    OpDef("Identity", False, True, False, "no change (NoOp)", _identity),
+    _op("ShearX", _shear_x, f"x-shear {_SHEAR_DOC}", _scaled(_MAX_SHEAR_DEG), signed=True),
+    _op("ShearY", _shear_y, f"y-shear {_SHEAR_DOC}", _scaled(_MAX_SHEAR_DEG), signed=True),
+    _op("TranslateX", _translate_x, "±0.33 of the width (Affine translate_percent)",
+        _scaled(_MAX_TRANSLATE), signed=True),
+    _op("TranslateY", _translate_y, "±0.33 of the height (Affine translate_percent)",
+        _scaled(_MAX_TRANSLATE), signed=True),
+    _op("Rotate", _rotate, "±30 degrees (Affine rotate)", _scaled(_MAX_ROTATE_DEG), signed=True),
+    _op("Brightness", _brightness, "ColorJitter brightness factor 1±0.9", _scaled(_MAX_ENHANCE),
+        signed=True),
+    _op("Color", _color, "ColorJitter saturation factor 1±0.9 (no-op on 1 channel)",
+        _scaled(_MAX_ENHANCE), signed=True),
+    _op("Contrast", _contrast, "ColorJitter contrast factor 1±0.9", _scaled(_MAX_ENHANCE),
+        signed=True),
+    _op("Sharpness", _sharpness, "Sharpen alpha 0.9/13≈0.069, lightness 1 (PIL Sharpness 1.9)",
+        _scaled(_MAX_ENHANCE / _PIL_SMOOTH_WEIGHT)),
+    _op("Posterize", _posterize, "Posterize num_bits 4 (8 - round(4m) bits; NoOp at 8 bits)",
+        _posterize_bits),
+    _op("Solarize", _solarize, "Solarize threshold_range (0, 0): all inverted (threshold 1 - m)",
+        _solarize_threshold),
+    _op("AutoContrast", _auto_contrast, "AutoContrast cutoff 0 (no magnitude)"),
+    _op("Equalize", _equalize, "Equalize mode cv, per channel (no magnitude)"),
+    _op("Invert", _invert, "InvertImg (no magnitude)"),
+    _op("Cutout", _cutout, "CoarseDropout 1 hole of 0.5 H x 0.5 W, fill 0", _scaled(_MAX_CUTOUT)),
+    _op("HorizontalFlip", _horizontal_flip, "HorizontalFlip (no magnitude)"),
+    _op("VerticalFlip", _vertical_flip, "VerticalFlip (no magnitude)"),
+    _op("GaussianNoise", _gaussian_noise, "GaussNoise std_range (0.2, 0.2) of 255, mean 0",
+        _scaled(_MAX_NOISE_STD)),
+    _op("GaussianBlur", _gaussian_blur, "GaussianBlur sigma 2.0, kernel size from sigma",
+        _scaled(_MAX_BLUR_SIGMA)),
 ]
 
 OPS: Mapping[str, OpDef] = types.MappingProxyType({op.name: op for op in _TABLE})

@@ -97,6 +97,10 @@ class ChildSpec(_Strict):
     optimizer: OptimizerSpec = OptimizerSpec()
     schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
     base_augmentation: BaseAug = BaseAug()
+    augmentation: Literal["auto", "albumentations", "batched"] = Field(
+        "auto", description="how training batches are augmented: per image through "
+                            "albumentations, or whole batches of tensors on the child's device "
+                            "(same meaning; auto picks the faster for the device)")
 
     @field_validator("model")
     @classmethod

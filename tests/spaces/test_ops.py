@@ -281,3 +281,27 @@ def test_serialization_round_trip_reproduces_outputs(name: str, magnitude: float
         for _ in range(4):
             expected = original(image=image)["image"]
             assert np.array_equal(reloaded(image=image)["image"], expected)
+
+
+# --- strengths: the magnitude -> units map other implementations share ---------------------------
+
+
+@pytest.mark.parametrize(("name", "at_one"), [
+    ("ShearX", math.degrees(math.atan(0.3))), ("TranslateY", 0.33), ("Rotate", 30.0),
+    ("Brightness", 0.9), ("Sharpness", 0.9 / 13), ("Posterize", 4.0), ("Solarize", 0.0),
+    ("Cutout", 0.5), ("GaussianNoise", 0.2), ("GaussianBlur", 2.0),
+])
+def test_strength_is_the_documented_maximum_at_one_and_identity_at_zero(name, at_one) -> None:
+    op = get_op(name)
+    assert op.strength(1.0) == pytest.approx(at_one)
+    identity = {"Posterize": 8.0, "Solarize": 1.0}.get(name, 0.0)
+    assert op.strength(0.0) == identity
+
+
+def test_built_transforms_carry_the_strength() -> None:
+    rotate = build_op("Rotate", 0.5, 1.0).transforms[0].transforms[0]
+    assert rotate.rotate == (15.0, 15.0)
+    bits = int(get_op("Posterize").strength(0.5))
+    assert build_op("Posterize", 0.5, 1.0).num_bits == (bits, bits) == (6, 6)
+    with pytest.raises(SpaceError, match="magnitude"):
+        get_op("Rotate").strength(1.5)
