@@ -10,7 +10,8 @@ seeds, under two seeding regimes side by side:
 
 Each training records its per-epoch predictions on the whole validation pool, so the reward
 variants a space can choose are all computed from the same trainings: the whole pool or a fresh
-per-trial sample (DeepAugment), the mean of the last or of the best `last_epochs` epochs.
+per-trial sample (DeepAugment), the mean of the last or of the best `last_epochs` epochs (the
+best among the second half's epochs: the pool is scored there, each epoch).
 Reported per regime and variant: the standard deviation of one policy's reward across seeds,
 the standard deviation of the policies' mean rewards, their ratio, the residual noise left once
 the seed's shared effect is removed (what a comparison inside one search sees), and the Spearman
@@ -104,6 +105,8 @@ def train(job: Job) -> Record:
     trains: list[float] = []
 
     def on_epoch(stats: Any, state: Any) -> None:
+        if stats.epoch <= space.child.epochs // 2:  # "best" epochs: from the second half
+            return
         model = build_model(space.child.model, space.dataset.num_classes, shape[3], shape[1],
                             space.child.width)
         model.load_state_dict(state.model)
