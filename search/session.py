@@ -88,7 +88,9 @@ class SearchSession:
         if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
             cands = confirm.load_candidates(saved)
         else:
-            cands = confirm.candidates(rows, s.confirm, replay)
+            cands = confirm.candidates(rows, s.confirm, replay, self.space.child.epochs)
+            if len(cands) < 2:  # no searched policy finished: nothing to confirm
+                return None, False
             confirm.save_candidates(cands, saved)
         measured = confirm.measured_in_search(cands, replay)
         configs = confirm.confirm_configs(cands, s.confirm_seeds, measured)
