@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from search.compile import count_dimensions, sample_policies
 from search.prepare import Prepared
+from spaces.schema import Space
 
 
 def dry_run(prepared: Prepared, samples: int = 3) -> str:
@@ -35,8 +36,9 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         "  batch ops " + (", ".join(
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
-        f"  reward    mean {space.reward.metric} over the last {space.reward.last_epochs} epochs "
-        f"on a fresh sample of {space.reward.val_sample_size} per trial",
+        f"  reward    {reward_text(space)}",
+        f"  arms      {references_text(space, searcher)}",
+        f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
         + (f", {s.concurrency} at once" if s.concurrency else "")
@@ -55,3 +57,32 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         lines.append(f"  [{k}] {body}")
     lines.append("\ndry run: nothing was created or trained; drop --dry-run to search.")
     return "\n".join(lines)
+
+
+def reward_text(space: Space) -> str:
+    """How a trial's reward is measured, in one line."""
+    r = space.reward
+    which = "last" if r.epochs == "last" else "best"
+    data = ("the whole validation pool (the same images for every trial)"
+            if r.validation == "pool" else f"a fresh sample of {r.val_sample_size} per trial")
+    seeds = ("common random numbers: every trial starts from the same weights, batch order and "
+             "dropout" if r.common_random_numbers else "independent seeds per trial")
+    return f"mean {r.metric} of the {which} {r.last_epochs} epochs on {data}; {seeds}"
+
+
+def references_text(space: Space, searcher: str) -> str:
+    """The reference arms the search opens with."""
+    from search.references import reference_policies
+
+    names = list(reference_policies(space))
+    if searcher == "pbt":
+        return "base (crop/flip) as one member of the starting population"
+    return "the first trials are the reference arms: " + ", ".join(names)
+
+
+def confirm_text(space: Space) -> str:
+    s = space.search
+    if s.confirm == 0:
+        return "off: the best single reward is exported, unconfirmed"
+    return (f"the {s.confirm} best policies and the base retrained with {s.confirm_seeds} more "
+            f"seeds each; the best mean is exported, with its margin over the base")
