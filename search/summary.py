@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from search.compile import count_dimensions, sample_policies
 from search.prepare import Prepared
+from spaces.schema import Space
 
 
 def dry_run(prepared: Prepared, samples: int = 3) -> str:
@@ -35,8 +36,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         "  batch ops " + (", ".join(
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
-        f"  reward    mean {space.reward.metric} over the last {space.reward.last_epochs} epochs "
-        f"on a fresh sample of {space.reward.val_sample_size} per trial",
+        *_reward_lines(space),
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
         + (f", {s.concurrency} at once" if s.concurrency else "")
@@ -55,3 +55,27 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         lines.append(f"  [{k}] {body}")
     lines.append("\ndry run: nothing was created or trained; drop --dry-run to search.")
     return "\n".join(lines)
+
+
+def _reward_lines(space: Space) -> list[str]:
+    """The reward kind, and for density matching the fold plan."""
+    r = space.reward
+    if not r.density_matching:
+        return [f"  reward    child_training: mean {r.metric} over the last {r.last_epochs} epochs "
+                f"on a fresh sample of {r.val_sample_size} per trial"]
+    spec, d, c = r.matching(), space.dataset, space.child
+    held = spec.held_out_size(d.train_size)
+    score = "accuracy" if spec.score == "accuracy" else "-NLL of the true class"
+    final = (f"merge of the top {spec.top} policies of each fold" if spec.final == "merged"
+             else "the single best policy")
+    return [
+        f"  reward    density_matching (Fast AutoAugment): {score} of each fold model on its "
+        f"held-out images under the policy ({spec.copies} augmented copies each), mean over "
+        f"folds; no child is trained per trial",
+        f"  folds     {spec.folds} fold models ({c.model}, {c.epochs} epochs, base augmentation "
+        f"only), each trained once before the search on {d.train_size - held} of the "
+        f"{d.train_size} train images and scoring the other {held}; {spec.folds} trainings "
+        f"with the search's resources, resumable",
+        f"  final     {final}; audit accuracy: the fold models on the {d.audit_size} audit "
+        f"images under the policy",
+    ]

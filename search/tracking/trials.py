@@ -34,7 +34,7 @@ SEARCH_STAGE = "search"
 RESULT_TAGS = "tags"  # a result's own tags for its run: {name: value}
 # Reward first: the UI's compare view plots the first metric a run logged by default.
 EPOCH_METRICS = ("reward", "val_accuracy", "audit_accuracy", "train_accuracy", "train_loss",
-                 "train_val_gap", "images_per_s")
+                 "train_val_gap", "images_per_s", "val_nll")
 FINAL_METRICS = ("reward", "audit_accuracy", "train_val_gap", "val_accuracy", "train_accuracy")
 
 
@@ -250,9 +250,10 @@ class TrialRuns(SearchListener):
 
 # A trial's seeds (search.trial.trial_seeds), as tags: enough to retrain it identically.
 SEED_TAGS = ("common_seed", "aug_seed")
-# Private config keys shown as run tags: a reference arm, and a confirmation run's candidate and
-# replicate.
-_CONFIG_TAGS = {"_reference": "reference", "_candidate": "candidate", "_replicate": "replicate"}
+# Private config keys shown as run tags: a reference arm, a confirmation run's candidate and
+# replicate, a density-matching fold model's fold.
+_CONFIG_TAGS = {"_reference": "reference", "_candidate": "candidate", "_replicate": "replicate",
+                "_fold": "fold"}
 
 
 def config_tags(config: dict[str, Any]) -> dict[str, str]:
