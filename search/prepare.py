@@ -143,10 +143,10 @@ def check_reward(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
     if not space.reward.density_matching:
         return
     if strategy.population_based:
-        raise SearchError(f"--searcher {strategy.name} cannot search space {space.name}'s "
-                          f"reward.kind: density_matching (it changes policies while a child "
-                          f"trains, and density matching trains none per trial); use --searcher "
-                          f"tpe or random, or reward.kind: child_training")
+        raise SearchError(f"--searcher {strategy.name} cannot search with reward.kind: "
+                          f"density_matching (space {space.name}): it changes policies while a "
+                          f"child trains, and density matching trains none per trial; use "
+                          f"--searcher tpe or random, or reward.kind: child_training")
     if opts.early_stop:
         raise SearchError(f"--early-stop {opts.early_stop} has nothing to stop with reward.kind: "
                           f"density_matching (a trial is one scoring pass, without epochs); "
