@@ -121,6 +121,7 @@ class DensityScore:
     audit_accuracy: float  # audit images under the policy, each scored by one fold model
     images: int  # images augmented and classified
     seconds: float
+    cpu_seconds: float  # this process's CPU time (all its threads) while scoring
     augmentation: str  # the path the images took: batched or albumentations
 
 
@@ -197,7 +198,7 @@ def score_policy(policy: Policy, models: FoldModels, splits: Splits, spec: Densi
     models (image i goes to model i mod K), each image augmented once, for the policy's audit
     accuracy. Same seed, device and threads: same score. Nothing is trained.
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     k_folds = len(models.folds)
     with cpu_threads(dev, threads):
@@ -218,4 +219,5 @@ def score_policy(policy: Policy, models: FoldModels, splits: Splits, spec: Densi
         reward=float(np.mean(fold_rewards)), fold_rewards=[float(v) for v in fold_rewards],
         accuracy=float(np.mean(accuracy)), nll=float(np.mean(nll)),
         audit_accuracy=audit.accuracy(), images=sum(s.n for s in held) + audit.n,
-        seconds=time.perf_counter() - started, augmentation=aug.path)
+        seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu,
+        augmentation=aug.path)

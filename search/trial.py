@@ -180,7 +180,8 @@ def run_density_trial(config: dict[str, Any], ctx: TrialContext, splits: Any,
     return {"epoch": 1, "reward": score.reward, "val_accuracy": score.accuracy,
             "val_nll": score.nll, "audit_accuracy": score.audit_accuracy,
             "fold_rewards": score.fold_rewards, "images_per_s": score.images / score.seconds,
-            "score_seconds": score.seconds, "common_seed": seed, "aug_seed": aug_seed,
+            "score_seconds": score.seconds, "score_cpu_seconds": score.cpu_seconds,
+            "common_seed": seed, "aug_seed": aug_seed,
             "tags": {"fold_rewards": " ".join(f"{v:.4f}" for v in score.fold_rewards),
                      "augmentation": score.augmentation}}
 

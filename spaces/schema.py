@@ -192,8 +192,10 @@ class DensitySpec(_Strict):
     held_out: float | None = Field(None, gt=0, lt=1, description="share of the train split "
                                    "each fold model never trains on and is scored on (default "
                                    "1/folds: every image held out once)")
-    copies: int = Field(4, ge=1, le=64, description="augmented copies of each held-out image")
-    score: Literal["accuracy", "nll"] = "accuracy"
+    copies: int = Field(2, ge=1, le=64, description="augmented copies of each held-out image")
+    score: Literal["accuracy", "nll"] = Field("nll", description="nll: as valid as accuracy and "
+                                              "more reliable per image scored "
+                                              "(docs/BENCHMARKS.md)")
     top: int = Field(3, ge=1, le=100, description="best policies of each fold merged")
     final: Literal["merged", "single"] = "merged"
 

@@ -83,7 +83,7 @@ def test_the_fold_models_learned(folds: FoldModels, dm_space: Space,
 
 def test_a_destructive_policy_scores_below_the_identity_on_both_scores(
         folds: FoldModels, dm_space: Space, digits_splits: Splits) -> None:
-    spec = dm_space.reward.matching()
+    spec = dm_space.reward.matching().model_copy(update={"score": "accuracy"})
     base = dm_space.child.base_augmentation
     scores = {name: score_policy(p, folds, digits_splits, spec, base, seed=0, threads=1)
               for name, p in (("identity", identity_policy()), ("invert", INVERT))}
