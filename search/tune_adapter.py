@@ -519,11 +519,20 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
             name=plan.name, storage_path=str(plan.storage.resolve()), verbose=0,
-            callbacks=[_Events(str(path))],
+            callbacks=[_Events(str(path)), *_loggers()],
             checkpoint_config=CheckpointConfig(
                 num_to_keep=4 if plan.strategy.population_based else 1),
             failure_config=FailureConfig(max_failures=plan.max_failures)),
     )
+
+
+def _loggers() -> list[Callback]:
+    """Tune's JSON and CSV result files (`result.json`, `progress.csv`), not its TensorBoard
+    event files: nothing reads those, and writing them is a fixed cost of every trial (short
+    density-matching trials feel it); `run_search` turns Tune's automatic loggers off."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def storage_of(output: Path) -> Path:
@@ -551,6 +560,7 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     # Tune's own console reporter (its configuration box, its error blocks) would repeat what
     # the Progress listener prints; the legacy reporter is silent at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see _loggers
     key = str(experiment_path(plan.storage, plan.name))
     _LISTENERS[key] = listeners
     try:

@@ -148,3 +148,44 @@ def test_scoring_never_trains(folds: FoldModels, dm_space: Space, digits_splits:
     score_policy(ROTATE, folds, digits_splits, dm_space.reward.matching(), None, seed=0,
                  threads=1)
     assert all((before[k] == v).all() for k, v in folds.folds[0].weights.items())
+
+
+@pytest.mark.parametrize("name", ["basiccnn", "resnet_fast", "wrn_40_2"])
+def test_folding_batch_norms_keeps_every_models_outputs(name: str) -> None:
+    import copy
+
+    import torch
+
+    from children.density import fold_batch_norms
+    from children.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, 3, 16, 8)
+    with torch.no_grad():  # running statistics that are not the initial ones
+        for _ in range(3):
+            model(torch.rand(16, 3, 16, 16) * 3 + 1)
+    model.eval()
+    folded = fold_batch_norms(copy.deepcopy(model)).to(memory_format=torch.channels_last)
+    x = torch.rand(32, 3, 16, 16)
+    with torch.inference_mode():
+        same = torch.allclose(folded(x.contiguous(memory_format=torch.channels_last)), model(x),
+                              atol=1e-4, rtol=1e-4)
+    assert same
+    if name == "basiccnn":  # every batch norm follows a convolution
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_a_fold_network_is_its_trained_model(folds: FoldModels, digits_splits: Splits) -> None:
+    import torch
+
+    from children.models import build_model
+
+    plain = build_model(folds.model, folds.num_classes, folds.channels, folds.image_size,
+                        folds.width)
+    plain.load_state_dict({k: torch.tensor(v) for k, v in folds.folds[1].weights.items()})
+    x = torch.from_numpy(digits_splits.audit.x[:64].transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.inference_mode():
+        expected = plain.eval()(x)
+        got = folds.network(1, torch.device("cpu"))(x.contiguous(
+            memory_format=torch.channels_last))
+    assert torch.allclose(got, expected, atol=1e-3, rtol=1e-4)
