@@ -10,7 +10,8 @@ seeds, under two seeding regimes side by side:
 
 Each training records its per-epoch predictions on the whole validation pool, so the reward
 variants a space can choose are all computed from the same trainings: the whole pool or a fresh
-per-trial sample (DeepAugment), the mean of the last or of the best `last_epochs` epochs.
+per-trial sample (DeepAugment), the mean of the last or of the best `last_epochs` epochs (the
+best among the second half's epochs: the pool is scored there, each epoch).
 Reported per regime and variant: the standard deviation of one policy's reward across seeds,
 the standard deviation of the policies' mean rewards, their ratio, the residual noise left once
 the seed's shared effect is removed (what a comparison inside one search sees), and the Spearman
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 import zlib
@@ -104,6 +106,8 @@ def train(job: Job) -> Record:
     trains: list[float] = []
 
     def on_epoch(stats: Any, state: Any) -> None:
+        if stats.epoch <= space.child.epochs // 2:  # "best" epochs: from the second half
+            return
         model = build_model(space.child.model, space.dataset.num_classes, shape[3], shape[1],
                             space.child.width)
         model.load_state_dict(state.model)
@@ -177,8 +181,14 @@ def figures(matrix: np.ndarray, audits: np.ndarray, truth: np.ndarray) -> dict[s
     vs_truth = [spearman(list(matrix[:, s]), list(truth[:, s])) for s in range(matrix.shape[1])]
     return {"within": within, "between": between, "ratio": between / within,
             "residual": residual, "ratio_residual": between / residual,
-            "spearman_audit": float(np.nanmean(per_seed)),
-            "spearman_truth": float(np.nanmean(vs_truth))}
+            "spearman_audit": float(np.nanmean(per_seed)), "spearman_audit_se": _se(per_seed),
+            "spearman_truth": float(np.nanmean(vs_truth)), "spearman_truth_se": _se(vs_truth)}
+
+
+def _se(values: list[float]) -> float:
+    """Standard error of a mean over seeds."""
+    x = np.asarray([v for v in values if np.isfinite(v)])
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 # ---------------------------------------------------------------- the run
@@ -213,7 +223,7 @@ def table(space: Space, records: list[Record], policies: int, seeds: int,
     every = {key: audit(rec, space) for key, rec in by.items()}
     lines = ["| seeding | validation | epochs | within-policy SD | SD of policy means | ratio | "
              "residual SD (seed removed) | ratio to residual | Spearman reward–audit (per "
-             "seed) | Spearman reward–true audit |",
+             "seed, ± SE) | Spearman reward–true audit (± SE) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     out: dict[str, dict[str, float]] = {}
     for regime in REGIMES:
@@ -231,7 +241,8 @@ def table(space: Space, records: list[Record], policies: int, seeds: int,
                 f"| {_regime(regime)} | {_validation(validation, sample)} | {epochs} "
                 f"{space.reward.last_epochs} | {f['within']:.4f} | {f['between']:.4f} | "
                 f"{f['ratio']:.2f} | {f['residual']:.4f} | {f['ratio_residual']:.2f} | "
-                f"{f['spearman_audit']:+.2f} | {f['spearman_truth']:+.2f} |")
+                f"{f['spearman_audit']:+.2f} ± {f['spearman_audit_se']:.2f} | "
+                f"{f['spearman_truth']:+.2f} ± {f['spearman_truth_se']:.2f} |")
     return lines, out
 
 
@@ -244,20 +255,34 @@ def _validation(validation: str, sample: int) -> str:
 
 
 def verdict(out: dict[str, dict[str, float]]) -> list[str]:
-    """Which reward reads its validation data best, judged on rank correlation with the truth."""
+    """The seeding and validation choices, judged on the rank correlation with the policies' true
+    audit accuracy (a training's own luck on both held-out sets does not count as agreement)."""
     crn = {k: v for k, v in out.items() if k.startswith("crn/")}
-    best = max(crn, key=lambda k: crn[k]["spearman_truth"])
     before = out["independent/fresh/last"]
-    lines = [f"- Common random numbers vs independent seeds (fresh sample, last epochs): "
-             f"residual noise {out['crn/fresh/last']['residual']:.4f} vs "
-             f"{before['residual']:.4f}; ratio of policy spread to residual noise "
-             f"{out['crn/fresh/last']['ratio_residual']:.2f} vs "
-             f"{before['ratio_residual']:.2f}."]
-    lines.append(f"- Highest rank correlation with the true audit accuracy (mean over all "
-                 f"trainings) under common random numbers: **{best.split('/', 1)[1]}** "
-                 f"({crn[best]['spearman_truth']:+.2f}); "
-                 + "; ".join(f"{k.split('/', 1)[1]} {v['spearman_truth']:+.2f}"
-                             for k, v in crn.items() if k != best) + ".")
+    now = out["crn/pool/last"]
+    lines = [f"- Before (independent seeds, fresh sample, last epochs) vs common random numbers "
+             f"(whole pool, last epochs): Spearman reward–true audit "
+             f"{before['spearman_truth']:+.2f} ± {before['spearman_truth_se']:.2f} → "
+             f"{now['spearman_truth']:+.2f} ± {now['spearman_truth_se']:.2f}; reward–audit of "
+             f"the same training {before['spearman_audit']:+.2f} → {now['spearman_audit']:+.2f}."]
+    same_cost = {k: v for k, v in crn.items() if k.endswith("/last")}
+    best = max(same_cost, key=lambda k: same_cost[k]["spearman_truth"])
+    other = next(k for k in same_cost if k != best)
+    gap = same_cost[best]["spearman_truth"] - same_cost[other]["spearman_truth"]
+    noise = float(np.hypot(same_cost[best]["spearman_truth_se"],
+                           same_cost[other]["spearman_truth_se"]))
+    lines.append(f"- Under common random numbers, at equal cost (last epochs: the validation "
+                 f"data is scored on ~10 epochs plus the reward's, where the best epochs need "
+                 f"every epoch scored): {best.split('/')[1]} "
+                 f"{same_cost[best]['spearman_truth']:+.2f} vs {other.split('/')[1]} "
+                 f"{same_cost[other]['spearman_truth']:+.2f}, a "
+                 f"difference of {gap:+.2f} against a standard error of {noise:.2f}"
+                 + (" — within noise." if gap < 2 * noise else "."))
+    for epochs in ("best",):
+        for validation in ("pool", "fresh"):
+            f = crn[f"crn/{validation}/{epochs}"]
+            lines.append(f"- {validation}/{epochs} (more scoring per trial): "
+                         f"{f['spearman_truth']:+.2f} ± {f['spearman_truth_se']:.2f}.")
     return lines
 
 
@@ -273,6 +298,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, help="fresh sample size (default: the space's "
                                                   "val_sample_size, else half the pool)")
     parser.add_argument("--label", default="", help="section label, e.g. 'before'")
+    parser.add_argument("--records", help="save the trainings here, or reuse them if it exists")
     args = parser.parse_args()
     space = load_space(args.space)
     if args.set:
@@ -280,7 +306,14 @@ def main() -> None:
                                  else v for k, v in (s.split("=", 1) for s in args.set)})
     sample = args.sample or space.reward.val_sample_size or space.dataset.val_pool_size // 2
     started = time.perf_counter()
-    records = run(space, args.data, args.policies, args.seeds, args.workers)
+    saved = Path(args.records) if args.records else None
+    if saved is not None and saved.exists():  # recompute the tables from saved trainings
+        records = pickle.loads(saved.read_bytes())
+    else:
+        records = run(space, args.data, args.policies, args.seeds, args.workers)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_bytes(pickle.dumps(records))
     minutes = (time.perf_counter() - started) / 60
     lines, out = table(space, records, args.policies, args.seeds, sample)
     d, c = space.dataset, space.child

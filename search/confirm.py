@@ -67,13 +67,16 @@ class Measurement:
         return sum(finite) / len(finite) if finite else math.nan
 
 
-def candidates(rows: list[dict[str, Any]], top: int, replay: bool) -> list[Candidate]:
-    """The base and the top-`top` other policies of a leaderboard (rows best first).
+def candidates(rows: list[dict[str, Any]], top: int, replay: bool,
+               epochs: int | None = None) -> list[Candidate]:
+    """The base and the top-`top` other policies of a leaderboard (rows best first) among the
+    trials that trained all `epochs` (an early-stopped trial's reward is a partial one).
 
     `replay`: the rows' policies changed during training (PBT), so each is confirmed by
     replaying its schedule from scratch and the search's own reward is not reused.
     """
-    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])]
+    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])
+          and (epochs is None or int(r.get("epochs") or 0) >= epochs)]
     base_row = next((r for r in ok if r.get("reference") == BASE and not replay), None)
     base = (_candidate(base_row, replay=False) if base_row is not None
             else Candidate(BASE, {REFERENCE_KEY: BASE}))

@@ -116,9 +116,13 @@ class SearchSession:
         if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
             cands = confirm.load_candidates(saved)
         else:
-            cands = confirm.candidates(rows, s.confirm, replay)
+            # a density-matching trial reports once: it "trained" its one epoch
+            epochs = 1 if self.density else self.space.child.epochs
+            cands = confirm.candidates(rows, s.confirm, replay, epochs)
             if self.density:  # the merged policy, under reward.density.final: merged
                 cands = density.with_proposal(self.space, cands, merged, s.confirm)
+            if len(cands) < 2:  # no searched policy finished: nothing to confirm
+                return None, False
             confirm.save_candidates(cands, saved)
         measured = confirm.measured_in_search(cands, replay)
         configs = confirm.confirm_configs(cands, s.confirm_seeds, measured)

@@ -37,6 +37,8 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
         *_reward_lines(space),
+        f"  arms      {references_text(space, searcher)}",
+        f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
         + (f", {s.concurrency} at once" if s.concurrency else "")
@@ -57,12 +59,48 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
     return "\n".join(lines)
 
 
+def reward_text(space: Space) -> str:
+    """How a trial's reward is measured, in one line."""
+    r = space.reward
+    which = "last" if r.epochs == "last" else "best"
+    data = ("the whole validation pool (the same images for every trial)"
+            if r.validation == "pool" else f"a fresh sample of {r.val_sample_size} per trial")
+    seeds = ("common random numbers: every trial starts from the same weights, batch order and "
+             "dropout" if r.common_random_numbers else "independent seeds per trial")
+    return f"mean {r.metric} of the {which} {r.last_epochs} epochs on {data}; {seeds}"
+
+
+def references_text(space: Space, searcher: str) -> str:
+    """The reference arms the search opens with."""
+    from search.references import reference_policies
+
+    names = list(reference_policies(space))
+    if searcher == "pbt":
+        return "base (crop/flip) as one member of the starting population"
+    return "the first trials are the reference arms: " + ", ".join(names)
+
+
+def confirm_text(space: Space) -> str:
+    s = space.search
+    if space.reward.density_matching:
+        spec = space.reward.matching()
+        proposal = "the merged policy" if spec.final == "merged" else "the best trial"
+        if s.confirm == 0:
+            return f"off: {proposal} is exported, unconfirmed"
+        return (f"the base, {proposal} and the next best policies ({s.confirm} besides the "
+                f"base) trained with real children under {s.confirm_seeds + 1} seeds each; "
+                f"the best mean is exported, with its margin over the base")
+    if s.confirm == 0:
+        return "off: the best single reward is exported, unconfirmed"
+    return (f"the {s.confirm} best policies and the base retrained with {s.confirm_seeds} more "
+            f"seeds each; the best mean is exported, with its margin over the base")
+
+
 def _reward_lines(space: Space) -> list[str]:
     """The reward kind, and for density matching the fold plan."""
     r = space.reward
     if not r.density_matching:
-        return [f"  reward    child_training: mean {r.metric} over the last {r.last_epochs} epochs "
-                f"on a fresh sample of {r.val_sample_size} per trial"]
+        return [f"  reward    child_training: {reward_text(space)}"]
     spec, d, c = r.matching(), space.dataset, space.child
     held = spec.held_out_size(d.train_size)
     score = "accuracy" if spec.score == "accuracy" else "-NLL of the true class"

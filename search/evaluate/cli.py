@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"also report test-time augmentation: class probabilities averaged "
                         f"over K augmented copies of each test image (K default {TTA_COPIES})")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="trainings at a time, each in its own process (default: 1); on a CPU "
+                        "machine, one per core with --threads 1 is the fastest")
+    p.add_argument("--train-size", type=int,
+                   help="train on this many training images instead of all: the space's "
+                        "dataset.train_size evaluates at the budget the search trained at "
+                        "(the same images, for a search with seed 0)")
     p.add_argument("--output", help="output directory (default: ./augsearch-runs/eval-<time>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: a SQLite store in the "
                                           "output directory)")
@@ -55,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate(args.policy, space=args.space, data=args.data, data_dir=args.data_dir,
                       baselines=args.baselines, seeds=args.seeds, epochs=args.epochs,
                       model=args.model, tta=args.tta, threads=args.threads, output=args.output,
-                      tracking_uri=args.tracking_uri, experiment=args.experiment)
+                      tracking_uri=args.tracking_uri, experiment=args.experiment,
+                      workers=args.workers, train_size=args.train_size)
     print(result.summary())
     return 0
 

@@ -15,7 +15,7 @@ from spaces.policy import read_policy_file
 from spaces.schema import CHILD_MODELS, Space, load_space, parse_space
 
 if TYPE_CHECKING:
-    from children.datasets import Splits
+    from children.datasets import Arrays, Splits
     from spaces.schema import ChildSpec, RewardSpec
 
 TTA_COPIES = 8
@@ -34,6 +34,8 @@ class EvaluateOptions:
     model: str | None = None
     tta: int = 0  # test-time augmentation copies (0 = off)
     threads: int | None = None
+    workers: int = 1  # trainings at a time, each in its own process
+    train_size: int | None = None  # train on this many images (the search's own budget)
     output: str | Path | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -115,8 +117,23 @@ def load_data(space: Space, opts: EvaluateOptions) -> Splits:
     data = load_dataset(space.dataset, data=opts.data, data_dir=opts.data_dir)
     test = Arrays(data.x_test, data.y_test)
     train = Arrays(data.x_train, data.y_train)
+    if opts.train_size is not None:
+        train = _subset(train, opts.train_size)
     return Splits(train, test, Arrays(data.x_train[:0], data.y_train[:0]), test,
                   space.dataset.num_classes)
+
+
+def _subset(train: Arrays, size: int) -> Arrays:
+    """The first `size` images of the stratified order a search with seed 0 draws its train
+    split from: `--train-size` equal to the space's `dataset.train_size` trains on exactly the
+    images that search trained its children on."""
+    from children.datasets import Arrays, stratified_order
+
+    if size > len(train):
+        raise SearchError(f"--train-size {size} is more than the {len(train)} training images; "
+                          f"pass at most {len(train)}, or drop it to train on all of them")
+    index = stratified_order(train.y, 0)[:size]
+    return Arrays(train.x[index], train.y[index])
 
 
 def make_plan(space: Space, opts: EvaluateOptions, splits: Splits | None = None) -> Plan:
@@ -143,7 +160,9 @@ def evaluation_child(space: Space, opts: EvaluateOptions) -> ChildSpec:
 def check_counts(opts: EvaluateOptions) -> None:
     """--seeds, --epochs, --tta and --threads: whole numbers in range, named by flag."""
     for flag, value, low in (("--seeds", opts.seeds, 1), ("--epochs", opts.epochs, 1),
-                             ("--tta", opts.tta, 0), ("--threads", opts.threads, 1)):
+                             ("--tta", opts.tta, 0), ("--threads", opts.threads, 1),
+                             ("--workers", opts.workers, 1), ("--train-size", opts.train_size,
+                                                              1)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):

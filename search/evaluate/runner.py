@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,14 +100,13 @@ def evaluate(policies: Any = (), **options: Any) -> EvaluationResult:
     plan, arms, sources, names, output = _prepare(policies, opts)
     started = time.perf_counter()
     runs = []
-    for seed in plan.seeds:  # arms interleaved per seed: machine load drifts evenly over arms
-        for arm in arms:
-            run = run_arm(arm, plan, seed)
-            runs.append(run)
-            if not opts.quiet:
-                tta = f" (TTA {run.tta_accuracy:.4f})" if math.isfinite(run.tta_accuracy) else ""
-                print(f"[augsearch] {arm.name} seed {seed}: test accuracy {run.accuracy:.4f}"
-                      f"{tta}, {run.seconds:.0f} s", file=sys.stderr, flush=True)
+    for run in _runs(policies, opts, plan, arms):
+        runs.append(run)
+        if not opts.quiet:
+            tta = f" (TTA {run.tta_accuracy:.4f})" if math.isfinite(run.tta_accuracy) else ""
+            print(f"[augsearch] {run.arm} seed {run.seed}: test accuracy {run.accuracy:.4f}"
+                  f"{tta}, {run.seconds:.0f} s ({len(runs)}/{len(arms) * len(plan.seeds)})",
+                  file=sys.stderr, flush=True)
     summaries, differences = summarize(arms, runs)
     settings = _settings(plan, sources, names, opts, time.perf_counter() - started)
     result = EvaluationResult(summaries, differences, runs, settings, output)
@@ -118,6 +117,40 @@ def evaluate(policies: Any = (), **options: Any) -> EvaluationResult:
     result.run_id = log.log(output.name, settings, mlflow_metrics(result),
                             list(result.files.values()))
     return result
+
+
+def _runs(policies: Any, opts: EvaluateOptions, plan: Plan, arms: list[Arm]
+          ) -> Iterator[RunResult]:
+    """Every arm under every seed, arms interleaved per seed (machine load drifts evenly over
+    arms); with `workers` > 1 in that many processes, each rebuilding the arms it trains."""
+    jobs = [(k, seed) for seed in plan.seeds for k in range(len(arms))]
+    if opts.workers <= 1:
+        for k, seed in jobs:
+            yield run_arm(arms[k], plan, seed)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no inherited torch/OpenCV thread state
+    with ProcessPoolExecutor(opts.workers, mp_context=context, initializer=_start_worker,
+                             initargs=(policies, opts, plan)) as pool:
+        yield from pool.map(_work, jobs)
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's plan and arms, built once
+
+
+def _start_worker(policies: Any, opts: EvaluateOptions, plan: Plan) -> None:
+    space = plan.space
+    epochs = plan.epochs
+    arms = [policy_arm(label, path, space, epochs) for label, path in policy_sources(policies)]
+    arms += [baseline_arm(name, space) for name in parse_baselines(opts.baselines)]
+    _WORKER.update(plan=plan, arms=arms)
+
+
+def _work(job: tuple[int, int]) -> RunResult:
+    k, seed = job
+    return run_arm(_WORKER["arms"][k], _WORKER["plan"], seed)
 
 
 def _prepare(policies: Any, opts: EvaluateOptions

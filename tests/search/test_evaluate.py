@@ -240,6 +240,25 @@ def test_the_trainer_feeds_the_augment_function_and_hands_back_a_predictor(digit
         assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_workers_train_the_same_runs_and_train_size_takes_the_search_budget(digits, tmp_path):
+    """Two worker processes give exactly the runs one process gives (seeded, per arm); the
+    train size picks the images a seed-0 search trains its children on."""
+    from children.datasets import load_dataset, make_splits
+
+    path = save_policy(POLICY, tmp_path / "best_policy.yaml")
+    common = dict(space=digits, baselines="none,cropflip", seeds=2, epochs=1, threads=1,
+                  quiet=True, train_size=digits.dataset.train_size)
+    one = evaluate({"p": path}, output=tmp_path / "one", **common)
+    two = evaluate({"p": path}, output=tmp_path / "two", workers=2, **common)
+    key = sorted((r.arm, r.seed, r.accuracy, r.train_loss) for r in one.runs)
+    assert key == sorted((r.arm, r.seed, r.accuracy, r.train_loss) for r in two.runs)
+    assert len(key) == 6 and one.settings["train_images"] == digits.dataset.train_size
+    plan = make_plan(digits, EvaluateOptions(train_size=digits.dataset.train_size))
+    search_train = make_splits(load_dataset(digits.dataset), digits.dataset, seed=0).train
+    assert sorted(map(bytes, plan.splits.train.x)) == sorted(map(bytes, search_train.x))
+
+
 def test_torchvision_baselines_keep_shape_and_dtype_on_rgb_and_grayscale():
     rng = np.random.default_rng(0)
     for name in ("randaugment", "trivialaugment", "autoaugment"):
