@@ -5,19 +5,23 @@ CIFAR-10 (../shared/data/cifar10_small.npz), each at its built-in space's own ch
 
 - child training: a TPE search of a few trials (each trains the space's child);
 - density matching: the same space with `reward.kind: density_matching`: its fold stage (K child
-  trainings) and a TPE search of many trials (each one scoring pass);
+  trainings) and a TPE search (each trial one scoring pass): 200 trials on digits; on CIFAR-10
+  40, projected to 200 (below);
 - Tune's fixed cost per trial: trials that do nothing, through the same path (Tune with reused
-  actors, the TPE searcher, the driver's event callback and the MLflow record), at the start and
-  at the end of the run.
+  actors, the TPE searcher, the driver's event callback and the MLflow record): 40 trials at the
+  start of the run, 200 at the end.
 
 Cost is the CPU time of the whole process tree (this driver, Ray's own processes and its
 workers), sampled every 0.5 s, per Tune experiment; wall-clock is reported beside it. Policies
-scored per CPU-minute for a 200-trial search: child training's measured rate, against
-200 / (the fold stage + 200 x density matching's measured CPU per trial). Both kinds search the
+scored per CPU-minute in a 200-trial search: child training's measured rate, against
+200 / (the fold stage + the 200 trials). Where fewer density-matching trials were run, the 200
+are their measured CPU per trial plus how much Tune's fixed cost per trial grows from a 40-trial
+to a 200-trial search (TPE's suggestions cost more as trials accumulate). Both kinds search the
 same space (batch ops off: density matching cannot score them).
 
     python bench/search_cost.py            # ~15-20 min on 2 cores
     python bench/search_cost.py --quick    # the whole pipeline at a tiny budget (~3 min)
+    python bench/search_cost.py --only digits   # one dataset, printed, not written
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class Phase:
     trials: int
     cpu: float
     wall: float
-    score_seconds: list[float] = field(default_factory=list)  # density matching's own work
+    score_cpu: list[float] = field(default_factory=list)  # density matching's scoring, CPU s
 
     @property
     def cpu_per_trial(self) -> float:
@@ -132,8 +136,8 @@ class Phases:
             outcomes = self._run(plan, listeners, resume)
             self.phases.append(Phase(plan.name, len(outcomes), meter.total() - cpu,
                                      time.perf_counter() - wall,
-                                     [float(o.result.get("score_seconds", 0.0))
-                                      for o in outcomes if "score_seconds" in o.result]))
+                                     [float(o.result["score_cpu_seconds"]) for o in outcomes
+                                      if "score_cpu_seconds" in o.result]))
             return outcomes
 
         tune_adapter.run_search = timed
@@ -149,15 +153,16 @@ class Phases:
 
 @dataclass(frozen=True)
 class Budget:
-    child_trials: int
-    density_trials: int
-    noop_trials: int
+    child_trials: tuple[int, int]  # digits, cifar10
+    density_trials: tuple[int, int]
+    noop_trials: tuple[int, int]  # at the start, at the end
     epochs: int | None  # None: the space's own
     label: str
 
 
-FULL = Budget(child_trials=4, density_trials=40, noop_trials=48, epochs=None, label="")
-QUICK = Budget(child_trials=2, density_trials=8, noop_trials=8, epochs=2,
+FULL = Budget(child_trials=(8, 2), density_trials=(PROJECTED_TRIALS, 40),
+              noop_trials=(40, PROJECTED_TRIALS), epochs=None, label="")
+QUICK = Budget(child_trials=(2, 2), density_trials=(8, 8), noop_trials=(8, 16), epochs=2,
                label="QUICK DRY RUN (--quick): 2 epochs, figures say nothing about the target")
 
 
@@ -167,19 +172,20 @@ class Dataset:
     space: Space
     data: str | None
     child_trials: int
+    density_trials: int
     note: str
 
 
 def datasets(b: Budget) -> list[Dataset]:
     digits = load_space("digits").replace(**{"policy.batch_ops": {}})
-    out = [Dataset("digits", digits, None, b.child_trials,
+    out = [Dataset("digits", digits, None, b.child_trials[0], b.density_trials[0],
                    "the built-in `digits` space: 200 train images (16x16 gray), basiccnn "
                    "width 32, 40 epochs, audit 500")]
     if CIFAR.exists():
         cifar = load_space("cifar10").replace(**{
             "policy.batch_ops": {}, "dataset.train_size": 1000, "dataset.val_pool_size": 500,
             "dataset.audit_size": 500, "reward.val_sample_size": 500})
-        out.append(Dataset("cifar10", cifar, str(CIFAR), max(2, b.child_trials // 2),
+        out.append(Dataset("cifar10", cifar, str(CIFAR), b.child_trials[1], b.density_trials[1],
                            "the built-in `cifar10` space on real CIFAR-10 (cifar10_small.npz) "
                            "with its splits cut to 1,000 train images (the issue's example), "
                            "validation sample 500, audit 500; basiccnn width 32, 40 epochs"))
@@ -250,21 +256,28 @@ class Result:
     child: Phase
     folds: Phase
     density: Phase
+    growth: tuple[float, float] = (0.0, 0.0)  # fixed cost per trial, CPU and wall: 200 - 40
+
+    @property
+    def projected(self) -> bool:
+        return self.density.trials < PROJECTED_TRIALS
+
+    def per_trial(self) -> tuple[float, float]:
+        """Density matching's CPU and wall seconds per trial in a 200-trial search."""
+        cpu, wall = self.density.cpu_per_trial, self.density.wall_per_trial
+        return (cpu + self.growth[0], wall + self.growth[1]) if self.projected else (cpu, wall)
 
     def rate_child(self) -> float:
         return 60.0 / self.child.cpu_per_trial
 
-    def rate_density(self, trials: int = PROJECTED_TRIALS) -> float:
-        return trials / ((self.folds.cpu + trials * self.density.cpu_per_trial) / 60.0)
+    def rate_density(self) -> float:
+        cpu = self.per_trial()[0]
+        return PROJECTED_TRIALS / ((self.folds.cpu + PROJECTED_TRIALS * cpu) / 60.0)
 
-    def wall_rate(self, kind: str, trials: int = PROJECTED_TRIALS) -> float:
-        """Policies per slot-minute (wall-clock x the 2 slots)."""
-        if kind == "child":
-            return 60.0 / (2 * self.child.wall_per_trial)
-        return trials / (2 * (self.folds.wall + trials * self.density.wall_per_trial) / 60.0)
-
-    def measured_density_rate(self) -> float:
-        return self.density.trials / ((self.folds.cpu + self.density.cpu) / 60.0)
+    def wall_ratio(self) -> float:
+        """The same ratio in wall-clock slot time (2 trials at a time throughout)."""
+        wall = self.folds.wall + PROJECTED_TRIALS * self.per_trial()[1]
+        return (PROJECTED_TRIALS / wall) / (1.0 / self.child.wall_per_trial)
 
 
 def tables(results: list[Result], noops: list[Phase]) -> str:
@@ -277,20 +290,20 @@ def tables(results: list[Result], noops: list[Phase]) -> str:
                                ("density matching", "search", r.density)):
             lines.append(f"| {name} | {kind} | {stage} | {p.trials} | {p.cpu:.0f} | "
                          f"{p.wall:.0f} | {p.cpu_per_trial:.2f} | {p.wall_per_trial:.2f} |")
-    lines += ["", f"Policies scored per CPU-minute, {PROJECTED_TRIALS}-trial search, fold "
-                  f"training included for density matching:", "",
-              "| data | child training | density matching | ratio | ratio, wall-clock slots | "
-              f"density matching, measured ({results[0].density.trials if results else 0} "
-              "trials + folds) |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", f"Policies scored per CPU-minute in a {PROJECTED_TRIALS}-trial search, the "
+                  f"fold models included for density matching:", "",
+              "| data | child training | density matching | ratio (CPU time) | ratio (wall-clock) "
+              "| density matching's 200 trials |", "|---|---:|---:|---:|---:|---|"]
     for r in results:
         ratio = r.rate_density() / r.rate_child()
-        wall = r.wall_rate("density") / r.wall_rate("child")
+        how = (f"{r.density.trials} measured, projected (+{r.growth[0]:.3f} CPU s per trial)"
+               if r.projected else "measured")
         lines.append(f"| {r.dataset.name} | {r.rate_child():.2f} | {r.rate_density():.1f} | "
-                     f"**{ratio:.1f}x** | {wall:.1f}x | {r.measured_density_rate():.1f} |")
+                     f"**{ratio:.1f}x** | {r.wall_ratio():.1f}x | {how} |")
     lines += ["", "Tune's fixed cost per trial (trials that do nothing; TPE, reused actors, "
                   "the MLflow record):", "", "| when | trials | CPU s per trial | wall s per "
                   "trial (2 at a time) |", "|---|---:|---:|---:|"]
-    for when, p in zip(("start", "end"), noops, strict=False):
+    for when, p in zip(("start of the run", "end of the run"), noops, strict=False):
         lines.append(f"| {when} | {p.trials} | {p.cpu_per_trial:.3f} | {p.wall_per_trial:.3f} |")
     return "\n".join(lines)
 
@@ -300,7 +313,7 @@ def conclusions(results: list[Result], noops: list[Phase]) -> list[str]:
     for r in results:
         ratio = r.rate_density() / r.rate_child()
         verdict = "met" if ratio >= TARGET else "NOT met"
-        score = statistics.mean(r.density.score_seconds) if r.density.score_seconds else 0.0
+        score = statistics.mean(r.density.score_cpu) if r.density.score_cpu else 0.0
         overhead = r.density.cpu_per_trial - score
         out.append(
             f"- {r.dataset.name}: a child-training trial costs {r.child.cpu_per_trial:.1f} CPU "
@@ -310,16 +323,18 @@ def conclusions(results: list[Result], noops: list[Phase]) -> list[str]:
             f"({r.folds.cpu / r.child.cpu_per_trial:.1f} child-training trials). For "
             f"{PROJECTED_TRIALS} trials density matching scores **{ratio:.1f}x** the policies "
             f"per CPU-minute (target >= {TARGET:g}x: **{verdict}**).")
-    if noops:
-        mean = statistics.mean(p.cpu_per_trial for p in noops)
-        out.append(f"- Tune's fixed cost, trials that do nothing: {mean:.3f} CPU s per trial "
-                   f"(mean of {len(noops)} measurements).")
+    if len(noops) == 2:
+        out.append(f"- Tune's fixed cost, trials that do nothing: {noops[0].cpu_per_trial:.3f} "
+                   f"CPU s per trial over {noops[0].trials} trials, {noops[1].cpu_per_trial:.3f} "
+                   f"over {noops[1].trials} (the searcher's suggestions grow with the trials).")
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["digits", "cifar10"],
+                        help="measure one dataset; the figures are printed, not written")
     args = parser.parse_args()
     b = QUICK if args.quick else FULL
     import ray
@@ -333,19 +348,23 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="search-cost-"))
     with TreeCPU() as meter:
         phases = Phases(meter)
-        noops.append(fixed_cost(b.noop_trials, meter, phases, root))
-        for d in datasets(b):
+        noops.append(fixed_cost(b.noop_trials[0], meter, phases, root))
+        for d in [d for d in datasets(b) if args.only in (None, d.name)]:
             space = with_budget(d.space, b)
             print(f"[bench] {d.name}: child training, {d.child_trials} trials", flush=True)
             run_search(space, d.data, d.child_trials, root / f"{d.name}-child")
             child = phases.take()["tune"]
-            print(f"[bench] {d.name}: density matching, {b.density_trials} trials", flush=True)
-            run_search(density_space(space), d.data, b.density_trials, root / f"{d.name}-dm")
+            print(f"[bench] {d.name}: density matching, {d.density_trials} trials", flush=True)
+            run_search(density_space(space), d.data, d.density_trials, root / f"{d.name}-dm")
             dm = phases.take()
             results.append(Result(d, child, dm["folds"], dm["tune"]))
             print(tables(results[-1:], []), flush=True)
-        noops.append(fixed_cost(b.noop_trials, meter, phases, root))
+        noops.append(fixed_cost(b.noop_trials[1], meter, phases, root))
     ray.shutdown()
+    growth = (noops[1].cpu_per_trial - noops[0].cpu_per_trial,
+              noops[1].wall_per_trial - noops[0].wall_per_trial)
+    for r in results:
+        r.growth = (max(0.0, growth[0]), max(0.0, growth[1]))
     minutes = (time.perf_counter() - started) / 60
     body = [(f"**{b.label}**\n\n" if b.label else "")
             + f"`python bench/search_cost.py{' --quick' if args.quick else ''}` — {machine()}, "
@@ -356,7 +375,8 @@ def main() -> None:
              f"({json.dumps(density_space(r.dataset.space).reward.matching().model_dump())})."
              for r in results]
     body += ["", tables(results, noops), "", *conclusions(results, noops)]
-    write_section(SECTION, "\n".join(body))
+    if args.only is None:
+        write_section(SECTION, "\n".join(body))
     print("\n".join(body))
 
 
