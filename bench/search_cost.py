@@ -179,17 +179,20 @@ class Dataset:
 def datasets(b: Budget) -> list[Dataset]:
     digits = load_space("digits").replace(**{"policy.batch_ops": {}})
     out = [Dataset("digits", digits, None, b.child_trials[0], b.density_trials[0],
-                   "the built-in `digits` space: 200 train images (16x16 gray), basiccnn "
-                   "width 32, 40 epochs, audit 500")]
+                   _note("the built-in `digits` space", digits))]
     if CIFAR.exists():
-        cifar = load_space("cifar10").replace(**{
-            "policy.batch_ops": {}, "dataset.train_size": 1000, "dataset.val_pool_size": 500,
-            "dataset.audit_size": 500, "reward.val_sample_size": 500})
+        cifar = load_space("cifar10").replace(**{"policy.batch_ops": {}})
         out.append(Dataset("cifar10", cifar, str(CIFAR), b.child_trials[1], b.density_trials[1],
-                           "the built-in `cifar10` space on real CIFAR-10 (cifar10_small.npz) "
-                           "with its splits cut to 1,000 train images (the issue's example), "
-                           "validation sample 500, audit 500; basiccnn width 32, 40 epochs"))
+                           _note("the built-in `cifar10` space on real CIFAR-10 "
+                                 "(cifar10_small.npz)", cifar)))
     return out
+
+
+def _note(what: str, space: Space) -> str:
+    d, c = space.dataset, space.child
+    return (f"{what}: {d.train_size:,} train images ({d.image_size}x{d.image_size}x"
+            f"{d.channels}), validation pool {d.val_pool_size:,}, audit {d.audit_size:,}; "
+            f"{c.model} width {c.width}, {c.epochs} epochs, batch {c.batch_size}")
 
 
 def with_budget(space: Space, b: Budget) -> Space:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import pickle
@@ -63,7 +64,8 @@ def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Pa
     rows = read_csv(out / "leaderboard.csv")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
     assert all(r["epochs"] == "1" for r in rows)  # one scoring pass, no epochs
-    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("reward", "audit_accuracy"))
+    assert all(float(r["reward"]) < 0 for r in rows)  # -NLL of the true class
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("val_accuracy", "audit_accuracy"))
     assert {r["reference"] for r in rows} == {"", "base", "trivialaugment"}
     # the fold models: K trainings of the fold stage, each checkpointed, kept for --resume
     folds = _trial_reports(out, "folds")
@@ -153,7 +155,7 @@ def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
     plan = TunePlan(ctx=ctx, splits=splits, strategy=get_strategy("random"),
                     resources=Resources(1, 0), trials=4, concurrency=2, storage=tmp_path, seed=0)
     plan = density.search_plan(plan, models)
-    outcomes = run_search(density.replace(plan, trainable=guarded), [SearchListener()])
+    outcomes = run_search(dataclasses.replace(plan, trainable=guarded), [SearchListener()])
     assert [o.status for o in outcomes] == ["ok"] * 4, [o.error for o in outcomes]
     for o in outcomes:  # the same score as these fold models give here, in this process
         expected = run_density_trial(o.config, ctx, splits, models)
