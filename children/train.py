@@ -142,7 +142,7 @@ def train_child(
     started = time.perf_counter()
     total = epochs or child.epochs
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with _threads(dev, threads):
+    with cpu_threads(dev, threads):
         run = _Run(child, splits, seed, dev, total, seed if aug_seed is None else aug_seed)
         run.augment = _PerImage(augment) if augment is not None else None
         if state is not None:
@@ -223,7 +223,7 @@ def reward_from_history(
 
 
 @contextlib.contextmanager
-def _threads(dev: torch.device, threads: int | None) -> Iterator[None]:
+def cpu_threads(dev: torch.device, threads: int | None) -> Iterator[None]:
     """cv2 single-threaded (one image at a time) and torch on `threads` CPUs; restored after."""
     import cv2
 

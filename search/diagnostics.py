@@ -85,7 +85,8 @@ def overfit_diagnostics(rows: list[dict[str, Any]], space: Space,
     ok = [(rw, au, row) for rw, au, row in zip(rewards, audits, rows, strict=True)
           if finite(rw)]
     if finite(best) and finite(best_audit):
-        diag.selection_gap = best - best_audit
+        if _accuracy_reward(space):  # a gap between -NLL and an accuracy would mean nothing
+            diag.selection_gap = best - best_audit
         diag.audit_regret = max(au for _, au, _ in ok if finite(au)) - best_audit
     paired = [(rw, au) for rw, au, _ in ok if finite(au)]
     if len(paired) >= 3 and min(len(set(column)) for column in zip(*paired, strict=True)) > 1:
@@ -100,6 +101,13 @@ def overfit_diagnostics(rows: list[dict[str, Any]], space: Space,
         diag.top_policies = _top_count(len(finished))
         diag.rest_policies = len(finished) - diag.top_policies
     return diag
+
+
+def _accuracy_reward(space: Space) -> bool:
+    """The reward is an accuracy, like the audit accuracy it is compared with (not density
+    matching's -NLL)."""
+    r = space.reward
+    return not r.density_matching or r.matching().score == "accuracy"
 
 
 def _top_count(n: int, top_fraction: float = TOP_FRACTION) -> int:
@@ -199,7 +207,7 @@ def plot_overfit(diag: Diagnostics) -> Any:
             label="audit accuracy of that best policy")
     gap = f"selection gap {diag.selection_gap:+.3f}" if finite(diag.selection_gap) else ""
     rho = f", Spearman(reward, audit) {diag.spearman:.2f}" if diag.spearman is not None else ""
-    ax.set(xlabel="trial (completion order)", ylabel="accuracy",
+    ax.set(xlabel="trial (completion order)", ylabel="reward, audit accuracy",
            title=f"Validation overfit: {gap}{rho}".rstrip(": "))
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)

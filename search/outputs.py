@@ -63,16 +63,21 @@ class SearchResult:
         """What the user should take away: the winner, and its margin over the base."""
         verdict = self.confirmation.verdict if self.confirmation is not None else None
         prov = self.best_policy.provenance if self.best_policy is not None else {}
+        merged = prov.get("merged_from")
         if verdict is None:
-            head = [f"best reward {self.best_reward:.4f} (trial {self.best_trial}), not "
-                    f"confirmed (--confirm 0): one seed cannot tell a winner from noise"]
+            what = (f"merged policy of trials {', '.join(merged)} (the top "
+                    f"{prov.get('top_per_fold')} of each fold)" if merged else
+                    f"best reward {self.best_reward:.4f} (trial {self.best_trial})")
+            head = [f"{what}, not confirmed (--confirm 0): one seed cannot tell a winner from "
+                    f"noise"]
             if prov.get("margin_reward") is not None:
                 head.append(f"  vs the base arm (same seed): reward "
                             f"{prov['margin_reward']:+.4f}, audit accuracy "
                             f"{prov['margin_audit']:+.4f}")
             return [*head, "policy:"]
         seeds = verdict.replicates.get(verdict.winner.key, 0)
-        who = "the base (crop/flip only)" if verdict.base_wins else f"trial {self.best_trial}"
+        who = ("the base (crop/flip only)" if verdict.base_wins else
+               "the merged policy" if merged else f"trial {self.best_trial}")
         audit = verdict.audit_margin
         lines = [f"confirmed winner: {who}, mean reward {verdict.means[verdict.winner.key]:.4f} "
                  f"over {seeds} seeds (base {verdict.means[verdict.base.key]:.4f})",
@@ -119,23 +124,27 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
 
 
 def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], output: Path,
-                  trials: int, confirmation: Confirmation | None = None) -> SearchResult:
+                  trials: int, confirmation: Confirmation | None = None,
+                  proposal: dict[str, Any] | None = None) -> SearchResult:
     """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt), and with a
     confirmation stage confirm.csv; the exported policy is the confirmed winner when there is
-    one, else the best reward."""
+    one, else `proposal` (a row naming a policy that is no trial's: density matching's merged
+    policy) or the best reward."""
     output.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
     if confirmation is not None:
         files["confirm.csv"] = _write_csv(confirmation.rows(), output / "confirm.csv")
-    best = _chosen(rows, confirmation)
+    best = _chosen(rows, confirmation, proposal)
     if best is None:
         return SearchResult(None, float("nan"), "", rows, output, files, trials=trials,
                             confirmation=confirmation)
-    provenance = {"space": space.name, "searcher": searcher, "trial": best["trial_id"],
+    kind = {"reward_kind": space.reward.kind} if space.reward.density_matching else {}
+    provenance = {"space": space.name, "searcher": searcher, **kind, "trial": best["trial_id"],
                   "reward": _rounded(best["reward"]),
                   "audit_accuracy": _rounded(best["audit_accuracy"]),
                   **_margin(rows, best, confirmation)}
-    policy = replace(policy_of(space, best["config"]), provenance=provenance)
+    policy = policy_of(space, best["config"])  # a merged policy keeps what it was merged from
+    policy = replace(policy, provenance={**policy.provenance, **provenance})
     base, size = space.child.base_augmentation, space.dataset.image_size
     files["best_policy.json"] = export_albumentations(policy, base, size,
                                                       output / "best_policy.json")
@@ -150,13 +159,13 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
                         trials, confirmation)
 
 
-def _chosen(rows: list[dict[str, Any]],
-            confirmation: Confirmation | None) -> dict[str, Any] | None:
-    """The row to export: the confirmed winner's, else the best reward's."""
+def _chosen(rows: list[dict[str, Any]], confirmation: Confirmation | None,
+            proposal: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The row to export: the confirmed winner's, else the proposal or the best reward's."""
     ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])]
     verdict = confirmation.verdict if confirmation is not None else None
     if verdict is None:
-        return ok[0] if ok else None
+        return proposal if proposal is not None and ok else (ok[0] if ok else None)
     winner = verdict.winner
     found = next((r for r in ok if r["trial_id"] == winner.key), None)
     if found is not None:

@@ -63,6 +63,7 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
         searcher, opts, resolved, key, output = _fresh(space, searcher, opts)
     strategy = get_strategy(searcher)
     check_strategy(strategy, opts)
+    check_reward(resolved, strategy, opts)
     if not opts.resume:
         _check_new_output(output, given=opts.output is not None)
     check_tracking(opts.tracking_uri, opts.experiment or f"augsearch-{resolved.name}", output)
@@ -136,6 +137,22 @@ def check_strategy(strategy: Strategy, opts: SearchOptions) -> None:
                           f"--searcher {strategy.name} (PBT is already a scheduler); drop one")
 
 
+def check_reward(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
+    """Density matching scores a policy in one pass: nothing for PBT to evolve during a child's
+    training, no epochs for ASHA to stop early."""
+    if not space.reward.density_matching:
+        return
+    if strategy.population_based:
+        raise SearchError(f"--searcher {strategy.name} cannot search with reward.kind: "
+                          f"density_matching (space {space.name}): it changes policies while a "
+                          f"child trains, and density matching trains none per trial; use "
+                          f"--searcher tpe or random, or reward.kind: child_training")
+    if opts.early_stop:
+        raise SearchError(f"--early-stop {opts.early_stop} has nothing to stop with reward.kind: "
+                          f"density_matching (a trial is one scoring pass, without epochs); "
+                          f"drop --early-stop")
+
+
 def load_splits(space: Space, opts: SearchOptions) -> Any:
     """Load the dataset once in the driver, check it against the space, and split it."""
     from children.datasets import load_dataset, make_splits
@@ -200,12 +217,24 @@ def check_tracking(uri: str | None, experiment: str, output: Path) -> None:
     check_experiment(uri or default_uri(output), experiment)
 
 
+def _resumable(space: Space, output: Path) -> bool:
+    """Tune kept state of the search, or (density matching) of its fold stage."""
+    from search import tune_adapter
+    from search.density import FOLD_EXPERIMENT, FOLDS_FILE
+
+    storage = tune_adapter.storage_of(output)
+    if tune_adapter.can_resume(storage):
+        return True
+    return space.reward.density_matching and (
+        (output / FOLDS_FILE).exists() or tune_adapter.can_resume(storage, FOLD_EXPERIMENT))
+
+
 def _check_ray(space: Space, opts: SearchOptions, output: Path) -> None:
     """The resources one trial needs exist (a local Ray, or the one already running), and a
     cluster address answers; Ray is not started."""
     from search import tune_adapter
 
-    if opts.resume and not tune_adapter.can_resume(tune_adapter.storage_of(output)):
+    if opts.resume and not _resumable(space, output):
         raise SearchError(f"nothing to resume in {output}: Ray Tune kept no state there (the "
                           f"search stopped before its first trial); start a new search with "
                           f"another --output")

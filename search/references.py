@@ -22,6 +22,7 @@ from spaces.policy import Op, Policy, SubPolicy, identity_policy
 from spaces.schema import Space
 
 REFERENCE_KEY = "_reference"
+POLICY_KEY = "_policy"  # a policy given explicitly (policy_to_dict), e.g. a merged one
 BASE = "base"
 TRIVIAL = "trivialaugment"
 # TrivialAugmentWide's ops (torchvision), by augsearch op name.
@@ -66,7 +67,13 @@ def identity_config(space: Space) -> dict[str, Any] | None:
 
 
 def policy_of(space: Space, config: dict[str, Any]) -> Policy:
-    """The policy a trial trains: its reference's, or its search dimensions decoded."""
+    """The policy a trial trains: its reference's, the one it names explicitly (`_policy`, a
+    policy that is no point of the searched space, such as density matching's merge), or its
+    search dimensions decoded."""
+    if config.get(POLICY_KEY):
+        from spaces.policy import policy_from_dict
+
+        return policy_from_dict(config[POLICY_KEY], "the policy in a trial config")
     name = config.get(REFERENCE_KEY)
     if name:
         refs = reference_policies(space)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from search import density
 from search.events import Progress
 from search.outputs import SearchResult, leaderboard_rows, write_outputs
 from search.prepare import SPACE_FILE, Prepared
@@ -51,13 +52,12 @@ class SearchSession:
             tune_adapter.check_resources(resources, cluster=connection.cluster)
             tracker = self._set_up()
             plan = self._plan(self.prepared.splits)
-            print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
-                  f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
-                  f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
-            listeners = [Progress(plan.trials, already_done=self._ended_before()), tracker]
-            outcomes = tune_adapter.run_search(plan, listeners, resume=self.opts.resume)
+            searching = self._density_plan(plan, tracker) if self.density else plan
+            outcomes = [] if searching is None else self._search(searching, tracker)
             rows = leaderboard_rows(self.space, outcomes)
-            confirmation, interrupted = self._confirm(plan, rows, tracker)
+            merged = density.merged_policy(self.space, outcomes) if self.density else None
+            confirmation, interrupted = self._confirm(plan, rows, tracker, merged)
+            interrupted = interrupted or searching is None
         except BaseException:
             if tracker is not None:
                 tracker.close()
@@ -66,14 +66,40 @@ class SearchSession:
             if connection.started:
                 tune_adapter.shutdown()
         result = write_outputs(self.space, self.strategy.name, rows, self.output,
-                               self.space.search.trials, confirmation)
+                               self.space.search.trials, confirmation,
+                               density.proposal_row(self.space, merged) if self.density else None)
+        result.files.update(density.write_merged(self.space, merged, self.output))
         result.interrupted = interrupted
         tracker.finish(result)
         return result
 
+    def _search(self, plan: Any, tracker: Any) -> list[Any]:
+        from search import tune_adapter
+
+        print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
+              f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
+              f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
+        listeners = [Progress(plan.trials, already_done=self._ended_before()), tracker]
+        # density matching: a search interrupted while its fold models trained has no state yet
+        resume = self.opts.resume and tune_adapter.can_resume(plan.storage, plan.name)
+        return tune_adapter.run_search(plan, listeners, resume=resume)
+
+    # ------------------------------------------------------------ density matching
+
+    @property
+    def density(self) -> bool:
+        return self.space.reward.density_matching
+
+    def _density_plan(self, plan: Any, tracker: Any) -> Any:
+        """The fold models (trained now, or restored), and the search plan that scores with
+        them; None when the fold stage was interrupted."""
+        models = density.train_fold_models(plan, tracker, self.output, self.opts.resume)
+        return None if models is None else density.search_plan(plan, models)
+
     # ------------------------------------------------------------ confirmation
 
-    def _confirm(self, plan: Any, rows: list[dict[str, Any]], tracker: Any) -> tuple[Any, bool]:
+    def _confirm(self, plan: Any, rows: list[dict[str, Any]], tracker: Any,
+                 merged: Any = None) -> tuple[Any, bool]:
         """Retrain the top policies and the base with more seeds (a second Tune experiment,
         nested MLflow runs tagged stage=confirm). Returns the confirmation (None when off, the
         search is unfinished or the stage was interrupted) and whether it was interrupted."""
@@ -83,12 +109,18 @@ class SearchSession:
         unfinished = any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials
         if s.confirm == 0 or unfinished:
             return None, False
-        replay = self.strategy.population_based
+        # Retrain every replicate when the search's reward is no child's (PBT's changed policy
+        # mid-training; density matching trained none).
+        replay = self.strategy.population_based or self.density
         saved = self.output / CONFIRM_FILE
         if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
             cands = confirm.load_candidates(saved)
         else:
-            cands = confirm.candidates(rows, s.confirm, replay, self.space.child.epochs)
+            # a density-matching trial reports once: it "trained" its one epoch
+            epochs = 1 if self.density else self.space.child.epochs
+            cands = confirm.candidates(rows, s.confirm, replay, epochs)
+            if self.density:  # the merged policy, under reward.density.final: merged
+                cands = density.with_proposal(self.space, cands, merged, s.confirm)
             if len(cands) < 2:  # no searched policy finished: nothing to confirm
                 return None, False
             confirm.save_candidates(cands, saved)

@@ -36,7 +36,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         "  batch ops " + (", ".join(
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
-        f"  reward    {reward_text(space)}",
+        *_reward_lines(space),
         f"  arms      {references_text(space, searcher)}",
         f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
@@ -82,7 +82,38 @@ def references_text(space: Space, searcher: str) -> str:
 
 def confirm_text(space: Space) -> str:
     s = space.search
+    if space.reward.density_matching:
+        spec = space.reward.matching()
+        proposal = "the merged policy" if spec.final == "merged" else "the best trial"
+        if s.confirm == 0:
+            return f"off: {proposal} is exported, unconfirmed"
+        return (f"the base, {proposal} and the next best policies ({s.confirm} besides the "
+                f"base) trained with real children under {s.confirm_seeds + 1} seeds each; "
+                f"the best mean is exported, with its margin over the base")
     if s.confirm == 0:
         return "off: the best single reward is exported, unconfirmed"
     return (f"the {s.confirm} best policies and the base retrained with {s.confirm_seeds} more "
             f"seeds each; the best mean is exported, with its margin over the base")
+
+
+def _reward_lines(space: Space) -> list[str]:
+    """The reward kind, and for density matching the fold plan."""
+    r = space.reward
+    if not r.density_matching:
+        return [f"  reward    child_training: {reward_text(space)}"]
+    spec, d, c = r.matching(), space.dataset, space.child
+    held = spec.held_out_size(d.train_size)
+    score = "accuracy" if spec.score == "accuracy" else "-NLL of the true class"
+    final = (f"merge of the top {spec.top} policies of each fold" if spec.final == "merged"
+             else "the single best policy")
+    return [
+        f"  reward    density_matching (Fast AutoAugment): {score} of each fold model on its "
+        f"held-out images under the policy ({spec.copies} augmented copies each), mean over "
+        f"folds; no child is trained per trial",
+        f"  folds     {spec.folds} fold models ({c.model}, {c.epochs} epochs, base augmentation "
+        f"only), each trained once before the search on {d.train_size - held} of the "
+        f"{d.train_size} train images and scoring the other {held}; {spec.folds} trainings "
+        f"with the search's resources, resumable",
+        f"  final     {final}; audit accuracy: the fold models on the {d.audit_size} audit "
+        f"images under the policy",
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from search.compile import decode
-from search.references import REFERENCE_KEY, policy_of
+from search.references import POLICY_KEY, REFERENCE_KEY, policy_of
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
 
@@ -24,6 +24,7 @@ from spaces.schema import Space
 CRASH_ONCE_KEY = "_crash_once"  # test hook: path of a marker file; the worker dies once
 REPLICATE_KEY = "_replicate"  # 0 in the search; 1..r when the confirmation retrains a policy
 SCHEDULE_KEY = "_schedule"  # a PBT schedule (list of [first epoch, config]) to replay
+FOLD_KEY = "_fold"  # density matching's fold stage: train fold k's model (search.density)
 
 
 @dataclass
@@ -67,10 +68,12 @@ def trial_seeds(ctx: TrialContext, config: dict[str, Any]) -> tuple[int, int]:
 
 def policy_config(config: dict[str, Any]) -> dict[str, Any]:
     """What names a config's policy: its search dimensions and, for a reference arm, its name
-    (`search.references`); other private keys (replicate, test hooks) are dropped."""
+    (`search.references`), or the explicit policy it carries; other private keys (replicate,
+    fold, test hooks) are dropped."""
     out = {k: v for k, v in config.items() if not k.startswith("_")}
-    if config.get(REFERENCE_KEY):
-        out[REFERENCE_KEY] = config[REFERENCE_KEY]
+    for key in (REFERENCE_KEY, POLICY_KEY):
+        if config.get(key):
+            out[key] = config[key]
     return out
 
 
@@ -124,7 +127,9 @@ def run_trial(
     """
     from children.train import reward_from_history, train_child
 
-    space = ctx.space
+    space, reward = ctx.space, ctx.space.reward
+    if config.get(FOLD_KEY) is not None:  # a density-matching fold model: its fold's data
+        splits, reward = fold_splits(ctx, splits, int(config[FOLD_KEY]))
     cfg = policy_config(config)
     schedule = list(restored.schedule) if restored else []
     start = restored.state.epoch if restored and restored.state is not None else 0
@@ -134,7 +139,7 @@ def run_trial(
 
     def on_epoch(stats: Any, state: Any) -> None:
         metrics = dict(asdict(stats))  # stats.epoch counts from 1
-        metrics["reward"] = reward_from_history(state.history, space.reward)[0]
+        metrics["reward"] = reward_from_history(state.history, reward)[0]
         metrics["train_val_gap"] = stats.train_accuracy - stats.val_accuracy
         metrics["common_seed"], metrics["aug_seed"] = seed, aug_seed
         if ctx.record_schedule:
@@ -143,10 +148,42 @@ def run_trial(
         maybe_crash_once(config, stats.epoch)
 
     return train_child(
-        space.child, space.reward, policy_of(space, config), splits, seed=seed,
+        space.child, reward, policy_of(space, config), splits, seed=seed,
         aug_seed=aug_seed, threads=ctx.threads, on_epoch=on_epoch,
         state=restored.state if restored else None, schedule=_schedule(ctx, config, schedule),
     )
+
+
+def fold_splits(ctx: TrialContext, splits: Any, k: int) -> tuple[Any, Any]:
+    """Fold k's training data (the train split without its held-out rows, which become its
+    validation pool) and the reward spec that scores it on the whole of that pool."""
+    from children.density import fold_training_splits
+    from search.density import held_out_rows
+
+    rows = held_out_rows(ctx.space, splits.train.y, ctx.search_seed)[k]
+    return (fold_training_splits(splits, rows),
+            ctx.space.reward.model_copy(update={"validation": "pool"}))
+
+
+def run_density_trial(config: dict[str, Any], ctx: TrialContext, splits: Any,
+                      folds: Any) -> dict[str, Any]:
+    """Score one policy by density matching with the trained fold models (no training): the
+    one result the trial reports. Under common random numbers every policy is augmented from
+    the same draws (the common seed), so scores differ by the policy."""
+    from children.density import score_policy
+
+    space = ctx.space
+    seed, aug_seed = trial_seeds(ctx, config)
+    score = score_policy(policy_of(space, config), folds, splits, space.reward.matching(),
+                         space.child.base_augmentation, seed=seed, threads=ctx.threads,
+                         augmentation=space.child.augmentation)
+    return {"epoch": 1, "reward": score.reward, "val_accuracy": score.accuracy,
+            "val_nll": score.nll, "audit_accuracy": score.audit_accuracy,
+            "fold_rewards": score.fold_rewards, "images_per_s": score.images / score.seconds,
+            "score_seconds": score.seconds, "score_cpu_seconds": score.cpu_seconds,
+            "common_seed": seed, "aug_seed": aug_seed,
+            "tags": {"fold_rewards": " ".join(f"{v:.4f}" for v in score.fold_rewards),
+                     "augmentation": score.augmentation}}
 
 
 def _schedule(ctx: TrialContext, config: dict[str, Any],

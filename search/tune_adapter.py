@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 from search.errors import SearchError
 from search.events import SearchListener
 from search.strategies import Strategy
-from search.trial import Checkpointed, TrialContext, run_trial
+from search.trial import Checkpointed, TrialContext, run_density_trial, run_trial
 
 METRIC, MODE = "reward", "max"
 FIXED_KEY = "_run"  # a fixed run's whole config, as one grid value
@@ -52,6 +52,7 @@ class TrialOutcome:
     result: dict[str, Any]
     status: str
     error: str = ""
+    checkpoint: Any = None  # the trial's last checkpoint (read with `final_state`)
 
 
 @dataclass
@@ -73,6 +74,9 @@ class TunePlan:
     references: bool = True  # the first trials are the reference arms (search.references)
     configs: list[dict[str, Any]] | None = None  # fixed configs to run instead of searching
     name: str = "tune"  # the Tune experiment's name under `storage`
+    shared: dict[str, Any] = field(default_factory=dict)  # more trainable arguments, put in
+    # Ray's object store once (density matching's fold models)
+    epochs: int | None = None  # epochs a finished trial has reported (default child.epochs)
 
 
 # ---------------------------------------------------------------- Ray lifecycle and resources
@@ -246,6 +250,20 @@ def report_epoch(metrics: dict[str, Any], saved: Checkpointed) -> None:
         with open(os.path.join(d, STATE_FILE), "wb") as f:
             pickle.dump(saved, f)
         tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+def final_state(outcome: TrialOutcome) -> Checkpointed:
+    """What a finished trial saved in its last checkpoint."""
+    with outcome.checkpoint.as_directory() as d, open(os.path.join(d, STATE_FILE), "rb") as f:
+        return pickle.load(f)
+
+
+def density_trainable(config: dict[str, Any], ctx: TrialContext, splits: Any,
+                      folds: Any) -> None:
+    """Density matching's trainable: one scoring pass with the fold models (from the object
+    store), one report, no checkpoint (there is nothing to resume within a trial)."""
+    result = run_density_trial(flat_config(config), ctx, splits, folds)
+    tune.report({**result, "node_id": current_node_id()})
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
@@ -482,7 +500,8 @@ def _trial_dirname(trial: Any) -> str:
 
 def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
     wrapped = tune.with_resources(
-        tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits),
+        tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits,
+                             **plan.shared),
         {"cpu": plan.resources.cpus, "gpu": plan.resources.gpus})
     path = experiment_path(plan.storage, plan.name)
     if resume:
@@ -500,11 +519,20 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
             name=plan.name, storage_path=str(plan.storage.resolve()), verbose=0,
-            callbacks=[_Events(str(path))],
+            callbacks=[_Events(str(path)), *_loggers()],
             checkpoint_config=CheckpointConfig(
                 num_to_keep=4 if plan.strategy.population_based else 1),
             failure_config=FailureConfig(max_failures=plan.max_failures)),
     )
+
+
+def _loggers() -> list[Callback]:
+    """Tune's JSON and CSV result files (`result.json`, `progress.csv`), not its TensorBoard
+    event files: nothing reads those, and writing them is a fixed cost of every trial (short
+    density-matching trials feel it); `run_search` turns Tune's automatic loggers off."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def storage_of(output: Path) -> Path:
@@ -532,6 +560,7 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     # Tune's own console reporter (its configuration box, its error blocks) would repeat what
     # the Progress listener prints; the legacy reporter is silent at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see _loggers
     key = str(experiment_path(plan.storage, plan.name))
     _LISTENERS[key] = listeners
     try:
@@ -544,7 +573,8 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     # After Ctrl-C, Tune marks the trials it stopped TERMINATED in memory (its saved state,
     # which a resume reads, keeps them unfinished): a trial short of its last epoch that no
     # scheduler could have stopped was interrupted.
-    last_epoch = 0 if plan.early_stop and plan.configs is None else plan.ctx.space.child.epochs
+    last_epoch = 0 if plan.early_stop and plan.configs is None else (
+        plan.epochs or plan.ctx.space.child.epochs)
     outcomes = []
     for k, res in enumerate(results):
         trial = trials[k] if k < len(trials) else None
@@ -552,7 +582,8 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
         status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error, last_epoch)
         trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
         outcomes.append(TrialOutcome(trial_id, flat_config(res.config or {}), metrics, status,
-                                     _short_error(res.error) or str(metrics.get("error", ""))))
+                                     _short_error(res.error) or str(metrics.get("error", "")),
+                                     res.checkpoint))
     return outcomes
 
 

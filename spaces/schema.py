@@ -175,8 +175,43 @@ class PolicySpec(_Strict):
         return ops
 
 
+class DensitySpec(_Strict):
+    """Density matching (Fast AutoAugment, Lim et al. 2019): the settings of
+    `reward.kind: density_matching`.
+
+    The search's train split is cut into `folds` stratified folds; a child is trained once per
+    fold on the rest with the base augmentation only, before the search. A trial applies its
+    policy (after the base crop/flip) to each fold's `held_out` images, `copies` augmented copies
+    of each, and scores that fold's model on them; the reward is the mean over folds of the
+    `score`: accuracy, or the negative log-likelihood of the true class (`nll`, reported as
+    -NLL so higher is better). `final: merged` proposes Fast AutoAugment's merge of the `top`
+    policies of each fold (their sub-policies in one longer policy), `single` the best trial.
+    """
+
+    folds: int = Field(5, ge=2, le=20, description="fold models (K)")
+    held_out: float | None = Field(None, gt=0, lt=1, description="share of the train split "
+                                   "each fold model never trains on and is scored on (default "
+                                   "1/folds: every image held out once)")
+    copies: int = Field(2, ge=1, le=64, description="augmented copies of each held-out image")
+    score: Literal["accuracy", "nll"] = Field("nll", description="nll: as valid as accuracy and "
+                                              "more reliable per image scored "
+                                              "(docs/BENCHMARKS.md)")
+    top: int = Field(3, ge=1, le=100, description="best policies of each fold merged")
+    final: Literal["merged", "single"] = "merged"
+
+    def held_out_share(self) -> float:
+        """The share of the train split each fold holds out."""
+        return self.held_out if self.held_out is not None else 1.0 / self.folds
+
+    def held_out_size(self, train_size: int) -> int:
+        """Images each fold model is scored on (and never trained on)."""
+        return max(1, round(train_size * self.held_out_share()))
+
+
 class RewardSpec(_Strict):
-    """How a child's training becomes a policy's reward.
+    """How a policy becomes a reward: `kind: child_training` (the default) trains a child under
+    it; `kind: density_matching` scores it with children trained once before the search
+    (`density`, see DensitySpec). The rest of this section is about child training.
 
     `validation: pool` scores every trial on the whole validation pool; `fresh` on a sample of
     `val_sample_size` drawn afresh per trial (DeepAugment). `epochs: last` averages the last
@@ -187,6 +222,9 @@ class RewardSpec(_Strict):
     train split, scoring it every epoch would cost more than the training.
     """
 
+    kind: Literal["child_training", "density_matching"] = "child_training"
+    density: DensitySpec | None = Field(None, description="density matching's settings "
+                                        "(kind: density_matching; defaults when absent)")
     metric: Literal["val_accuracy"] = "val_accuracy"
     last_epochs: int = Field(3, ge=1)
     epochs: Literal["last", "best"] = "last"
@@ -208,12 +246,26 @@ class RewardSpec(_Strict):
             return True
         return (epoch + 1) % self.interval(epochs) == 0
 
+    @property
+    def density_matching(self) -> bool:
+        return self.kind == DENSITY_MATCHING
+
+    def matching(self) -> DensitySpec:
+        """Density matching's settings (its defaults when the section is absent)."""
+        return self.density or DensitySpec()
+
     @model_validator(mode="after")
     def _sample_size(self) -> RewardSpec:
         if self.validation == "fresh" and self.val_sample_size is None:
             raise ValueError("`validation: fresh` needs `val_sample_size` (the images each trial "
                              "draws from the validation pool); add it or use `validation: pool`")
+        if self.density is not None and not self.density_matching:
+            raise ValueError("`density` applies to `kind: density_matching`, but kind is "
+                             f"{self.kind}; set `kind: density_matching` or remove `density`")
         return self
+
+
+DENSITY_MATCHING = "density_matching"
 
 
 class SearchDefaults(_Strict):
@@ -256,6 +308,8 @@ class Space(_Strict):
                 f"`reward.last_epochs <= child.epochs` must hold, but got "
                 f"last_epochs={self.reward.last_epochs}, epochs={self.child.epochs}"
             )
+        if self.reward.density_matching:
+            _check_density(self)
         return self
 
     def replace(self, **changes: Any) -> Space:
@@ -268,6 +322,24 @@ class Space(_Strict):
                 node = node[parent]
             node[leaf] = value
         return _validate(data, f"space {self.name}")
+
+
+def _check_density(space: Space) -> None:
+    """What density matching cannot do: score batch ops, or folds too small to hold a class."""
+    batch = [k for k, v in space.policy.batch_ops.model_dump().items() if v is not None]
+    if batch:
+        raise ValueError(
+            f"`reward.kind: density_matching` cannot score batch ops ({', '.join(batch)}): "
+            f"they mix pairs of training images and do not exist at inference; set "
+            f"`policy.batch_ops: {{}}` or use `reward.kind: child_training`")
+    spec, d = space.reward.matching(), space.dataset
+    held = spec.held_out_size(d.train_size)
+    if held < d.num_classes or d.train_size - held < d.num_classes:
+        raise ValueError(
+            f"`reward.density`: each of the {spec.folds} folds holds out {held} of the "
+            f"{d.train_size} train images and trains on {d.train_size - held}, but both must "
+            f"hold at least dataset.num_classes={d.num_classes}; raise dataset.train_size or "
+            f"change reward.density.folds / held_out")
 
 
 def builtin_spaces() -> list[str]:

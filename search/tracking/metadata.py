@@ -46,7 +46,8 @@ def search_params(space: Space, searcher: str, opts: Any, output: Path) -> dict[
         "image_size": d.image_size, "child_model": c.model, "child_width": c.width,
         "epochs": c.epochs, "batch_size": c.batch_size, "reward_metric": space.reward.metric,
         "reward_last_epochs": space.reward.last_epochs,
-        "val_sample_size": space.reward.val_sample_size,
+        "val_sample_size": space.reward.val_sample_size, "reward_kind": space.reward.kind,
+        **_density_params(space),
         "sub_policies": space.policy.sub_policies,
         "ops_per_sub_policy": space.policy.ops_per_sub_policy,
         "ops": ",".join(o.name for o in space.policy.ops), "output": str(output),
@@ -56,6 +57,12 @@ def search_params(space: Space, searcher: str, opts: Any, output: Path) -> dict[
         if value not in (None, False, ""):
             params[key] = value
     return params
+
+
+def _density_params(space: Space) -> dict[str, Any]:
+    if not space.reward.density_matching:
+        return {}
+    return {f"density_{k}": v for k, v in space.reward.matching().model_dump().items()}
 
 
 def preview_images(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

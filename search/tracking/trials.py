@@ -14,7 +14,8 @@ is passed through to its run.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ SEARCH_STAGE = "search"
 RESULT_TAGS = "tags"  # a result's own tags for its run: {name: value}
 # Reward first: the UI's compare view plots the first metric a run logged by default.
 EPOCH_METRICS = ("reward", "val_accuracy", "audit_accuracy", "train_accuracy", "train_loss",
-                 "train_val_gap", "images_per_s")
+                 "train_val_gap", "images_per_s", "val_nll")
 FINAL_METRICS = ("reward", "audit_accuracy", "train_val_gap", "val_accuracy", "train_accuracy")
 
 
@@ -50,6 +51,46 @@ class TrialRun:
     done: bool = False
     reopen: bool = False  # a resumed run that ended in error: mark it RUNNING on its next event
     node: str = ""
+    pending: _Pending = field(default_factory=lambda: _Pending())  # metrics and tags not yet
+    # written: one log_batch for whatever events arrived before the writer got to them
+
+
+class _Pending:
+    """Metrics and tags of one run waiting for the writer; filled on Tune's event loop and
+    drained on the writer thread, so that events that come close together (a one-result trial's
+    result and end, a slow store's backlog) cost one store call, not one each."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.metrics: list[Point] = []
+        self.tags: dict[str, str] = {}
+        self.scheduled = False
+
+    def add(self, metrics: list[Point], tags: dict[str, str]) -> bool:
+        """Add; True when a drain must be scheduled (none is waiting)."""
+        with self.lock:
+            self.metrics.extend(metrics)
+            self.tags.update(tags)
+            schedule, self.scheduled = not self.scheduled, True
+            return schedule
+
+    def take(self) -> tuple[list[list[Point]], dict[str, str]]:
+        """The waiting tags, and the waiting metrics in rounds that each hold a (key, step) once
+        (PBT may report an epoch again after an exploit: both values are kept, in order)."""
+        with self.lock:
+            metrics, tags = self.metrics, self.tags
+            self.metrics, self.tags, self.scheduled = [], {}, False
+        rounds: list[list[Point]] = []
+        seen: list[set[tuple[str, int]]] = []
+        for point in metrics:
+            k = next((i for i, keys in enumerate(seen) if (point[0], point[2]) not in keys),
+                     len(rounds))
+            if k == len(rounds):
+                rounds.append([])
+                seen.append(set())
+            rounds[k].append(point)
+            seen[k].add((point[0], point[2]))
+        return rounds, tags
 
 
 class TrialRuns(SearchListener):
@@ -99,7 +140,7 @@ class TrialRuns(SearchListener):
             return
         self._policy_change(run, config, epoch)
         tags = {**self._node_tag(run, result), **_result_tags(result)}
-        self._submit(run, "log", metrics=_metrics(result, EPOCH_METRICS, epoch), tags=tags)
+        self._log(run, _metrics(result, EPOCH_METRICS, epoch), tags)
         run.last_epoch = epoch
 
     def trial_complete(self, trial_id: str, config: dict[str, Any],
@@ -118,7 +159,7 @@ class TrialRuns(SearchListener):
                 **self._node_tag(run, result), **_result_tags(result)}
         if result.get("error"):
             tags["error"] = str(result["error"])
-        self._submit(run, "log", metrics=metrics, tags=tags)
+        self._log(run, metrics, tags)
         policy = self.decode(policy_config(config))
         if policy is not None:
             self.writer.submit(f"trial {run.trial_id}", self._log_policy_files, run, policy,
@@ -130,7 +171,7 @@ class TrialRuns(SearchListener):
         run = self._run_for(trial_id, config)
         if run is None:
             return
-        self._submit(run, "log", tags={"status": "error", "error": error})
+        self._log(run, tags={"status": "error", "error": error})
         self._end(run, "FAILED")
 
     def end_unended(self) -> None:
@@ -150,7 +191,7 @@ class TrialRuns(SearchListener):
             return None  # finished before a resume, or a duplicate event
         elif run.reopen:
             self._submit(run, "reopen")
-            self._submit(run, "log", tags={"status": "running"})
+            self._log(run, tags={"status": "running"})
             run.reopen = False
         if run.config is None:
             run.config = policy_config(config)
@@ -176,7 +217,7 @@ class TrialRuns(SearchListener):
     def _create(self, run: TrialRun, tags: dict[str, str], start: int | None,
                 params: dict[str, str]) -> None:
         run.run_id = self.store.create_run(self.name.format(run.trial_id), tags, start)
-        self.store.log(run.run_id, params=params)
+        self._drain(run, params)  # with what arrived meanwhile (a one-result trial: all of it)
 
     def _node_tag(self, run: TrialRun, result: dict[str, Any]) -> dict[str, str]:
         node = str(result.get("node_id") or "")
@@ -196,12 +237,28 @@ class TrialRuns(SearchListener):
         if policy is not None:
             self.writer.submit(f"trial {run.trial_id}", self._log_schedule_policy, run, policy,
                                epoch)
-        self._submit(run, "log", tags={"policy": one_line(policy),
+        self._log(run, tags={"policy": one_line(policy),
                                        "policy_changed_at_epoch": str(epoch)})
 
     def _end(self, run: TrialRun, status: str) -> None:
         self._submit(run, "end", status)
         run.done = True
+
+    def _log(self, run: TrialRun, metrics: list[Point] | None = None,
+             tags: dict[str, str] | None = None) -> None:
+        """Queue metrics and tags for the run; one store call takes all that are waiting."""
+        if run.pending.add(metrics or [], tags or {}):
+            self.writer.submit(f"trial {run.trial_id}", self._drain, run)
+
+    def _drain(self, run: TrialRun, params: dict[str, str] | None = None) -> None:
+        rounds, tags = run.pending.take()
+        if not run.run_id:
+            return  # creating the run failed (already reported)
+        first = rounds[0] if rounds else []
+        if first or tags or params:
+            self.store.log(run.run_id, metrics=first, params=params, tags=tags)
+        for metrics in rounds[1:]:
+            self.store.log(run.run_id, metrics=metrics)
 
     def _submit(self, run: TrialRun, method: str, *args: Any, **kwargs: Any) -> None:
         """Queue `store.<method>(run_id, ...)`; the run id is read when the call runs."""
@@ -250,9 +307,10 @@ class TrialRuns(SearchListener):
 
 # A trial's seeds (search.trial.trial_seeds), as tags: enough to retrain it identically.
 SEED_TAGS = ("common_seed", "aug_seed")
-# Private config keys shown as run tags: a reference arm, and a confirmation run's candidate and
-# replicate.
-_CONFIG_TAGS = {"_reference": "reference", "_candidate": "candidate", "_replicate": "replicate"}
+# Private config keys shown as run tags: a reference arm, a confirmation run's candidate and
+# replicate, a density-matching fold model's fold.
+_CONFIG_TAGS = {"_reference": "reference", "_candidate": "candidate", "_replicate": "replicate",
+                "_fold": "fold"}
 
 
 def config_tags(config: dict[str, Any]) -> dict[str, str]:

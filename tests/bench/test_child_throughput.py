@@ -34,7 +34,7 @@ def test_no_gpu_utilisation_on_the_cpu_device() -> None:
 def test_the_gpu_measurement_runs_on_the_cpu_device_and_reports_each_path() -> None:
     space = load_space("cifar10").replace(**{"reward.val_sample_size": 50})
     spec = DatasetSpec(name="digits", train_size=400, val_pool_size=100, audit_size=100,
-                       image_size=32, channels=3, num_classes=10)
+                       image_size=32, channels=3, num_classes=10, resize=True)
     splits = make_splits(load_dataset(spec), spec, seed=0)
     policies = {"identity": identity_policy(), "policy": sampled_policy(space)}
     rows = gpu_section(policies, space, splits, epochs=1, device="cpu",

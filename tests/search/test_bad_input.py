@@ -49,7 +49,7 @@ def digits_npz(tmp: Path, name: str = "digits.npz", n: int | None = None, **chan
     """scikit-learn's digits as an .npz of 8x8x1 uint8 images (`change` overrides arrays)."""
     raw = read_digits()
     x, y = raw.x_train, raw.y_train
-    arrays = {"x_train": x[:1400], "y_train": y[:1400], "x_test": x[1400:], "y_test": y[1400:]}
+    arrays = {"x_train": x[:1500], "y_train": y[:1500], "x_test": x[1500:], "y_test": y[1500:]}
     if n is not None:
         arrays["x_train"], arrays["y_train"] = x[:n], y[:n]
     arrays.update(change)
@@ -143,6 +143,23 @@ SEARCH_CASES = [
     Case("unknown space key", S, lambda t: [
         "--space", str(space_file(t, **{"child.widht": 8})), *out(t)],
         "child.widht: unknown key; remove it or check its spelling"),
+    # density matching
+    Case("density matching with batch ops", S, lambda t: [
+        "--space", str(space_file(t, **{"reward.kind": "density_matching"})), *out(t)],
+        "`reward.kind: density_matching` cannot score batch ops (mixup_alpha): they mix pairs of "
+        "training images and do not exist at inference; set `policy.batch_ops: {}`"),
+    Case("density matching with pbt", S, lambda t: [
+        "--space", str(_density_space(t)), "--searcher", "pbt", *out(t)],
+        "--searcher pbt cannot search with reward.kind: density_matching (space digits)"),
+    Case("density matching with asha, dry run", S, lambda t: [
+        "--space", str(_density_space(t)), "--early-stop", "asha", "--dry-run", *out(t)],
+        "--early-stop asha has nothing to stop with reward.kind: density_matching"),
+    Case("density folds too small", S, lambda t: [
+        "--space", str(_density_space(t, folds=20, held_out=0.02)), *out(t)],
+        "each of the 20 folds holds out 1 of the 50 train images"),
+    Case("density settings for child training", S, lambda t: [
+        "--space", str(space_file(t, **{"reward.density": {"folds": 3}})), *out(t)],
+        "`density` applies to `kind: density_matching`, but kind is child_training"),
     # flags, named by flag
     Case("trials 0", S, lambda t: ["--trials", "0", *out(t)],
          "--trials must be at least 1, got 0"),
@@ -218,11 +235,11 @@ SEARCH_CASES = [
     Case("npz missing a key", S, lambda t: ["--data", str(_without_key(t)), *out(t)],
          "missing key(s) y_test"),
     Case("float images", S, lambda t: [
-        "--data", str(digits_npz(t, x_train=read_digits().x_train[:1400] / 255.0)), *out(t)],
+        "--data", str(digits_npz(t, x_train=read_digits().x_train[:1500] / 255.0)), *out(t)],
         "x_train has dtype float64; images must be uint8 0..255"),
     Case("too few images for the splits", S, lambda t: [
         "--data", str(digits_npz(t, n=500)), *out(t)],
-        "the splits need 1300 training images"),
+        "the splits need 1450 training images"),
     Case("image size differs from the space", S, lambda t: [
         "--space", str(space_file(t, **{"dataset.resize": False})),
         "--data", str(digits_npz(t)), *out(t)],
@@ -240,6 +257,11 @@ SEARCH_CASES = [
     Case("empty image folder", S, lambda t: ["--data", str(folder(t)), *out(t)],
          "no class subfolders; put each class's images in its own folder"),
 ]
+
+
+def _density_space(tmp: Path, **density) -> Path:
+    return space_file(tmp, **{"reward.kind": "density_matching", "policy.batch_ops": {},
+                              **({"reward.density": density} if density else {})})
 
 
 def _truncated(path: Path) -> Path:
@@ -462,7 +484,27 @@ def test_the_dry_run_applies_the_flags_it_was_given(tmp_path: Path, capsys) -> N
                         "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
-    assert f"data      {data}: 200 train, 600 validation pool, 500 audit" in out
+    assert f"data      {data}: 50 train, 600 validation pool, 800 audit" in out
     assert "2 epochs" in out and "tpe, 5 trials, 1 CPU / 0 GPU per trial, 1 at once" in out
     assert "sampled policies (seed 3)" in out
     assert f"output    {tmp_path / 'out'}" in out and not (tmp_path / "out").exists()
+
+
+def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, capsys) -> None:
+    space = _density_space(tmp_path, folds=4, copies=3, top=2, score="nll")
+    code = search_main(["--space", str(space), "--dry-run", "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "reward    density_matching (Fast AutoAugment): -NLL of the true class of each " \
+           "fold model on its held-out images under the policy (3 augmented copies each)" in out
+    assert "folds     4 fold models (basiccnn, 150 epochs, base augmentation only), each " \
+           "trained once before the search on 38 of the 50 train images and scoring the " \
+           "other 12; 4 trainings" in out
+    assert "final     merge of the top 2 policies of each fold; audit accuracy: the fold " \
+           "models on the 800 audit images" in out
+    assert "confirm   the base, the merged policy and the next best policies (3 besides the " \
+           "base) trained with real children under 3 seeds each" in out
+    assert search_main(["--dry-run", "--output", str(tmp_path / "out")]) == 0
+    plain = capsys.readouterr().out
+    assert "reward    child_training: mean val_accuracy" in plain and "folds " not in plain
+    assert not (tmp_path / "out").exists()

@@ -15,23 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from search.api import SearchOptions, load_splits, search
+from search.api import SearchOptions, search
 from search.evaluate import EvaluateOptions, evaluate, make_plan
+from search.prepare import load_splits
 from search.trial import TrialContext, run_trial
 from spaces.schema import parse_space
 from tests.conftest import SHARED_DATA
 
 
 def test_the_flag_sets_the_space_and_a_bad_value_is_one_clear_line() -> None:
-    from search.api import prepare_space
+    from search.errors import SearchError
+    from search.prepare import apply_options
     from search.run import build_parser, main
-    from spaces.errors import SpaceError
+    from spaces.schema import load_space
+
+    def prepare_space(name: str, opts: SearchOptions):
+        return apply_options(load_space(name), opts)
 
     assert build_parser().parse_args(["--augmentation", "batched"]).augmentation == "batched"
     assert prepare_space("digits", SearchOptions()).child.augmentation == "auto"
     space = prepare_space("digits", SearchOptions(augmentation="albumentations"))
     assert space.child.augmentation == "albumentations"
-    with pytest.raises(SpaceError, match="child.augmentation") as err:
+    with pytest.raises(SearchError, match="--augmentation .*child.augmentation") as err:
         prepare_space("digits", SearchOptions(augmentation="gpu"))
     assert "\n" not in str(err.value)
     with pytest.raises(SystemExit) as exit_:

@@ -86,3 +86,20 @@ def test_diagnostics_never_import_mlflow() -> None:
     code = ("import sys; from search.diagnostics import overfit_diagnostics; "
             "assert 'mlflow' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("score", "gap"), [("accuracy", 0.9 - 0.7), ("nll", None)])
+def test_the_selection_gap_needs_a_reward_in_the_audit_accuracys_units(space: Space, score: str,
+                                                                      gap: float | None) -> None:
+    """Density matching's -NLL reward is no accuracy: its gap to the audit accuracy would mean
+    nothing and is left out; the rank-based diagnostics stay."""
+    dm = space.replace(**{"reward.kind": "density_matching", "policy.batch_ops": {},
+                          "reward.density": {"score": score}})
+    reward = {"accuracy": (0.9, 0.8, 0.6), "nll": (-0.2, -0.4, -0.9)}[score]
+    diag = overfit_diagnostics(rows(dm, [("a", "ok", reward[0], 0.7), ("b", "ok", reward[1], 0.75),
+                                         ("c", "ok", reward[2], 0.5)]), dm)
+    assert diag.audit_regret == pytest.approx(0.05) and diag.spearman == pytest.approx(0.5)
+    if gap is None:
+        assert math.isnan(diag.selection_gap) and "selection_gap" not in diag.scalars()
+    else:
+        assert diag.selection_gap == pytest.approx(gap)

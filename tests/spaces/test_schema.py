@@ -76,12 +76,18 @@ MALFORMED = [
      ["mixup_alpha", "low=1, high=0"]),
     ("sample larger than pool", "reward.val_sample_size", 100000,
      ["val_sample_size <= dataset.val_pool_size", "val_sample_size=100000"]),
-    ("reward epochs beyond training", "reward.last_epochs", 99,
-     ["last_epochs <= child.epochs", "last_epochs=99"]),
+    ("reward epochs beyond training", "reward.last_epochs", 999,
+     ["last_epochs <= child.epochs", "last_epochs=999"]),
     ("unknown child model", "child.model", "resnet9000",
      ["child.model", "unknown child model 'resnet9000'", "known models: basiccnn"]),
     ("misspelt child model", "child.model", "basicnn", ["did you mean 'basiccnn'?"]),
     ("unknown optimiser", "child.optimizer.name", "adagrad", ["child.optimizer.name"]),
+    ("unknown reward kind", "reward.kind", "distillation", ["reward.kind", "'distillation'"]),
+    ("density matching with batch ops", "reward.kind", "density_matching",
+     ["`reward.kind: density_matching` cannot score batch ops (mixup_alpha)",
+      "set `policy.batch_ops: {}`"]),
+    ("density settings for child training", "reward.density", {"folds": 3},
+     ["`density` applies to `kind: density_matching`, but kind is child_training"]),
     ("negative learning rate", "child.optimizer.lr", -0.1, ["child.optimizer.lr"]),
 ]
 
@@ -173,7 +179,7 @@ def test_cli_dry_run_checks_the_data_and_summarises_without_starting_anything(
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "space digits" in out and "ops (17)" in out
-    assert "200 train, 600 validation pool, 500 audit, 300 test images (checked)" in out
+    assert "50 train, 600 validation pool, 800 audit, 300 test images (checked)" in out
     assert "dimensions 19" in out  # 6 slots x (op, magnitude, probability) + mixup
     assert out.count("\n  [") == 3
     assert list(tmp_path.iterdir()) == []  # no output directory, no MLflow store
@@ -192,3 +198,41 @@ def test_a_space_file_that_is_not_utf8_is_a_space_error(tmp_path) -> None:
     with pytest.raises(SpaceError, match=r"latin1.yaml: not UTF-8 text .*save the space file as "
                                          r"UTF-8"):
         load_space(str(path))
+
+
+def _density(**density: object) -> dict:
+    data = _set(_base(), "reward.kind", "density_matching")
+    data["policy"]["batch_ops"] = {}
+    data["reward"]["density"] = density
+    return data
+
+
+def test_density_matching_settings_default_and_validate() -> None:
+    space = parse_space(yaml.safe_dump(_density()), "s.yaml")
+    spec = space.reward.matching()
+    assert (spec.folds, spec.held_out_share(), spec.final) == (5, 0.2, "merged")
+    assert spec.held_out_size(space.dataset.train_size) == 10
+    assert parse_space(yaml.safe_dump(space.model_dump(mode="json")), "again.yaml") == space
+    child = load_space("digits")
+    assert child.reward.density is None and not child.reward.density_matching
+    assert parse_space(yaml.safe_dump(child.model_dump(mode="json")), "again.yaml") == child
+
+
+@pytest.mark.parametrize(("density", "words"), [
+    ({"folds": 20, "held_out": 0.02}, ["each of the 20 folds holds out 1 of the 50 train images",
+                                       "at least dataset.num_classes=10"]),
+    ({"held_out": 0.9}, ["trains on 5", "raise dataset.train_size"]),
+    ({"folds": 1}, ["reward.density.folds", "greater than or equal to 2"]),
+    ({"held_out": 1.0}, ["reward.density.held_out", "less than 1"]),
+    ({"copies": 0}, ["reward.density.copies"]),
+    ({"score": "loss"}, ["reward.density.score", "'loss'"]),
+    ({"final": "both"}, ["reward.density.final", "'both'"]),
+    ({"tops": 3}, ["reward.density.tops: unknown key"]),
+])
+def test_bad_density_settings_are_refused_by_key(density: dict, words: list[str]) -> None:
+    with pytest.raises(SpaceError) as info:
+        parse_space(yaml.safe_dump(_density(**density)), "s.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)

@@ -1,0 +1,124 @@
+"""Density matching after the search, without Ray: the merged policy, what is exported and what
+the confirmation retrains."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+import yaml
+
+from search import confirm, density
+from search.compile import decode, sample_configs
+from search.outputs import leaderboard_rows, write_outputs
+from search.references import BASE, POLICY_KEY, REFERENCE_KEY, policy_of
+from search.trial import TrialContext, policy_config, trial_seeds
+from search.tune_adapter import TrialOutcome
+from spaces.policy import policy_from_dict
+from spaces.schema import Space, load_space
+
+
+@pytest.fixture(scope="module")
+def space() -> Space:
+    return load_space("digits").replace(**{
+        "reward.kind": "density_matching", "policy.batch_ops": {},
+        "reward.density": {"folds": 3, "top": 2}})
+
+
+def outcome(trial_id: str, config: dict, folds: list[float], status: str = "ok") -> TrialOutcome:
+    result = {"reward": float(np.mean(folds)), "fold_rewards": folds, "epoch": 1,
+              "val_accuracy": 0.5, "audit_accuracy": 0.4}
+    return TrialOutcome(trial_id, config, result, status)
+
+
+@pytest.fixture(scope="module")
+def outcomes(space: Space) -> list[TrialOutcome]:
+    configs = sample_configs(space, 5, seed=1)
+    return [
+        outcome("base", {REFERENCE_KEY: BASE}, [0.99, 0.99, 0.99]),  # a reference: never merged
+        outcome("a", configs[0], [0.90, 0.10, 0.10]),  # the best of fold 0 only
+        outcome("b", configs[1], [0.80, 0.80, 0.20]),
+        outcome("c", configs[2], [0.10, 0.70, 0.90]),
+        outcome("d", configs[3], [0.20, 0.20, 0.80]),
+        outcome("e", configs[4], [0.95, 0.95, 0.95], status="error"),  # failed: never merged
+    ]
+
+
+def test_the_merge_takes_the_top_of_each_fold_once_best_mean_first(space, outcomes) -> None:
+    merged = density.merged_policy(space, outcomes)
+    # fold 0: a, b; fold 1: b, c; fold 2: c, d -> a, b, c, d ordered by mean reward
+    by_id = {o.trial_id: o for o in outcomes}
+    order = sorted("abcd", key=lambda t: -by_id[t].result["reward"])
+    assert merged.provenance["merged_from"] == order
+    expected = [s for t in order for s in decode(space, by_id[t].config).sub_policies]
+    assert list(merged.sub_policies) == expected
+    assert len(merged.sub_policies) == 4 * space.policy.sub_policies
+
+
+def test_top_one_per_fold_merges_each_folds_winner(space, outcomes) -> None:
+    one = space.replace(**{"reward.density.top": 1})
+    assert set(density.merged_policy(one, outcomes).provenance["merged_from"]) == {"a", "b", "c"}
+
+
+def test_nothing_to_merge_without_a_scored_searched_trial(space, outcomes) -> None:
+    assert density.merged_policy(space, outcomes[:1]) is None
+    broken = [outcome("x", outcomes[1].config, [0.5, math.nan, 0.5])]
+    assert density.merged_policy(space, broken) is None
+
+
+def test_an_explicit_policy_config_names_its_policy_and_its_seed(space, outcomes) -> None:
+    merged = density.merged_policy(space, outcomes)
+    config = density.merged_config(merged)
+    assert policy_of(space, config) == merged
+    ctx = TrialContext(space, 0)
+    kept = policy_config({**config, "_replicate": 1, "_candidate": "merged"})
+    assert kept == config
+    other = density.merged_config(density.merged_policy(space.replace(
+        **{"reward.density.top": 1}), outcomes))
+    assert trial_seeds(ctx, config)[1] != trial_seeds(ctx, other)[1]  # its own augmentation
+    assert trial_seeds(ctx, config)[0] == trial_seeds(ctx, other)[0]  # common random numbers
+
+
+def test_the_merged_policy_is_a_confirmation_candidate_that_survives_a_resume(
+        space, outcomes, tmp_path: Path) -> None:
+    merged = density.merged_policy(space, outcomes)
+    rows = leaderboard_rows(space, outcomes)
+    cands = density.with_proposal(space, confirm.candidates(rows, 3, True), merged, 3)
+    assert [c.key for c in cands] == ["base", "merged", "b", "c"]  # 3 besides the base
+    assert cands[0].is_base and cands[1].config == density.merged_config(merged)
+    confirm.save_candidates(cands, tmp_path / "c.json")
+    again = confirm.load_candidates(tmp_path / "c.json")
+    assert policy_of(space, again[1].config) == merged
+    measured = confirm.measured_in_search(again, replay=True)
+    runs = confirm.confirm_configs(again, 2, measured)
+    # nothing the search measured is a child's reward: every replicate 0..2 of every candidate
+    assert len(runs) == 4 * 3
+    assert {policy_of(space, r) for r in runs if r["_candidate"] == "merged"} == {merged}
+    single = space.replace(**{"reward.density.final": "single"})
+    assert [c.key for c in density.with_proposal(single, confirm.candidates(rows, 3, True),
+                                                 merged, 3)] == ["base", "b", "c", "d"]
+
+
+def test_unconfirmed_the_merged_policy_is_exported_and_loads_with_albumentations(
+        space, outcomes, tmp_path: Path) -> None:
+    merged = density.merged_policy(space, outcomes)
+    rows = leaderboard_rows(space, outcomes)
+    result = write_outputs(space, "tpe", rows, tmp_path, 6, None,
+                           density.proposal_row(space, merged))
+    result.files.update(density.write_merged(space, merged, tmp_path))
+    exported = policy_from_dict(yaml.safe_load((tmp_path / "best_policy.yaml").read_text()))
+    assert exported == merged and result.best_trial == "merged"
+    assert exported.provenance["merged_from"] == merged.provenance["merged_from"]
+    assert exported.provenance["reward_kind"] == "density_matching"
+    assert "merged policy of trials" in result.summary()
+    for name in ("best_policy.json", "merged_policy.json"):
+        pipeline = A.load(str(tmp_path / name), data_format="json")
+        shape = (16, 16, 1)
+        image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        assert pipeline(image=image)["image"].shape == shape
+    single = space.replace(**{"reward.density.final": "single"})
+    assert density.proposal_row(single, merged) is None
+    assert POLICY_KEY not in rows[0]["config"]

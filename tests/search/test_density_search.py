@@ -1,0 +1,199 @@
+"""Density-matching searches on a real local Ray, with real fold models on real digits."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from search.api import search
+from spaces.schema import Space, load_space
+from tests.conftest import ROOT
+from tests.search.test_search import _interrupt, _trial_reports
+
+pytestmark = pytest.mark.slow
+
+FOLDS = 3
+
+
+def dm_space(**density) -> Space:
+    return load_space("digits").replace(**{
+        "reward.kind": "density_matching", "policy.batch_ops": {},
+        "reward.density": {"folds": FOLDS, "copies": 2, "top": 2, **density}})
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def runs_by_stage(out: Path) -> dict[str, list]:
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name("augsearch-digits")
+    by: dict[str, list] = {}
+    for run in client.search_runs([experiment.experiment_id], max_results=1000):
+        by.setdefault(run.data.tags.get("stage", "parent"), []).append(run)
+    return by
+
+
+def metric_steps(out: Path, run, key: str) -> list[int]:
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def checkpoints(out: Path, experiment: str) -> dict[str, int]:
+    return {d.name: len(list(d.glob("checkpoint_*")))
+            for d in (out / "ray" / experiment).glob("trial_*")}
+
+
+def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = search(dm_space(), "tpe", smoke_test=True, trials=6, epochs=3, seed=0, output=out,
+                    confirm=1, confirm_seeds=1)
+    rows = read_csv(out / "leaderboard.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    assert all(r["epochs"] == "1" for r in rows)  # one scoring pass, no epochs
+    assert all(float(r["reward"]) < 0 for r in rows)  # -NLL of the true class
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("val_accuracy", "audit_accuracy"))
+    assert {r["reference"] for r in rows} == {"", "base", "trivialaugment"}
+    # the fold models: K trainings of the fold stage, each checkpointed, kept for --resume
+    folds = _trial_reports(out, "folds")
+    assert len(folds) == FOLDS and set(folds.values()) == {3}
+    assert all(n >= 1 for n in checkpoints(out, "folds").values())
+    with (out / "fold_models.pkl").open("rb") as f:
+        models = pickle.load(f)
+    assert len(models.folds) == FOLDS
+    # the search's trials: one report each, and no checkpoint
+    assert set(_trial_reports(out, "tune").values()) == {1}
+    assert set(checkpoints(out, "tune").values()) == {0}
+    # the exported policy and the merged one load with plain albumentations
+    for name in ("best_policy.json", "merged_policy.json"):
+        pipeline = A.load(str(out / name), data_format="json")
+        image = np.random.default_rng(0).integers(0, 256, (16, 16, 1), dtype=np.uint8)
+        assert pipeline(image=image)["image"].shape == (16, 16, 1)
+    merged = yaml.safe_load((out / "merged_policy.yaml").read_text())["provenance"]
+    searched = {r["trial_id"] for r in rows if not r["reference"]}
+    assert set(merged["merged_from"]) <= searched and merged["top_per_fold"] == 2
+    # the confirmation retrained the base and the merged policy with real children
+    confirmed = read_csv(out / "confirm.csv")
+    assert {(r["candidate"], r["replicate"], r["source"]) for r in confirmed} == {
+        (c, rep, "confirm") for c in ("base", "merged") for rep in ("0", "1")}
+    provenance = yaml.safe_load((out / "best_policy.yaml").read_text())["provenance"]
+    assert provenance["reward_kind"] == "density_matching"
+    assert provenance["trial"] == result.confirmation.verdict.winner.key
+    assert provenance["trial"] in ("base", "merged") and provenance["confirmed_over_seeds"] == 2
+    # MLflow: K fold runs (trained epochs), the trials (one scoring each), the confirmation
+    stages = runs_by_stage(out)
+    assert sorted(len(stages[k]) for k in ("fold", "search", "confirm")) == [FOLDS, 4, 6]
+    assert sorted(r.data.tags["fold"] for r in stages["fold"]) == ["0", "1", "2"]
+    for run in stages["fold"]:
+        assert run.info.status == "FINISHED" and run.info.run_name.startswith("fold-")
+        assert metric_steps(out, run, "train_loss") == [1, 2, 3]
+    for run in stages["search"]:
+        assert run.info.status == "FINISHED"
+        assert metric_steps(out, run, "reward") == [1] and "train_loss" not in run.data.metrics
+        assert len(run.data.tags["fold_rewards"].split()) == FOLDS
+    [parent] = stages["parent"]
+    assert parent.data.params["reward_kind"] == "density_matching"
+    assert parent.data.params["density_folds"] == str(FOLDS)
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("a density-matching trial trained a child")
+
+
+def guarded(config, ctx, splits, folds) -> None:
+    """The density-matching trainable in a worker where any child training raises."""
+    import children.train
+    from search.tune_adapter import density_trainable
+
+    saved = children.train.train_child, children.train._Run.train_epoch
+    children.train.train_child = children.train._Run.train_epoch = _refuse
+    try:
+        density_trainable(config, ctx, splits, folds)
+    finally:  # the worker is reused by other tests' trials
+        children.train.train_child, children.train._Run.train_epoch = saved
+
+
+def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
+        ray_session, tmp_path: Path) -> None:
+    from children.datasets import load_dataset, make_splits
+    from children.density import FoldModels, fold_training_splits
+    from children.train import train_child
+    from search import density
+    from search.events import SearchListener
+    from search.strategies import get_strategy
+    from search.trial import TrialContext, run_density_trial
+    from search.tune_adapter import Resources, TunePlan, run_search
+    from spaces.policy import identity_policy
+
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space = dm_space().replace(**{"dataset.train_size": 90, "child.epochs": 4,
+                                  "reward.last_epochs": 1})
+    splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
+    rows = density.held_out_rows(space, splits.train.y, seed=0)
+    states = []
+    for held in rows:
+        kept = []
+        train_child(space.child, space.reward.model_copy(update={"validation": "pool"}),
+                    identity_policy(), fold_training_splits(splits, held), seed=0, threads=1,
+                    on_epoch=lambda _s, state, keep=kept: keep.append(state.model))
+        states.append(kept[-1])
+    models = FoldModels.from_states(space.child, splits, rows, states)
+    ctx = TrialContext(space, 0, threads=1)
+    plan = TunePlan(ctx=ctx, splits=splits, strategy=get_strategy("random"),
+                    resources=Resources(1, 0), trials=4, concurrency=2, storage=tmp_path, seed=0)
+    plan = density.search_plan(plan, models)
+    outcomes = run_search(dataclasses.replace(plan, trainable=guarded), [SearchListener()])
+    assert [o.status for o in outcomes] == ["ok"] * 4, [o.error for o in outcomes]
+    for o in outcomes:  # the same score as these fold models give here, in this process
+        expected = run_density_trial(o.config, ctx, splits, models)
+        assert o.result["reward"] == expected["reward"]
+        assert o.result["fold_rewards"] == expected["fold_rewards"]
+        assert o.result["audit_accuracy"] == expected["audit_accuracy"]
+    assert len({o.result["reward"] for o in outcomes}) > 1
+
+
+def test_resume_never_trains_a_finished_fold_model_again(tmp_path: Path) -> None:
+    """Ctrl-C after the first of 3 fold models, --resume (the others train), Ctrl-C during the
+    search, --resume: the fold models are read back, not trained; one MLflow run per fold."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(dm_space().model_dump(mode="json"), sort_keys=False))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--searcher", "random",
+           "--smoke-test", "--trials", "30", "--epochs", "6", "--concurrency", "1",
+           "--confirm", "0", "--output", str(out)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": str(ROOT)}
+    _interrupt(cmd, env, after=1, stage="fold ")
+    done = {name for name, n in _trial_reports(out, "folds").items() if n == 6}
+    assert len(done) >= 1 and not (out / "fold_models.pkl").exists()
+    _interrupt(cmd + ["--resume"], env, after=3)
+    reports = _trial_reports(out, "folds")
+    assert len(reports) == FOLDS and set(reports.values()) == {6}  # none trained twice
+    assert (out / "fold_models.pkl").exists()
+    stamp = (out / "fold_models.pkl").stat().st_mtime_ns
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "fold models restored from" in resumed.stdout
+    assert "training 3 fold models" not in resumed.stdout
+    assert _trial_reports(out, "folds") == reports
+    assert (out / "fold_models.pkl").stat().st_mtime_ns == stamp
+    rows = read_csv(out / "leaderboard.csv")
+    assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
+    stages = runs_by_stage(out)
+    assert len(stages["fold"]) == FOLDS and len(stages["search"]) == 30
+    assert all(r.info.status == "FINISHED" for r in stages["fold"] + stages["search"])
+    assert not any(math.isnan(float(r["reward"])) for r in rows)
