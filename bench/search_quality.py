@@ -7,9 +7,12 @@ space's own child budget:
 1. TPE with confirmation (the space's defaults: the 3 best policies and the base retrained with
    2 more seeds; the winner is the best mean), and random search with the same number of child
    trainings, confirmation counted, and no confirmation (its winner is its best reward);
+   and density matching (Fast AutoAugment: fold models trained once, 200 policies scored by
+   them, unconfirmed), whose best trial (`dm-single`) and merged policy (`dm-merged`) are both
+   evaluated;
 2. per search: the Spearman rank correlation of reward and audit accuracy across its trials, and
    where its winner's audit accuracy ranks among its trials;
-3. both winners retrained on the search's own training images (the budget they were found at)
+3. every winner retrained on the search's own training images (the budget they were found at)
    beside no augmentation, the space's crop/flip and torchvision's TrivialAugmentWide, same seeds
    for every arm, tested on the test set no search touched: paired differences with Student-t 95%
    confidence intervals.
@@ -65,6 +68,7 @@ SETUPS = (
           "real CIFAR-10, cifar10_small.npz (Krizhevsky 2009)", search_seeds=1, eval_seeds=3,
           trials=16),  # the space's 32 would take ~1.5 h here alone
 )
+DENSITY_TRIALS = 200  # the issue's density-matching search (a few CPU-minutes on either space)
 QUICK = {"search.trials": 6, "child.epochs": 3, "reward.last_epochs": 1,
          "search.confirm": 1, "search.confirm_seeds": 1}
 
@@ -79,6 +83,7 @@ class SearchRun:
     trainings: int
     minutes: float
     verdict: str  # the search's own words on its winner
+    policies: dict[str, Path]  # the arms it hands to the evaluation: name -> policy file
 
 
 # ---------------------------------------------------------------- searching
@@ -88,7 +93,8 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
                **options: Any) -> SearchRun:
     from search.api import search
 
-    out = root / f"{space.name}-{searcher}-{seed}"
+    name = options.pop("label", searcher)
+    out = root / f"{space.name}-{name}-{seed}"
     data = {"data": str(setup.data)} if setup.data else {}
     started = time.perf_counter()
     result = search(space, searcher, seed=seed, output=out, concurrency=2, **data, **options)
@@ -97,8 +103,23 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
     trainings = len(result.leaderboard) + sum(r["source"] == "confirm" for r in confirmed)
     verdict = result.confirmation.verdict if result.confirmation else None
     words = verdict.text() if verdict else "not confirmed: the best reward is the winner"
-    return SearchRun(searcher, seed, out, result.leaderboard, result.best_trial, trainings,
-                     minutes, words)
+    policies = {f"{name}-{seed}": out / "best_policy.yaml"}
+    if (out / "merged_policy.yaml").exists():
+        policies = {f"{name}-single-{seed}": out / "best_policy.yaml",
+                    f"{name}-merged-{seed}": out / "merged_policy.yaml"}
+    return SearchRun(name, seed, out, result.leaderboard, result.best_trial, trainings,
+                     minutes, words, policies)
+
+
+def run_density(space: Space, setup: Setup, seed: int, root: Path) -> SearchRun:
+    """Density matching (Fast AutoAugment) at the same space and data: DENSITY_TRIALS policies
+    scored by fold models, unconfirmed, so that its two proposals (the best trial, `single`, and
+    the merge of each fold's top policies, `merged`) are what the evaluation measures."""
+    dm = space.replace(**{"reward.kind": "density_matching", "policy.batch_ops": {},
+                          "reward.density": {"final": "single"}})
+    trials = min(DENSITY_TRIALS, 8 * space.search.trials)
+    return run_search(dm, setup, "tpe", seed, root / "dm", trials=trials, confirm=0,
+                      label="dm")
 
 
 def _confirm_rows(out: Path) -> list[dict[str, str]]:
@@ -134,7 +155,7 @@ def audit_rank(run: SearchRun) -> tuple[int, int]:
 def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path) -> Any:
     from search.evaluate import evaluate
 
-    policies = {f"{r.searcher}-{r.seed}": r.out / "best_policy.yaml" for r in runs}
+    policies = {arm: path for r in runs for arm, path in r.policies.items()}
     data = {"data": str(setup.data)} if setup.data else {}
     return evaluate(policies, space=space, baselines=BASELINES, seeds=setup.eval_seeds,
                     threads=1, workers=2, train_size=space.dataset.train_size,
@@ -149,8 +170,9 @@ def _difference(ev: Any, arm: str, other: str) -> Any:
 
 
 def search_lines(runs: list[SearchRun]) -> list[str]:
-    lines = ["| search | child trainings | minutes | reward–audit Spearman | winner | winner's "
-             "audit rank | the search's verdict |", "|---|---:|---:|---:|---|---:|---|"]
+    lines = ["| search | trials + confirmation trainings | minutes | reward–audit Spearman | "
+             "winner | winner's audit rank | the search's verdict |",
+             "|---|---:|---:|---:|---|---:|---|"]
     for r in runs:
         rank, n = audit_rank(r)
         lines.append(f"| {r.searcher} seed {r.seed} | {r.trainings} | {r.minutes:.1f} | "
@@ -166,8 +188,7 @@ def eval_lines(ev: Any, runs: list[SearchRun]) -> list[str]:
                      f"{e.ci_high:.4f}] |")
     lines += ["", "| found policy | vs | Δ test accuracy | paired 95% CI | seeds better |",
               "|---|---|---:|---:|---:|"]
-    for r in runs:
-        arm = f"{r.searcher}-{r.seed}"
+    for arm in (arm for r in runs for arm in r.policies):
         for other in ("none", "cropflip", "trivialaugment"):
             d = _difference(ev, arm, other)
             lines.append(f"| {arm} | {other} | {d.diff.mean:+.4f} | [{d.diff.ci_low:+.4f}, "
@@ -178,14 +199,12 @@ def eval_lines(ev: Any, runs: list[SearchRun]) -> list[str]:
 def target_lines(space: Space, ev: Any, runs: list[SearchRun]) -> list[str]:
     """Each target, met or not, computed from the figures above."""
     out = []
-    for r in runs:
-        arm = f"{r.searcher}-{r.seed}"
+    for r, arm in ((run, arm) for run in runs for arm in run.policies):
         rho = spearman(r.rows)
         rank, n = audit_rank(r)
         quarter = math.ceil(n / 4)
         crop, trivial = _difference(ev, arm, "cropflip"), _difference(ev, arm, "trivialaugment")
-        base_won = r.winner == "base" or any(
-            row["trial_id"] == r.winner and row.get("reference") == "base" for row in r.rows)
+        base_won = "merged" not in arm and _kept_base(r)
         out.append(
             f"- {space.name}, {arm}: reward–audit Spearman {rho:+.2f} (target ≥ "
             f"{TARGET_SPEARMAN}: **{_met(rho >= TARGET_SPEARMAN)}**); winner's audit accuracy "
@@ -194,6 +213,11 @@ def target_lines(space: Space, ev: Any, runs: list[SearchRun]) -> list[str]:
             f"cropflip with the CI: **{_vs_crop(crop.diff, base_won)}**); vs trivialaugment "
             f"{_ci(trivial.diff)} (target not worse: **{_not_worse(trivial.diff)}**).")
     return out
+
+
+def _kept_base(r: SearchRun) -> bool:
+    return r.winner == "base" or any(
+        row["trial_id"] == r.winner and row.get("reference") == "base" for row in r.rows)
 
 
 def _met(ok: bool) -> str:
@@ -244,6 +268,7 @@ def run_space(setup: Setup, root: Path, quick: bool) -> list[str] | None:
         runs.append(tpe)
         runs.append(run_search(space, setup, "random", seed, root, trials=tpe.trainings,
                                confirm=0))
+        runs.append(run_density(space, setup, seed, root))
     started = time.perf_counter()
     ev = run_evaluation(space, setup, runs, root)
     minutes = (time.perf_counter() - started) / 60
@@ -263,22 +288,27 @@ def main() -> None:
                         help="where the searches and evaluations are written")
     args = parser.parse_args()
     root = Path(args.root).resolve()
-    started = time.perf_counter()
-    body: list[str] = []
     for setup in SETUPS:
         if setup.name in args.spaces.split(","):
-            body += [*run_space(setup, root / setup.name, args.quick), ""]
+            report(setup, root / setup.name, args.quick)
+
+
+def report(setup: Setup, root: Path, quick: bool) -> None:
+    """One space's section (each space is its own section: they can run apart)."""
+    started = time.perf_counter()
+    body = run_space(setup, root, quick)
     minutes = (time.perf_counter() - started) / 60
     label = "QUICK pipeline check (toy budget: figures say nothing about quality). " \
-        if args.quick else ""
-    text = "\n".join([f"{label}`python bench/search_quality.py{' --quick' if args.quick else ''}"
-                      f"` — {machine()}; {minutes:.0f} min in all, load average "
-                      f"{os.getloadavg()[0]:.1f} at the end.", "", *body])
+        if quick else ""
+    text = "\n".join([f"{label}`python bench/search_quality.py --spaces {setup.name}"
+                      f"{' --quick' if quick else ''}` — {machine()}; {minutes:.0f} min, load "
+                      f"average {os.getloadavg()[0]:.1f} at the end.", "", *body])
     print(text)
-    if not args.quick:
-        write_section(SECTION, text)
+    if not quick:
+        write_section(f"{SECTION}: {setup.name}", text)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "report.md").write_text(text + "\n", encoding="utf-8")
-    print(json.dumps({"minutes": round(minutes, 1)}))
+    print(json.dumps({"space": setup.name, "minutes": round(minutes, 1)}))
 
 
 if __name__ == "__main__":
