@@ -72,7 +72,9 @@ def test_a_search_runs_on_the_batched_path_and_exports_plain_albumentations(batc
     exported = json.loads((out / "best_policy.json").read_text())
     assert set(exported) == {"__version__", "transform"}  # plain albumentations, nothing else
     pipe = A.load(str(out / "best_policy.json"), data_format="json")
-    assert pipe(image=np.zeros((32, 32, 3), np.uint8))["image"].shape[:2] == (32, 32)
+    size, channels = space.dataset.image_size, space.dataset.channels  # cifar10, or digits
+    image = np.zeros((size, size, channels), np.uint8)
+    assert pipe(image=image)["image"].shape[:2] == (size, size)
     # the best trial, replayed outside Ray, reproduces its reward on the batched path
     best = rows[0]
     splits = load_splits(space, SearchOptions(seed=0, **args))
