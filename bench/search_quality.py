@@ -7,9 +7,9 @@ space's own child budget:
 1. TPE with confirmation (the space's defaults: the 3 best policies and the base retrained with
    2 more seeds; the winner is the best mean), and random search with the same number of child
    trainings, confirmation counted, and no confirmation (its winner is its best reward);
-   and density matching (Fast AutoAugment: fold models trained once, 200 policies scored by
-   them, unconfirmed), whose best trial (`dm-single`) and merged policy (`dm-merged`) are both
-   evaluated;
+   and density matching (Fast AutoAugment: fold models trained once, 8x TPE's trials and at
+   most 200 policies scored by them, unconfirmed), whose best trial (`dm-single`) and merged
+   policy (`dm-merged`) are both evaluated;
 2. per search: the Spearman rank correlation of reward and audit accuracy across its trials, and
    where its winner's audit accuracy ranks among its trials;
 3. every winner retrained on the search's own training images (the budget they were found at)
@@ -112,9 +112,10 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
 
 
 def run_density(space: Space, setup: Setup, seed: int, root: Path) -> SearchRun:
-    """Density matching (Fast AutoAugment) at the same space and data: DENSITY_TRIALS policies
-    scored by fold models, unconfirmed, so that its two proposals (the best trial, `single`, and
-    the merge of each fold's top policies, `merged`) are what the evaluation measures."""
+    """Density matching (Fast AutoAugment) at the same space and data: 8x TPE's trials, at most
+    DENSITY_TRIALS, policies scored by fold models, unconfirmed, so that its two proposals (the
+    best trial, `single`, and the merge of each fold's top policies, `merged`) are what the
+    evaluation measures."""
     dm = space.replace(**{"reward.kind": "density_matching", "policy.batch_ops": {},
                           "reward.density": {"final": "single"}})
     trials = min(DENSITY_TRIALS, 8 * space.search.trials)
