@@ -45,6 +45,7 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import Sampler, process_tree  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
@@ -58,40 +59,23 @@ TICK = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------- CPU time of the process tree
 
 
-class TreeCPU:
+class TreeCPU(Sampler):
     """CPU seconds used by this process and all its descendants (Ray's processes, workers),
     sampled in a thread: a process that exits keeps its last sample."""
 
     def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.seen: dict[int, float] = {}
         self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeCPU:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
 
     def sample(self) -> None:
-        todo, found = [os.getpid()], {}
-        while todo:
-            pid = todo.pop()
+        found = {}
+        for pid in process_tree(os.getpid()):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                found[pid] = (int(fields[11]) + int(fields[12])) / TICK
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    todo.extend(int(c) for c in (task / "children").read_text().split())
-            except (OSError, ValueError):
+            except OSError:
                 continue
+            found[pid] = (int(fields[11]) + int(fields[12])) / TICK
         with self.lock:
             for pid, seconds in found.items():
                 self.seen[pid] = max(seconds, self.seen.get(pid, 0.0))

@@ -20,7 +20,6 @@ import csv
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,28 +28,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import Sampler, process_tree  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def _tree(root: int) -> list[int]:
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(_children(pid))
-    return out
 
 
 def _pss_mb(pid: int) -> float:
@@ -75,36 +54,25 @@ def _kind(pid: int) -> str:
     return "worker" if cmdline.startswith("ray::") else "ray"
 
 
-class PeakMemory:
+class PeakMemory(Sampler):
     """Samples the PSS of this process tree in a background thread, by kind of process.
 
     `peak` is the highest total; `at_peak` holds, for that sample, MB and process count by kind.
     """
 
     def __init__(self) -> None:
+        super().__init__(0.5)
         self.peak = 0.0
         self.at_peak: dict[str, tuple[float, int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            by_kind: dict[str, tuple[float, int]] = {}
-            for pid in _tree(os.getpid()):
-                mb, count = by_kind.get(_kind(pid), (0.0, 0))
-                by_kind[_kind(pid)] = (mb + _pss_mb(pid), count + 1)
-            total = sum(mb for mb, _ in by_kind.values())
-            if total > self.peak:
-                self.peak, self.at_peak = total, by_kind
-            time.sleep(0.5)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        by_kind: dict[str, tuple[float, int]] = {}
+        for pid in process_tree(os.getpid()):
+            mb, count = by_kind.get(_kind(pid), (0.0, 0))
+            by_kind[_kind(pid)] = (mb + _pss_mb(pid), count + 1)
+        total = sum(mb for mb, _ in by_kind.values())
+        if total > self.peak:
+            self.peak, self.at_peak = total, by_kind
 
 
 WORKER_IMPORTS = ("import os, torch, albumentations, ray.tune, children.train; "
