@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
-from ray.tune.search import Searcher
+from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 
 from search.errors import SearchError
 from search.events import SearchListener
@@ -292,13 +292,21 @@ def _sampler(name: str, seed: int) -> Any:
 
 
 def _search_alg(plan: TunePlan) -> Any:
-    from ray.tune.search import BasicVariantGenerator
-
+    """The search algorithm, wrapped so that its snapshots reach Tune's synced directory only
+    as whole files (`_WholeSnapshots`), with the concurrency limit Tune would have added."""
+    limit = plan.concurrency or 0
     if plan.configs is not None:  # a fixed list of runs (the confirmation stage): a grid
-        return BasicVariantGenerator()
+        return _Variants(max_concurrent=limit)
     if plan.strategy.sampler is None:  # PBT: a seeded initial population, base arm first
-        return BasicVariantGenerator(points_to_evaluate=_population(plan),
-                                     random_state=plan.seed)
+        return _Variants(points_to_evaluate=_population(plan), random_state=plan.seed,
+                         max_concurrent=limit)
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = _searcher(plan)
+    return _Generator(ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher)
+
+
+def _searcher(plan: TunePlan) -> Searcher:
     import warnings
 
     import optuna
@@ -315,7 +323,7 @@ def _search_alg(plan: TunePlan) -> Any:
                          sampler=_sampler(plan.strategy.sampler, plan.seed),
                          points_to_evaluate=[identity] if identity else None)
     if not plan.references:
-        return inner
+        return _ReferencesFirst(inner, [], set())
     refs = [{REFERENCE_KEY: name} for name in reference_policies(space)]
     told = {BASE} if identity else set()
     return _ReferencesFirst(inner, refs, told)
@@ -382,6 +390,40 @@ class _ReferencesFirst(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+SNAPSHOT_SCRATCH = ".augsearch-snapshot"  # beside Tune's synced staging directory, not in it
+
+
+class _WholeSnapshots:
+    """Search-algorithm snapshots that appear in Tune's synced directory only as whole files.
+
+    Tune saves the experiment state into a driver staging directory and copies that directory
+    to the storage path in a background process. Ray's savers write each snapshot to a
+    transient `.<uuid>-tmp-...` file in that directory and rename it; when the background copy
+    lists the directory while such a file exists and reads it after the rename, it fails with
+    `FileNotFoundError` and Tune logs "Saving experiment state to storage ... failed" with a
+    traceback. Here Ray's savers write into a scratch directory beside the staging directory,
+    and each finished file is renamed into place (atomic on one filesystem): the copy sees the
+    old file or the new one, never a transient one.
+    """
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> Any:
+        scratch = Path(dirpath).parent / SNAPSHOT_SCRATCH
+        scratch.mkdir(parents=True, exist_ok=True)
+        saved = super().save_to_dir(str(scratch), session_str)  # type: ignore[misc]
+        for path in scratch.iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                os.replace(path, Path(dirpath) / path.name)
+        return saved
+
+
+class _Generator(_WholeSnapshots, SearchGenerator):
+    """Tune's wrapper of a `Searcher`, saving whole snapshots."""
+
+
+class _Variants(_WholeSnapshots, BasicVariantGenerator):
+    """Tune's generator of fixed and random variants, saving whole snapshots."""
 
 
 def _scheduler(plan: TunePlan) -> Any:
@@ -515,7 +557,7 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
             num_samples=1 if plan.configs is not None else plan.trials,
-            max_concurrent_trials=plan.concurrency,
+            # the concurrency limit is inside the search algorithm (`_search_alg`)
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
             name=plan.name, storage_path=str(plan.storage.resolve()), verbose=0,

@@ -109,6 +109,20 @@ def test_pbt_refuses_asha(tmp_path: Path) -> None:
         run(tmp_path, "pbt", early_stop="asha")
 
 
+def test_a_search_prints_no_traceback(tmp_path: Path) -> None:
+    """The command line's console output, search and confirmation, holds no traceback (Tune's
+    experiment-state sync printed one: tests/search/test_tune_snapshots.py has its cause)."""
+    args = data_args()
+    cmd = [sys.executable, "-m", "search.run", "--space", args["space"], "--smoke-test",
+           "--output", str(tmp_path / "out"), *(["--data", args["data"]] if "data" in args
+                                                else [])]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    assert "confirm" in console and "Traceback" not in console, console
+
+
 def _trial_reports(out: Path, experiment: str = "tune") -> dict[str, int]:
     """Trial directory name -> number of results it reported."""
     counts = {}
@@ -161,6 +175,7 @@ def test_resume_finishes_without_repeating_finished_trials(tmp_path: Path) -> No
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Traceback" not in resumed.stdout + resumed.stderr
     after = _trial_reports(out)
     assert len(after) == 6, after
     for name in done_before:
