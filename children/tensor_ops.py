@@ -6,7 +6,10 @@ same kind of batch: the arithmetic, the order of roundings and the truncations a
 and OpenCV's on uint8 images, so an op here and the op table's albumentations transform give the
 same image (exactly where both sides are exact; `tests/children/test_tensor_parity.py` pins each
 op's tolerance where OpenCV uses fixed-point arithmetic). Kernels are device-agnostic: every
-tensor they make follows the input's device.
+tensor they make is made on the input's device, and per-sample parameters must already be there
+(`tests/children/test_device_purity.py` runs them on a batch on the `meta` device). Per-pixel
+work is float32 (or int64 where an exact sum needs it); the only float64 is host-side, cached per
+strength (the affine grids, the blur matrix), and `contrast`'s N per-sample offsets.
 
 All of it is plain torch. kornia has equivalents for the warp (`warp_affine`) and the filters
 (`filter2d`, `filter2d_separable`) that reach the same parity, but these kernels are faster on one
@@ -148,7 +151,10 @@ def _normalised_inverse(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ColorJitter brightness: albucore's float32 table x·f, clipped, truncated to uint8."""
+    """ColorJitter brightness: albucore's float32 table x·f, clipped, truncated to uint8.
+
+    `factor`: per sample, float32 (albucore rounds the factor to float32 itself).
+    """
     f = _column(factor.float(), x)
     return (x * f).clamp_(0.0, _MAX).floor_()
 
@@ -166,27 +172,44 @@ def gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ColorJitter contrast: x·f + mean(gray)·(1 - f) in float32, clipped, truncated."""
-    f = factor.double()
-    mean = gray(x).double().mean(dim=(1, 2, 3))
+    """ColorJitter contrast: albucore's float32 table x·f + offset, clipped, truncated, where
+    offset = mean(gray)·(1 - f) is numpy's float64 product rounded once to float32.
+
+    `factor`: per sample, float64 (N values). The offset is the one float64 computation left on
+    a device, on N values per batch, never per pixel: computed in float32 it lands an ulp off
+    often enough to move pixels by a level (a pixel equal to its image's grey mean sits exactly
+    on a truncation boundary; tests/children/test_tensor_parity.py pins such images). The grey
+    sum is exact in int64 and every per-pixel step is float32.
+    """
+    f = factor.to(x.device, torch.float64)
+    total = gray(x).to(torch.int32).sum(dim=(1, 2, 3))  # int64, exact
+    mean = total.double() / float(x.shape[2] * x.shape[3])
     offset = _column((mean * (1.0 - f)).float(), x)
-    return (x * _column(f.float(), x) + offset).clamp_(0.0, _MAX).floor_()
+    return (x * _column(f.float(), x)).add_(offset).clamp_(0.0, _MAX).floor_()
 
 
-def saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ColorJitter saturation: `cv2.addWeighted(x, f, gray, 1 - f)` (identity on 1 channel).
+_FIXED = 44  # binary places of saturation's exact fixed-point sums
 
-    OpenCV computes fma(x, f, float32(gray·(1 - f))) in float32 and rounds half to even; the
-    product of a uint8 and a float32 and that sum are exact in float64, so one rounding to
-    float32 reproduces the fused result.
+
+def saturation(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """ColorJitter saturation: `cv2.addWeighted(x, α, gray, β)` (identity on 1 channel), with
+    OpenCV's float32 weights per sample: α = float32(f), β = float32(1 - f) (computed from the
+    float64 f, so not 1 - α).
+
+    OpenCV computes fma(x, α, float32(gray·β)) in float32 and rounds half to even: one rounding
+    of the exact sum. Plain float32 rounds twice (a level off on up to 2% of pixels); the exact
+    sum fits int64 fixed point with 44 binary places (for the op table's f, 0.1 to 1.9: x·α needs
+    8 + 24 bits; gray·β is a float32 product, a whole number of 2^-44 for any |β| >= 2^-21, and a
+    smaller β cannot move a pixel) and stays below 2^53, so its one conversion to float32 is the
+    fused result.
     """
     if x.shape[1] == 1:
         return x
-    alpha = factor.float().double()
-    beta = (1.0 - factor.double()).float().double()
-    part = (gray(x).double() * _column(beta, x, torch.float64)).float().double()
-    out = (x.double() * _column(alpha, x, torch.float64) + part).float()
-    return out.round_().clamp_(0.0, _MAX)
+    part = gray(x) * _column(beta.float(), x)  # float32: OpenCV's rounded gray·β
+    scale = float(2 ** _FIXED)
+    a = (_column(alpha.float(), x) * scale).long()  # exact: a power-of-two scale
+    exact = (x.long() * a).add_((part * scale).long())
+    return (exact.float() * (1.0 / scale)).round_().clamp_(0.0, _MAX)
 
 
 # ---------------------------------------------------------------- filters
@@ -239,7 +262,7 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     convolution.
     """
     h, w = x.shape[2:]
-    if len(gaussian_kernel(sigma)) // 2 >= min(h, w):
+    if int(sigma * 3.5) >= min(h, w):  # the kernel's radius (gaussian_kernel)
         raise ValueError(f"GaussianBlur sigma {sigma:g} needs images larger than {h}x{w}")
     rows, cols = _blur_matrix(sigma, h, x.device), _blur_matrix(sigma, w, x.device)
     return torch.matmul(torch.matmul(rows, x), cols.T).round_().clamp_(0.0, _MAX)

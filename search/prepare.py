@@ -128,7 +128,8 @@ def _smoke_changes(space: Space) -> dict[str, Any]:
             "dataset.audit_size": min(d.audit_size, 40),
             "reward.val_sample_size": min(sample, pool) if sample else None,
             "child.epochs": 2, "reward.last_epochs": 1, "search.trials": 4,
-            "search.concurrency": 2, "search.confirm": 1, "search.confirm_seeds": 1}
+            "search.concurrency": 2, "search.confirm": 1,
+            "search.confirm_seeds": 2}  # the fewest fresh seeds that give a margin an interval
 
 
 def check_strategy(strategy: Strategy, opts: SearchOptions) -> None:

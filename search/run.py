@@ -38,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the space's)")
     p.add_argument("--epochs", type=int, help="child epochs per trial (default: the space's)")
     p.add_argument("--confirm", type=int, metavar="K",
-                   help="after the search, retrain the K best policies and the base with more "
-                        "seeds and pick the best mean; 0 turns it off (default: the space's, 3)")
+                   help="after the search, train the K best policies and the base under fresh "
+                        "seeds; the best fresh mean is exported only if it beats the base with "
+                        "a Bonferroni-corrected 95%% interval, else the base; 0 turns it off "
+                        "(default: the space's, 3)")
     p.add_argument("--confirm-seeds", type=int, metavar="R",
-                   help="seeds each confirmed policy is retrained with (default: the space's, 2)")
+                   help="fresh seeds each confirmed policy and the base are trained with "
+                        "(default: the space's, 8; at least 2 for an interval)")
     p.add_argument("--augmentation", choices=["auto", "albumentations", "batched"],
                    help="augment training images one at a time through albumentations, or whole "
                         "batches of tensors on the child's device (same meaning); auto: the "

@@ -100,17 +100,18 @@ class SearchSession:
 
     def _confirm(self, plan: Any, rows: list[dict[str, Any]], tracker: Any,
                  merged: Any = None) -> tuple[Any, bool]:
-        """Retrain the top policies and the base with more seeds (a second Tune experiment,
-        nested MLflow runs tagged stage=confirm). Returns the confirmation (None when off, the
-        search is unfinished or the stage was interrupted) and whether it was interrupted."""
+        """Train the top policies and the base under fresh seeds (a second Tune experiment,
+        nested MLflow runs tagged stage=confirm); the search's rewards chose the candidates and
+        are no replicate. Returns the confirmation (None when off, the search is unfinished or
+        the stage was interrupted) and whether it was interrupted."""
         from search import confirm, tune_adapter
 
         s = self.space.search
         unfinished = any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials
         if s.confirm == 0 or unfinished:
             return None, False
-        # Retrain every replicate when the search's reward is no child's (PBT's changed policy
-        # mid-training; density matching trained none).
+        # The search's reward is no child's (PBT's changed policy mid-training, replayed from
+        # its schedule; density matching trained none): confirm.csv leaves it out.
         replay = self.strategy.population_based or self.density
         saved = self.output / CONFIRM_FILE
         if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
@@ -124,11 +125,11 @@ class SearchSession:
             if len(cands) < 2:  # no searched policy finished: nothing to confirm
                 return None, False
             confirm.save_candidates(cands, saved)
-        measured = confirm.measured_in_search(cands, replay)
-        configs = confirm.confirm_configs(cands, s.confirm_seeds, measured)
+        measured = confirm.measurements(cands)
+        configs = confirm.confirm_configs(cands, s.confirm_seeds)
         if configs:
             print(f"[augsearch] confirming the {len(cands) - 1} best policies and the base with "
-                  f"{s.confirm_seeds} more seeds: {len(configs)} trainings", flush=True)
+                  f"{s.confirm_seeds} fresh seeds: {len(configs)} trainings", flush=True)
             stage = replace(plan, configs=configs, name=CONFIRM_EXPERIMENT, trials=len(configs),
                             references=False, early_stop=False, extra_config={},
                             ctx=replace(plan.ctx, record_schedule=False))
@@ -142,7 +143,8 @@ class SearchSession:
                                                    for o in outcomes):
                 return None, True
             confirm.record(measured, outcomes)
-        return confirm.Confirmation(cands, measured, confirm.verdict(cands, measured)), False
+        return confirm.Confirmation(cands, measured, confirm.verdict(cands, measured),
+                                    replay), False
 
     # ------------------------------------------------------------ set-up
 

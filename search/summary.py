@@ -88,12 +88,18 @@ def confirm_text(space: Space) -> str:
         if s.confirm == 0:
             return f"off: {proposal} is exported, unconfirmed"
         return (f"the base, {proposal} and the next best policies ({s.confirm} besides the "
-                f"base) trained with real children under {s.confirm_seeds + 1} seeds each; "
-                f"the best mean is exported, with its margin over the base")
+                f"base) trained with real children under {s.confirm_seeds} fresh seeds each "
+                f"({(s.confirm + 1) * s.confirm_seeds} trainings); {_export_rule(s.confirm)}")
     if s.confirm == 0:
         return "off: the best single reward is exported, unconfirmed"
-    return (f"the {s.confirm} best policies and the base retrained with {s.confirm_seeds} more "
-            f"seeds each; the best mean is exported, with its margin over the base")
+    return (f"the {s.confirm} best policies and the base trained under {s.confirm_seeds} fresh "
+            f"seeds each ({(s.confirm + 1) * s.confirm_seeds} trainings); "
+            f"{_export_rule(s.confirm)}")
+
+
+def _export_rule(k: int) -> str:
+    return (f"the best fresh mean is exported only if its margin over the base has a "
+            f"simultaneous 95% interval (Bonferroni over {k}) above 0, else the base")
 
 
 def _reward_lines(space: Space) -> list[str]:

@@ -271,13 +271,16 @@ DENSITY_MATCHING = "density_matching"
 class SearchDefaults(_Strict):
     """Search settings; every one can be overridden on the command line.
 
-    `confirm` policies (the best by reward) and the base are retrained with `confirm_seeds` more
-    seeds after the search; the winner is the best mean (0 turns confirmation off).
+    `confirm` policies (the best by reward) and the base are trained under `confirm_seeds` fresh
+    seeds after the search (0 turns confirmation off); the best fresh mean is exported only when
+    its margin over the base has a simultaneous 95% interval above 0 (Bonferroni over
+    `confirm`), else the base. 8 seeds find a true margin of 0.02 reward (paired SD 0.0125) with
+    ~88% power once the policy is among the `confirm` best; fewer than 2 give no interval.
     """
 
     trials: int = Field(32, ge=1)
     confirm: int = Field(3, ge=0)
-    confirm_seeds: int = Field(2, ge=1)
+    confirm_seeds: int = Field(8, ge=1)
     concurrency: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)

@@ -149,6 +149,28 @@ def test_gaussian_noise_with_albumentations_draws(images, magnitude) -> None:
     assert float(drawn.std()) == pytest.approx(float(field.float().std()), rel=0.05)
 
 
+def test_contrast_on_constant_images_where_float32_offsets_would_miss() -> None:
+    """A constant image is Contrast's fixed point (x·f + x·(1 - f) = x), so rounding alone picks
+    one of two levels: the kernel must reproduce albumentations' float64 offset exactly. Every
+    level as a constant image, at four magnitudes and both signs. The same offsets computed in
+    float32 disagree with albumentations here, which is why `tensor_ops.contrast` keeps its N
+    per-sample offsets in float64 (and only those)."""
+    images = np.repeat(np.arange(256), 16 * 16).astype(np.uint8).reshape(256, 16, 16, 1)
+    x = _tensor(images)
+    misses = 0
+    for magnitude in (0.3, 0.5, 0.7, 1.0):
+        for sign in (1, -1):
+            s = get_op("Contrast").strength(magnitude)
+            reference = _albumentations(_one_side("Contrast", magnitude, sign), images)
+            out = BATCHED["Contrast"].apply(x, s, torch.full((256,), float(sign)), Draws(0))
+            _assert_close("Contrast", _hwc(out), reference)
+            f = 1.0 + sign * s
+            offset = x.mean(dim=(1, 2, 3)) * float(np.float32(1.0 - f))  # float32 throughout
+            naive = (x * float(np.float32(f)) + offset.view(-1, 1, 1, 1)).clamp(0, 255).floor()
+            misses += int((_hwc(naive) != reference).sum())
+    assert misses > 0
+
+
 def test_magnitude_zero_is_the_identity_where_the_op_table_promises_it(images) -> None:
     x = _tensor(images)
     for name, op in OPS.items():
