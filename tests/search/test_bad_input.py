@@ -503,7 +503,9 @@ def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, cap
     assert "final     merge of the top 2 policies of each fold; audit accuracy: the fold " \
            "models on the 800 audit images" in out
     assert "confirm   the base, the merged policy and the next best policies (3 besides the " \
-           "base) trained with real children under 3 seeds each" in out
+           "base) trained with real children under 8 fresh seeds each (32 trainings)" in out
+    assert "exported only if its margin over the base has a simultaneous 95% interval " \
+           "(Bonferroni over 3) above 0, else the base" in out
     assert search_main(["--dry-run", "--output", str(tmp_path / "out")]) == 0
     plain = capsys.readouterr().out
     assert "reward    child_training: mean val_accuracy" in plain and "folds " not in plain
