@@ -1,4 +1,11 @@
-"""What a search leaves in its output directory: best policy, leaderboard, schedule."""
+"""What a search leaves in its output directory: best policy, leaderboard, schedule.
+
+With a confirmation, the exported policy (best_policy.*, schedule.json for PBT) is the base unless
+the best candidate's confirmed margin over it has a corrected interval above 0 (search.confirm);
+a candidate that did not prove itself is still written beside it (candidate_policy.*,
+candidate_schedule.json) with its margin, and the provenance and summary say which was exported
+and why.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.confirm import Confirmation, search_margin
-from search.references import policy_of, reference_of
-from search.trial import policy_config
+from search.confirm import Confirmation, Verdict, search_margin
+from search.references import BASE, POLICY_KEY, REFERENCE_KEY, policy_of, reference_of
+from search.trial import policy_config, schedule_to_json
 from spaces.policy import Policy, export_albumentations, save_policy
 from spaces.schema import Space
 
+BEST, SCHEDULE = "best_policy", "schedule"  # the exported policy's files
+CANDIDATE, CANDIDATE_SCHEDULE = "candidate_policy", "candidate_schedule"  # the unproven best
 LEADERBOARD_FIELDS = ["rank", "trial_id", "reference", "status", "reward", "val_accuracy",
                       "audit_accuracy", "train_accuracy", "train_val_gap", "epochs", "seconds",
                       "node_id", "policy", "error"]
@@ -75,18 +84,36 @@ class SearchResult:
                             f"{prov['margin_reward']:+.4f}, audit accuracy "
                             f"{prov['margin_audit']:+.4f}")
             return [*head, "policy:"]
-        seeds = verdict.replicates.get(verdict.winner.key, 0)
-        who = ("the base (crop/flip only)" if verdict.base_wins else
-               "the merged policy" if merged else f"trial {self.best_trial}")
-        audit = verdict.audit_margin
-        lines = [f"confirmed winner: {who}, mean reward {verdict.means[verdict.winner.key]:.4f} "
-                 f"over {seeds} seeds (base {verdict.means[verdict.base.key]:.4f})",
-                 f"  {verdict.text()}"]
-        if not verdict.base_wins:
-            lines.append(f"  audit accuracy margin over the base: {audit.mean:+.4f}"
-                         + (f" (95% CI [{audit.ci_low:+.4f}, {audit.ci_high:+.4f}])"
-                            if math.isfinite(audit.ci_low) else ""))
-        return [*lines, "policy:"]
+        return [*confirmed_lines(verdict, self.files), "policy:"]
+
+
+def confirmed_lines(verdict: Verdict, files: dict[str, Path]) -> list[str]:
+    """What was exported and why, the best candidate's fresh figures, and where it is."""
+    best = verdict.best
+    seeds = verdict.replicates.get(best.key, 0)
+    what = ("the best candidate, " + _who(best) if verdict.significant else
+            "the base (crop/flip only)")
+    audit = verdict.audit_margin
+    lines = [f"exported: {what}", f"  {verdict.text()}",
+             f"  best candidate: {_who(best)}, mean reward "
+             f"{verdict.means[best.key]:.4f} over {seeds} fresh seeds (base "
+             f"{verdict.means[verdict.base.key]:.4f}; the search's rewards only chose the "
+             f"{verdict.k} candidates)",
+             f"  its audit accuracy margin over the base: {audit.mean:+.4f}"
+             + (f" (simultaneous {verdict.confidence:.0%} CI [{audit.ci_low:+.4f}, "
+                f"{audit.ci_high:+.4f}])" if math.isfinite(audit.ci_low) else "")]
+    if not verdict.significant and f"{CANDIDATE}.yaml" in files:
+        lines.append(f"  written beside the base, not exported: {files[f'{CANDIDATE}.yaml']}")
+    return lines
+
+
+def _who(c: Any) -> str:
+    """A candidate in words: the merged policy, a reference arm, or a trial."""
+    if c.config.get(POLICY_KEY):
+        return "the merged policy"
+    if c.reference:
+        return f"the {c.reference} arm (trial {c.key})"
+    return f"trial {c.key}"
 
 
 def _num(value: Any) -> float:
@@ -127,9 +154,13 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
                   trials: int, confirmation: Confirmation | None = None,
                   proposal: dict[str, Any] | None = None) -> SearchResult:
     """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt), and with a
-    confirmation stage confirm.csv; the exported policy is the confirmed winner when there is
-    one, else `proposal` (a row naming a policy that is no trial's: density matching's merged
-    policy) or the best reward."""
+    confirmation stage confirm.csv.
+
+    Confirmed, the exported policy is the best candidate only when its margin over the base has
+    a corrected interval above 0 (`Verdict.significant`), else the base; the best candidate is
+    then still written as candidate_policy.json/.yaml (candidate_schedule.json for pbt) with
+    its margin. Unconfirmed, it is `proposal` (a row naming a policy that is no trial's: density
+    matching's merged policy) or the best reward."""
     output.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
     if confirmation is not None:
@@ -138,47 +169,72 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
     if best is None:
         return SearchResult(None, float("nan"), "", rows, output, files, trials=trials,
                             confirmation=confirmation)
-    kind = {"reward_kind": space.reward.kind} if space.reward.density_matching else {}
-    provenance = {"space": space.name, "searcher": searcher, **kind, "trial": best["trial_id"],
-                  "reward": _rounded(best["reward"]),
-                  "audit_accuracy": _rounded(best["audit_accuracy"]),
-                  **_margin(rows, best, confirmation)}
-    policy = policy_of(space, best["config"])  # a merged policy keeps what it was merged from
-    policy = replace(policy, provenance={**policy.provenance, **provenance})
-    base, size = space.child.base_augmentation, space.dataset.image_size
-    files["best_policy.json"] = export_albumentations(policy, base, size,
-                                                      output / "best_policy.json")
-    files["best_policy.yaml"] = save_policy(policy, output / "best_policy.yaml")
-    schedule = json.loads(best["schedule"]) if best.get("schedule") else None
-    if schedule is not None:
-        schedule["provenance"] = provenance
-        path = output / "schedule.json"
-        path.write_text(json.dumps(schedule, indent=2) + "\n", encoding="utf-8")
-        files["schedule.json"] = path
+    verdict = confirmation.verdict if confirmation is not None else None
+    pbt = any(r.get("schedule") for r in rows)  # every pbt trial records its schedule
+    policy, schedule = _export(space, best, _provenance(space, searcher, best, rows, verdict),
+                               output, files, (BEST, SCHEDULE), pbt)
+    if verdict is not None and not verdict.significant:
+        row = _row(rows, verdict.best)
+        _export(space, row, _provenance(space, searcher, row, rows, verdict), output, files,
+                (CANDIDATE, CANDIDATE_SCHEDULE), pbt)
     return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule,
                         trials, confirmation)
 
 
+def _export(space: Space, row: dict[str, Any], provenance: dict[str, Any], output: Path,
+            files: dict[str, Path], names: tuple[str, str],
+            pbt: bool) -> tuple[Policy, dict[str, Any] | None]:
+    """A row's policy as `<name>.json` (albumentations) and `<name>.yaml`, and for pbt its
+    schedule (a policy that never changed, such as the base, is a one-entry schedule)."""
+    name, schedule_name = names
+    policy = policy_of(space, row["config"])  # a merged policy keeps what it was merged from
+    policy = replace(policy, provenance={**policy.provenance, **provenance})
+    base, size = space.child.base_augmentation, space.dataset.image_size
+    files[f"{name}.json"] = export_albumentations(policy, base, size, output / f"{name}.json")
+    files[f"{name}.yaml"] = save_policy(policy, output / f"{name}.yaml")
+    schedule = (json.loads(row["schedule"]) if row.get("schedule") else
+                schedule_to_json(space, [(0, row["config"])], space.child.epochs) if pbt else
+                None)
+    if schedule is not None:
+        schedule["provenance"] = provenance
+        path = output / f"{schedule_name}.json"
+        path.write_text(json.dumps(schedule, indent=2) + "\n", encoding="utf-8")
+        files[f"{schedule_name}.json"] = path
+    return policy, schedule
+
+
+def _provenance(space: Space, searcher: str, row: dict[str, Any], rows: list[dict[str, Any]],
+                verdict: Verdict | None) -> dict[str, Any]:
+    """Where a written policy came from, and (confirmed) the verdict and why the exported
+    policy is what it is; unconfirmed, its one-seed margin over the base arm."""
+    kind = {"reward_kind": space.reward.kind} if space.reward.density_matching else {}
+    out = {"space": space.name, "searcher": searcher, **kind, "trial": row["trial_id"],
+           "reward": _rounded(row["reward"]), "audit_accuracy": _rounded(row["audit_accuracy"])}
+    if verdict is not None:
+        return {**out, **verdict.provenance(), "why": verdict.text()}
+    base = row["config"].get(REFERENCE_KEY) == BASE
+    return {**out, **search_margin(rows, row), "exported": "base" if base else "candidate"}
+
+
 def _chosen(rows: list[dict[str, Any]], confirmation: Confirmation | None,
             proposal: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The row to export: the confirmed winner's, else the proposal or the best reward's."""
+    """The row to export: the confirmed verdict's (the base unless a candidate proved itself),
+    else the proposal or the best reward's."""
     ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])]
     verdict = confirmation.verdict if confirmation is not None else None
     if verdict is None:
         return proposal if proposal is not None and ok else (ok[0] if ok else None)
-    winner = verdict.winner
-    found = next((r for r in ok if r["trial_id"] == winner.key), None)
+    return _row(ok, verdict.winner)
+
+
+def _row(rows: list[dict[str, Any]], cand: Any) -> dict[str, Any]:
+    """A candidate's leaderboard row, or one made from the candidate (the base where the search
+    had no base run, a merged policy)."""
+    found = next((r for r in rows if r["trial_id"] == cand.key and r["status"] == "ok"), None)
     if found is not None:
         return found
-    return {"trial_id": winner.key, "reward": math.nan, "audit_accuracy": math.nan,
-            "config": dict(winner.config), "schedule": None}
-
-
-def _margin(rows: list[dict[str, Any]], best: dict[str, Any],
-            confirmation: Confirmation | None) -> dict[str, Any]:
-    if confirmation is not None and confirmation.verdict is not None:
-        return confirmation.verdict.provenance()
-    return search_margin(rows, best)
+    return {"trial_id": cand.key, "reward": math.nan, "audit_accuracy": math.nan,
+            "config": dict(cand.config), "schedule": None}
 
 
 def _rounded(value: float) -> float | None:

@@ -80,7 +80,7 @@ def policy_config(config: dict[str, Any]) -> dict[str, Any]:
 def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
                       ) -> Callable[[int], Policy]:
     """Policy for an epoch from a schedule of (first epoch, config) entries."""
-    decoded = [(start, decode(space, cfg)) for start, cfg in schedule]
+    decoded = [(start, scheduled_policy(space, cfg)) for start, cfg in schedule]
 
     def at(epoch: int) -> Policy:
         current = decoded[0][1]
@@ -92,6 +92,14 @@ def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
     return at
 
 
+def scheduled_policy(space: Space, config: dict[str, Any]) -> Policy:
+    """A schedule entry's policy: its search dimensions decoded, or, for an entry that holds
+    none (the base exported as a one-entry schedule), the policy its config names."""
+    if any(not key.startswith("_") for key in config):
+        return decode(space, config)
+    return policy_of(space, config)
+
+
 def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
                      epochs: int) -> dict[str, Any]:
     """A replayable policy schedule: a policy per epoch range."""
@@ -100,7 +108,7 @@ def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
         end = schedule[k + 1][0] if k + 1 < len(schedule) else epochs
         if end > start:
             entries.append({"epochs": [start, end], "config": cfg,
-                            "policy": policy_to_dict(decode(space, cfg))})
+                            "policy": policy_to_dict(scheduled_policy(space, cfg))})
     return {"format": "augsearch-schedule", "version": 1, "epochs": epochs, "entries": entries}
 
 

@@ -38,9 +38,10 @@ PARENT_FILE = "mlflow_parent.json"
 PREVIEW_IMAGES = 8
 
 
-# The winner's margin over the base (search.confirm), logged on the parent run.
+# The best candidate's margin over the base on fresh replicates (search.confirm), logged on the
+# parent run with its simultaneous interval's correction (k candidates, each interval's level).
 MARGIN_METRICS = ("margin_reward", "margin_audit", "mean_reward", "base_mean_reward",
-                  "confirmed_over_seeds")
+                  "confirmed_over_seeds", "correction_k", "interval_level")
 
 
 class Tracker(SearchListener):
@@ -204,7 +205,13 @@ class Tracker(SearchListener):
         tags = {"best_trial": result.best_trial or "-",
                 "best_policy": one_line(result.best_policy) if result.best_policy else "-",
                 "status": "finished" if complete else "interrupted",
-                "verdict": str(provenance.get("verdict", "unconfirmed"))}
+                "verdict": str(provenance.get("verdict", "unconfirmed")),
+                "exported": str(provenance.get("exported", "-"))}
+        if provenance.get("correction"):  # confirmed: the best candidate, exported or not
+            tags["candidate"] = str(provenance.get("candidate", "-"))
+            tags["margin_ci"] = (f"simultaneous {provenance.get('confidence', 0.95):.0%}, "
+                                 f"{provenance['correction']} over {provenance['correction_k']} "
+                                 f"candidates")
         self.store.log(pid, metrics=[(k, float(v), 0) for k, v in metrics.items()], tags=tags)
         self.store.end(pid, "FINISHED" if complete else "KILLED")
 
