@@ -194,16 +194,19 @@ def _first_audit_epoch(reward: RewardSpec, total: int) -> int:
 
 
 def reward_from_history(
-    history: list[EpochStats], reward: RewardSpec
+    history: list[EpochStats], reward: RewardSpec, since: int = 0
 ) -> tuple[float, list[int], str]:
     """Mean val accuracy of `reward.last_epochs` epochs: the last ones, or the best ones.
 
     With `reward.max_train_val_gap` set, epochs whose train − val accuracy exceeds it are left
     out (DeepAugment); when that leaves none, the last epoch counts and the note says so.
     `reward.epochs: best` averages the highest val accuracies of all epochs (DeepAugment).
+    `since` (a 0-based epoch: PBT's last explore) leaves out the epochs trained before it, under
+    another policy or by the donor whose weights were copied; with no scored epoch since, the
+    reward is NaN.
     """
     n = reward.last_epochs
-    scored = [h for h in history if math.isfinite(h.val_accuracy)]
+    scored = [h for h in history if math.isfinite(h.val_accuracy) and h.epoch > since]
     window = scored[-n:] if reward.epochs == "last" else scored
     kept = window
     note = ""
@@ -217,7 +220,8 @@ def reward_from_history(
     if reward.epochs == "best":
         kept = sorted(sorted(kept, key=lambda h: -h.val_accuracy)[:n], key=lambda h: h.epoch)
     if not kept:
-        return math.nan, [], "no epoch scored on the validation data yet"
+        return math.nan, [], (f"no epoch scored on the validation data since epoch {since} yet"
+                              if since else "no epoch scored on the validation data yet")
     value = float(np.mean([h.val_accuracy for h in kept]))
     return value, [h.epoch for h in kept], note
 

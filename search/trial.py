@@ -131,7 +131,13 @@ def run_trial(
     """Train one child under the config's policy, calling `report` after every epoch.
 
     Every report carries the reward so far (the final reward at the last epoch), so schedulers
-    (ASHA, PBT) and searchers see one consistent metric. Returns the child's `Metrics`.
+    (ASHA, PBT) and searchers see one consistent metric. While PBT records a schedule, the
+    reward averages only epochs trained under the current policy (since its last explore, not
+    the donor's epochs or the old policy's); until one of them is scored it is NaN. Ray's PBT
+    reads the reward only at a perturbation, which falls on a scored epoch (its interval is a
+    multiple of the validation interval, `tune_adapter._aligned`, and an exploit carries the
+    donor's perturbation time over), and it leaves NaN scores out of its quantiles. Returns
+    the child's `Metrics`.
     """
     from children.train import reward_from_history, train_child
 
@@ -147,7 +153,8 @@ def run_trial(
 
     def on_epoch(stats: Any, state: Any) -> None:
         metrics = dict(asdict(stats))  # stats.epoch counts from 1
-        metrics["reward"] = reward_from_history(state.history, reward)[0]
+        since = schedule[-1][0] if ctx.record_schedule else 0  # the current policy's start
+        metrics["reward"] = reward_from_history(state.history, reward, since=since)[0]
         metrics["train_val_gap"] = stats.train_accuracy - stats.val_accuracy
         metrics["common_seed"], metrics["aug_seed"] = seed, aug_seed
         if ctx.record_schedule:

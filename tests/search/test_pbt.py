@@ -1,13 +1,20 @@
-"""PBA's explore and PBT's starting population stay inside the declared ranges, before decode."""
+"""PBA's explore and PBT's starting population stay inside the declared ranges, before decode;
+after an explore, a PBT trial's reward reads only the epochs of its new policy."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from search.compile import decode, flat_dimensions
+from children.datasets import load_dataset, make_splits
+from search.compile import decode, flat_dimensions, sample_configs
 from search.pbt import Explore, initial_population
 from search.references import REFERENCE_KEY
+from search.trial import Checkpointed, TrialContext, run_trial
 from spaces.schema import load_space
 
 
@@ -65,3 +72,51 @@ def test_initial_magnitudes_are_rescaled_into_the_op_range_not_clamped(space):
     assert sum(m == 0.5 for m in rotations) == 0  # clamping put half of them at exactly 0.5
     assert np.mean(rotations) == pytest.approx(0.25, abs=0.08)
     assert all(_inside(space, c) == [] for c in population)
+
+
+class _Exploit(Exception):
+    """Stops the donor where PBT would copy its checkpoint."""
+
+
+DONOR_VAL = 5.0  # an impossible accuracy: any reward that reads a donor's epoch shows it
+
+
+@pytest.mark.parametrize(("eval_every", "expected"), [
+    (1, {4: [4], 5: [4, 5], 6: [5, 6]}),  # every epoch scored: the last 2 since the explore
+    (3, {4: [], 5: [5], 6: [5, 6]}),  # epoch 4 unscored: nothing since the explore, NaN
+])
+def test_after_an_explore_the_reward_averages_only_the_new_policys_epochs(
+        eval_every: int, expected: dict[int, list[int]]) -> None:
+    """A donor trains 3 epochs (its scored epochs marked with an impossible accuracy); a trial
+    that exploits it resumes from its checkpoint under an explored policy: the reward it reports
+    at epochs 4-6 averages only its own scored epochs since epoch 3, never the donor's."""
+    space = load_space("digits").replace(**{
+        "child.epochs": 6, "dataset.train_size": 40, "reward.last_epochs": 2,
+        "reward.eval_every": eval_every, "policy.batch_ops": {}})
+    splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
+    ctx = TrialContext(space, 0, threads=1, record_schedule=True)
+    donor, explored = sample_configs(space, 2, seed=4)
+    copied: list[Checkpointed] = []
+
+    def stop_at_3(metrics: dict[str, Any], checkpoint: Checkpointed) -> None:
+        if metrics["epoch"] == 3:
+            copied.append(checkpoint)
+            raise _Exploit
+
+    with pytest.raises(_Exploit):
+        run_trial(donor, ctx, splits, stop_at_3)
+    ckpt = copied[0]
+    ckpt.state.history = [replace(h, val_accuracy=DONOR_VAL) if math.isfinite(h.val_accuracy)
+                          else h for h in ckpt.state.history]
+    assert any(h.val_accuracy == DONOR_VAL for h in ckpt.state.history)
+    reports: dict[int, dict[str, Any]] = {}
+    run_trial(explored, ctx, splits, lambda m, _c: reports.__setitem__(m["epoch"], m),
+              restored=ckpt)
+    assert sorted(reports) == [4, 5, 6]
+    for epoch, used in expected.items():
+        values = [reports[e]["val_accuracy"] for e in used]
+        assert all(0 <= v <= 1 for v in values)
+        if used:
+            assert reports[epoch]["reward"] == pytest.approx(float(np.mean(values)))
+        else:
+            assert math.isnan(reports[epoch]["reward"]), reports[epoch]["reward"]
