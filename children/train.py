@@ -118,9 +118,9 @@ def train_child(
     `policy`. `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults
     to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
     Same seed, same device and threads give the same metrics. Raises DivergedError at the first
-    NaN/inf loss. `aug_seed` (default: `seed`) drives the augmentation pipeline, the batch ops
-    and a fresh validation sample; `seed` drives everything else, so two runs with the same `seed`
-    and different policies differ only through their policies' augmentation.
+    NaN/inf loss. `aug_seed` (default: `seed`) drives the augmentation pipeline and the batch
+    ops; `seed` drives everything else, a fresh validation sample included, so two runs with the
+    same `seed` and different policies differ only through their policies' augmentation.
 
     `child.augmentation` chooses how batches are augmented: `batched` augments whole uint8
     tensors on `device` (`children.tensor_aug`, the same meaning as the albumentations pipeline,
@@ -147,7 +147,7 @@ def train_child(
         run.augment = _PerImage(augment) if augment is not None else None
         if state is not None:
             run.restore(state)
-        val_index = _val_sample(splits.val_pool, reward, run.aug_seed)
+        val_index = _val_sample(splits.val_pool, reward, run.seed)
         images, train_seconds = 0, 0.0
         for epoch in range(run.epoch, total):
             begun = time.perf_counter()

@@ -187,8 +187,8 @@ def test_common_seed_fixes_everything_but_the_augmentation(digits_space, digits_
     assert cropped[0].history[-1].train_loss != cropped[1].history[-1].train_loss
 
 
-def test_pool_validation_scores_the_whole_pool_and_fresh_a_per_trial_sample(digits_space,
-                                                                              digits_splits):
+def test_pool_validation_scores_the_whole_pool_and_fresh_a_per_seed_sample(digits_space,
+                                                                             digits_splits):
     seen: list[int] = []
     pool = digits_splits.val_pool
     reward = digits_space.reward.model_copy(update={"validation": "fresh",
@@ -200,7 +200,10 @@ def test_pool_validation_scores_the_whole_pool_and_fresh_a_per_trial_sample(digi
                         identity_policy(), digits_splits, seed=0, threads=1, epochs=1,
                         on_end=lambda predict: seen.append(int(
                             (predict(pool.x).argmax(1) == pool.y).sum())))
-    assert len(set(fresh)) > 1  # each aug_seed scores another sample of the same model
+    # the sample follows the common seed, not the policy's aug_seed: under common random
+    # numbers every policy of a replicate is scored on the same images (identity policy, no
+    # crop/flip: the same model, so the same accuracy)
+    assert len(set(fresh)) == 1
     assert whole.val_accuracy == pytest.approx(seen[0] / len(pool))
 
 
