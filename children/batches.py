@@ -3,9 +3,10 @@
 Two paths make the same batches. `training_batches` passes each image through the policy's
 albumentations pipeline (uint8 HWC in, uint8 HWC out) and normalises the batch with numpy;
 `tensor_batches` augments a whole uint8 N×C×H×W tensor at once on the child's device
-(`children.tensor_aug`) and normalises it there. Both then apply the policy's batch ops (sample
-pairing, mixup, cutmix) with the same draws (`draw_mix`). `prefetch` runs either in one
-background thread so it overlaps the training step (OpenCV and torch release the GIL).
+(`children.tensor_aug`) and normalises it there, from a train split kept on that device. Both
+then apply the policy's batch ops (sample pairing, mixup, cutmix) with the same draws
+(`draw_mix`). `prefetch` runs CPU work in one background thread so it overlaps the training step
+(OpenCV and torch release the GIL).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -27,11 +28,12 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Batch:
     """A training batch: float32 N×C×H×W inputs (a numpy array, or a tensor already on the
-    child's device) and two label sets mixed as lam·a + (1−lam)·b."""
+    child's device) and two label sets mixed as lam·a + (1−lam)·b (numpy arrays, or int64
+    tensors on the inputs' device)."""
 
     x: Any
-    y_a: np.ndarray
-    y_b: np.ndarray
+    y_a: Any
+    y_b: Any
     lam: float
 
 
@@ -73,13 +75,14 @@ def augment(images: np.ndarray, pipeline: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MixPlan:
-    """The random part of a batch's mixing, drawn before it is applied (to arrays or tensors)."""
+    """The random part of a batch's mixing, drawn before it is applied (to arrays or tensors).
+    Its index arrays are numpy arrays as drawn, or int64 tensors on a batch's device."""
 
-    chosen: np.ndarray  # sample pairing: the images averaged with a partner...
-    partners: np.ndarray  # ...and their partners
+    chosen: Any  # sample pairing: the images averaged with a partner...
+    partners: Any  # ...and their partners
     mode: str = ""  # "", "mixup" or "cutmix"
     lam: float = 1.0
-    perm: np.ndarray | None = None
+    perm: Any = None
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # cutmix: y0, y1, x0, x1
 
 
@@ -114,7 +117,8 @@ def draw_mix(n: int, height: int, width: int, ops: BatchOps,
 
 
 def apply_mix(x: Any, plan: MixPlan) -> Any:
-    """Mix a float N×C×H×W batch (numpy array or torch tensor, changed in place) as planned."""
+    """Mix a float N×C×H×W batch (numpy array or torch tensor, changed in place) as planned
+    (numpy indices are moved to a tensor's device here: give them there to move them once)."""
     index = _indexer(x)
     if len(plan.chosen):
         chosen, partners = index(plan.chosen), index(plan.partners)
@@ -151,25 +155,59 @@ def mix_batch(x: Any, y: np.ndarray, ops: BatchOps, rng: np.random.Generator) ->
 
 
 def tensor_batches(
-    images: Any, y: np.ndarray, order: np.ndarray, batch_size: int, pipeline: Any,
-    ops: BatchOps, mean: np.ndarray, std: np.ndarray, draws: Any, rng: np.random.Generator,
+    images: Any, y: Any, order: np.ndarray, batch_size: int, pipeline: Any,
+    ops: BatchOps, mean: Any, std: Any, draws: Any, rng: np.random.Generator,
     device: Any,
 ) -> Iterator[Batch]:
-    """The batched path: rows `order` of uint8 N×C×H×W `images` (a host tensor), moved to
-    `device` a batch at a time, augmented there by `pipeline(x, draws)` (a
-    `children.tensor_aug.BatchedPipeline`), normalised and mixed; `rng` draws the batch ops as
-    `training_batches` does. Never writes to `images`."""
+    """The batched path: rows `order` of uint8 N×C×H×W `images` augmented on `device` by
+    `pipeline(x, draws)` (a `children.tensor_aug.BatchedPipeline`), normalised and mixed.
+
+    Give `images` on `device` (a run keeps its train split there), with `y` an int64 tensor
+    there too and `mean`/`std` tensors there: then the epoch's batch order and the batch ops'
+    plans cross from the host once each, before the first batch, and nothing comes back. Host
+    `images` are moved a batch at a time, and a numpy `y` gives numpy labels. `rng` draws the
+    batch ops as `training_batches` does (`draw_mix`, the epoch's plans in batch order: the same
+    draws). Never writes to `images`.
+    """
     import torch
 
-    mean_t = torch.as_tensor(mean, device=device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, device=device).view(1, -1, 1, 1)
-    pin = torch.device(device).type == "cuda"
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        x = images.index_select(0, torch.from_numpy(index))
-        x = (x.pin_memory() if pin else x).to(device, non_blocking=True)
-        x = pipeline(x, draws).float().sub_(mean_t).div_(std_t)
-        yield mix_batch(x, y[index], ops, rng)
+    dev = torch.device(device)
+    mean_t = torch.as_tensor(mean, device=dev).view(1, -1, 1, 1)  # no copy when already there
+    std_t = torch.as_tensor(std, device=dev).view(1, -1, 1, 1)
+    starts = range(0, len(order), batch_size)
+    plans = [draw_mix(len(order[s:s + batch_size]), *images.shape[2:], ops, rng) for s in starts]
+    moved = _plans_on(plans, dev)
+    rows = torch.as_tensor(order, device=images.device)
+    pin = images.device.type == "cpu" and dev.type == "cuda"
+    for b, start in enumerate(starts):
+        index = rows[start:start + batch_size]
+        x = images.index_select(0, index)
+        x = (x.pin_memory() if pin else x).to(dev, non_blocking=True)
+        x = apply_mix(pipeline(x, draws).float().sub_(mean_t).div_(std_t), moved[b])
+        if isinstance(y, np.ndarray):
+            y_a = y[order[start:start + batch_size]]
+            perm = plans[b].perm
+        else:
+            y_a, perm = y.index_select(0, index.to(y.device)), moved[b].perm
+        yield Batch(x, y_a, y_a if perm is None else y_a[perm], plans[b].lam)
+
+
+def _plans_on(plans: list[MixPlan], device: Any) -> list[MixPlan]:
+    """The plans with their index arrays on `device`, moved in one transfer."""
+    import torch
+
+    arrays = [a for p in plans for a in (p.chosen, p.partners, _EMPTY if p.perm is None
+                                         else p.perm)]
+    if not any(len(a) for a in arrays):
+        return plans
+    flat = torch.as_tensor(np.concatenate(arrays).astype(np.int64), device=device)
+    parts = flat.split([len(a) for a in arrays])
+    return [replace(p, chosen=parts[3 * i], partners=parts[3 * i + 1],
+                    perm=None if p.perm is None else parts[3 * i + 2])
+            for i, p in enumerate(plans)]
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def training_batches(
