@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from children.batches import (
+    Batch,
     channel_stats,
-    normalize,
     prefetch,
     tensor_batches,
     training_batches,
@@ -117,10 +117,12 @@ def train_child(
     a run from state.epoch; `schedule(e)` gives the policy of 0-based epoch e and overrides
     `policy`. `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults
     to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
-    Same seed, same device and threads give the same metrics. Raises DivergedError at the first
-    NaN/inf loss. `aug_seed` (default: `seed`) drives the augmentation pipeline and the batch
-    ops; `seed` drives everything else, a fresh validation sample included, so two runs with the
-    same `seed` and different policies differ only through their policies' augmentation.
+    Same seed, same device and threads give the same metrics. Raises DivergedError at the end of
+    the epoch whose loss first became NaN/inf, naming that epoch and step (losses are read from
+    the device once per epoch, never per step). `aug_seed` (default: `seed`) drives the
+    augmentation pipeline and the batch ops; `seed` drives everything else, a fresh validation
+    sample included, so two runs with the same `seed` and different policies differ only
+    through their policies' augmentation.
 
     `child.augmentation` chooses how batches are augmented: `batched` augments whole uint8
     tensors on `device` (`children.tensor_aug`, the same meaning as the albumentations pipeline,
@@ -267,12 +269,23 @@ def _lr_factor(kind: str, step: int, total: int) -> float:
     return 1.0
 
 
-def _optimizer(spec: OptimizerSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _optimizer(spec: OptimizerSpec, model: torch.nn.Module,
+               fused: bool = False) -> torch.optim.Optimizer:
+    """The child's optimizer; `fused` (CUDA) also lets a gradient scaler step it without reading
+    its inf check on the host."""
     if spec.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
+                                 fused=fused or None)
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                            weight_decay=spec.weight_decay,
-                           nesterov=spec.nesterov and spec.momentum > 0)
+                           nesterov=spec.nesterov and spec.momentum > 0, fused=fused or None)
+
+
+def _autocast(dev: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA; nothing elsewhere (autocast knows no `meta`)."""
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
 
 
 class _Run:
@@ -292,11 +305,14 @@ class _Run:
         self.cuda = dev.type == "cuda"
         self.memory = torch.channels_last if self.cuda else torch.contiguous_format
         self.model = model.to(dev, memory_format=self.memory)
-        self.optimizer = _optimizer(child.optimizer, self.model)
+        self.optimizer = _optimizer(child.optimizer, self.model, fused=self.cuda)
         bf16 = self.cuda and torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and not bf16)
         self.mean, self.std = channel_stats(x)
+        # made on the device once: the batched path's and evaluation's normalisation
+        self.mean_t = torch.as_tensor(self.mean, device=dev).view(1, -1, 1, 1)
+        self.std_t = torch.as_tensor(self.std, device=dev).view(1, -1, 1, 1)
         self.batch_size = min(child.batch_size, len(x))
         self.steps_per_epoch = len(x) // self.batch_size  # drop the ragged last batch
         self.total_steps = self.steps_per_epoch * total_epochs
@@ -305,7 +321,8 @@ class _Run:
         self._policy: Policy | None = None
         self._pipeline: Any = None
         self._batched: tuple[Policy, BatchedPipeline] | None = None
-        self._images: torch.Tensor | None = None
+        self._train: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eval: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.augment: _PerImage | None = None
         self.paths = PathLog()
 
@@ -350,18 +367,18 @@ class _Run:
                                                      self.splits.train.x.shape[1]))
         return self._batched[1]
 
-    def images(self) -> torch.Tensor:
-        """The train split as one uint8 N×C×H×W host tensor (made once, for the batched path)."""
-        if self._images is None:
-            # a C-ordered copy: never a view of the (possibly read-only, shared) split
-            self._images = torch.from_numpy(self.splits.train.x.transpose(0, 3, 1, 2).copy())
-        return self._images
+    def train_split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The train split on the device for the whole run (batched path): uint8 N×C×H×W
+        images and int64 labels, moved there once."""
+        if self._train is None:
+            # C-ordered copies: never views of the (possibly read-only, shared) split
+            x = torch.from_numpy(self.splits.train.x.transpose(0, 3, 1, 2).copy())
+            y = torch.tensor(self.splits.train.y, dtype=torch.long)
+            self._train = (x.to(self.dev), y.to(self.dev))
+        return self._train
 
-    def train_epoch(
-        self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
-    ) -> tuple[float, float, int, float]:
-        """Train one epoch; returns mean loss, accuracy, images seen and seconds taken."""
-        start = time.perf_counter()
+    def batches(self, epoch: int, policy: Policy) -> tuple[str, Iterator[Batch]]:
+        """Epoch `epoch`'s path and batches; seeds torch's generator for the epoch (dropout)."""
         # Shared by all trials (common random numbers): batch order and torch's draws (dropout).
         shuffle_seed, _, _, torch_seed = (
             np.random.SeedSequence((self.seed, epoch)).generate_state(4))
@@ -376,75 +393,96 @@ class _Run:
         batched = self.batched(policy)
         path = self.paths.take(choose_path(self.child.augmentation, self.dev, batched))
         if path == "batched":
-            batches = tensor_batches(self.images(), train.y, order, self.batch_size, batched,
-                                     policy.batch, self.mean, self.std,
-                                     Draws(int(pipeline_seed), self.dev), mix_rng, self.dev)
-        else:
-            pipeline = self.pipeline(policy)
-            pipeline.set_random_seed(int(pipeline_seed))
-            batches = training_batches(train.x, train.y, order, self.batch_size, pipeline,
-                                       policy.batch, self.mean, self.std, mix_rng)
-        self.model.train()
-        loss_sum, correct, seen = 0.0, 0.0, 0
-        with contextlib.closing(prefetch(batches)) as stream:
-            for i, batch in enumerate(stream):
-                loss, hits = self._step(batch, on_batch, epoch, i)
-                loss_sum += loss
-                correct += hits
-                seen += len(batch.y_a)
-        self.epoch = epoch + 1
-        steps = max(1, self.steps_per_epoch)
-        return loss_sum / steps, correct / max(seen, 1), seen, time.perf_counter() - start
+            images, labels = self.train_split()
+            return path, tensor_batches(images, labels, order, self.batch_size, batched,
+                                        policy.batch, self.mean_t, self.std_t,
+                                        Draws(int(pipeline_seed), self.dev), mix_rng, self.dev)
+        pipeline = self.pipeline(policy)
+        pipeline.set_random_seed(int(pipeline_seed))
+        return path, training_batches(train.x, train.y, order, self.batch_size, pipeline,
+                                      policy.batch, self.mean, self.std, mix_rng)
 
-    def _step(self, batch: Any, on_batch: Callable[..., None] | None, epoch: int,
-              index: int) -> tuple[float, float]:
+    def train_epoch(
+        self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
+    ) -> tuple[float, float, int, float]:
+        """Train one epoch; returns mean loss, accuracy, images seen and seconds taken.
+
+        Losses and hit counts stay on the device until the epoch ends and are read once then;
+        a NaN/inf loss raises DivergedError there, naming its epoch and step. The albumentations
+        path (CPU work) and the batched path on the CPU make batches in the prefetch thread;
+        on an accelerator the batched path runs inline (its kernels launch asynchronously).
+        """
+        start = time.perf_counter()
+        path, batches = self.batches(epoch, policy)
+        self.model.train()
+        tally = _Tally()
+        inline = path == "batched" and self.dev.type != "cpu"
+        with contextlib.closing(batches if inline else prefetch(batches)) as stream:
+            for batch in stream:
+                tally.add(batch, *self._step(batch, on_batch))
+        loss, accuracy = tally.read(epoch, self.child.optimizer, self.steps_per_epoch)
+        self.epoch = epoch + 1
+        return loss, accuracy, tally.seen, time.perf_counter() - start
+
+    def _step(self, batch: Batch, on_batch: Callable[..., None] | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns the loss and the hits on y_a and y_b, on the device."""
         x = batch.x if isinstance(batch.x, torch.Tensor) else torch.from_numpy(batch.x)
         x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
-        y_a = torch.from_numpy(batch.y_a).to(self.dev, non_blocking=True)
-        y_b = torch.from_numpy(batch.y_b).to(self.dev, non_blocking=True)
+        y_a = torch.as_tensor(batch.y_a).to(self.dev, non_blocking=True)
+        y_b = torch.as_tensor(batch.y_b).to(self.dev, non_blocking=True)
         if on_batch is not None:
             on_batch(x, y_a)
         lr = self.child.optimizer.lr * _lr_factor(self.child.schedule, self.step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         smoothing = self.child.optimizer.label_smoothing
-        with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
+        with _autocast(self.dev, self.amp_dtype):
             out = self.model(x)
             loss = F.cross_entropy(out, y_a, label_smoothing=smoothing)
             if batch.lam < 1.0:
                 loss = batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(
                     out, y_b, label_smoothing=smoothing)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            spec = self.child.optimizer
-            raise DivergedError(
-                f"loss became {value} at epoch {epoch + 1}, step {index + 1}; lower "
-                f"child.optimizer.lr (now {spec.lr:g}) or weight_decay (now {spec.weight_decay:g})")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         pred = out.detach().argmax(1)
-        hits = batch.lam * (pred == y_a).sum().item()
-        if batch.lam < 1.0:
-            hits += (1.0 - batch.lam) * (pred == y_b).sum().item()
-        return value, hits
+        hits_a = (pred == y_a).sum()
+        hits_b = (pred == y_b).sum() if batch.lam < 1.0 else hits_a
+        return loss.detach(), hits_a, hits_b
+
+    def evaluation_set(self, data: Arrays, index: np.ndarray | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`data` (or its rows `index`) normalised as in training, on the device: made at its
+        first scoring and kept for the run."""
+        key = (id(data), id(index))
+        if key not in self._eval:
+            rows = slice(None) if index is None else index
+            x = torch.from_numpy(data.x[rows].transpose(0, 3, 1, 2).copy())
+            x = self.normalised(x.to(self.dev))
+            y = torch.tensor(data.y[rows], dtype=torch.long).to(self.dev)
+            self._eval[key] = ((data, index), x, y)  # holds data and index: their ids stay theirs
+        return self._eval[key][1:]
+
+    def normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 N×C×H×W on the device -> float32, standardised as the model trains on."""
+        return x.float().sub_(self.mean_t).div_(self.std_t).contiguous(
+            memory_format=self.memory)
 
     @torch.inference_mode()
     def accuracy(self, data: Arrays, index: np.ndarray | None) -> float:
-        """Top-1 accuracy on `data` (or its rows `index`), no augmentation."""
+        """Top-1 accuracy on `data` (or its rows `index`), no augmentation; counted on the
+        device and read once."""
         self.model.eval()
-        rows = np.arange(len(data)) if index is None else index
-        correct = 0
-        for start in range(0, len(rows), _EVAL_BATCH):
-            part = rows[start:start + _EVAL_BATCH]
-            x = torch.from_numpy(normalize(data.x[part], self.mean, self.std))
-            x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
-            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
-                pred = self.model(x).argmax(1).cpu().numpy()
-            correct += int((pred == data.y[part]).sum())
-        return correct / max(len(rows), 1)
+        x, y = self.evaluation_set(data, index)
+        correct = torch.zeros((), dtype=torch.long, device=self.dev)
+        for start in range(0, len(x), _EVAL_BATCH):
+            with _autocast(self.dev, self.amp_dtype):
+                pred = self.model(x[start:start + _EVAL_BATCH]).argmax(1)
+            correct += (pred == y[start:start + _EVAL_BATCH]).sum()
+        return int(correct) / max(len(x), 1)
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -452,13 +490,52 @@ class _Run:
         self.model.eval()
         parts = []
         for start in range(0, len(images), _EVAL_BATCH):
-            x = torch.from_numpy(normalize(images[start:start + _EVAL_BATCH], self.mean,
-                                           self.std))
-            x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
-            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.cuda):
+            chunk = images[start:start + _EVAL_BATCH].transpose(0, 3, 1, 2).copy()
+            x = self.normalised(torch.from_numpy(chunk).to(self.dev, non_blocking=True))
+            with _autocast(self.dev, self.amp_dtype):
                 out = self.model(x)
-            parts.append(torch.softmax(out.float(), 1).cpu().numpy())
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+            parts.append(torch.softmax(out.float(), 1))
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(parts).cpu().numpy()
+
+
+class _Tally:
+    """An epoch's per-step losses and hits, kept on the device until `read`."""
+
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.hits: list[torch.Tensor] = []
+        self.lams: list[float] = []
+        self.seen = 0
+
+    def add(self, batch: Batch, loss: torch.Tensor, hits_a: torch.Tensor,
+            hits_b: torch.Tensor) -> None:
+        self.losses.append(loss.float())
+        self.hits += [hits_a, hits_b]
+        self.lams.append(batch.lam)
+        self.seen += len(batch.y_a)
+
+    def read(self, epoch: int, spec: OptimizerSpec, steps: int) -> tuple[float, float]:
+        """Mean loss over `steps` and the lam-weighted accuracy, from one device read; raises
+        DivergedError at the first non-finite loss."""
+        if not self.losses:
+            return 0.0, 0.0
+        table = torch.cat([torch.stack(self.losses), torch.stack(self.hits).float()]).tolist()
+        losses, hits = table[:len(self.losses)], table[len(self.losses):]
+        loss_sum = correct = 0.0
+        for i, (value, lam) in enumerate(zip(losses, self.lams, strict=True)):
+            if not math.isfinite(value):
+                raise DivergedError(
+                    f"loss became {value} at epoch {epoch + 1}, step {i + 1}; lower "
+                    f"child.optimizer.lr (now {spec.lr:g}) or weight_decay (now "
+                    f"{spec.weight_decay:g})")
+            loss_sum += value
+            right = lam * hits[2 * i]
+            if lam < 1.0:
+                right += (1.0 - lam) * hits[2 * i + 1]
+            correct += right
+        return loss_sum / max(1, steps), correct / max(self.seen, 1)
 
 
 class PathLog:
