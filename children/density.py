@@ -13,6 +13,7 @@ Nothing here trains: `score_policy` is one inference pass. No Ray, no MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -170,9 +171,15 @@ class _Augmenter:
 
         return build_pipeline(self.policy, self.base, self.size, seed=seed)
 
+    @property
+    def home(self) -> torch.device:
+        """Where the images to augment live: the device (batched), else the host."""
+        return self.device if self.path == "batched" else torch.device("cpu")
+
     def __call__(self, x: torch.Tensor, source: Any) -> torch.Tensor:
+        """uint8 N×C×H×W on `home` -> augmented, on the device."""
         if self.path == "batched":
-            return self.batched(x.to(self.device), source)
+            return self.batched(x, source)
         images = augment(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), source)
         return torch.from_numpy(images).permute(0, 3, 1, 2).to(self.device)
 
@@ -180,29 +187,50 @@ class _Augmenter:
 @torch.inference_mode()
 def _score(net: torch.nn.Module, fold: FoldModel, data: Arrays, rows: np.ndarray, copies: int,
            aug: _Augmenter, seed: int) -> _Sums:
-    """`copies` augmented passes over `rows` of `data`, classified by `net`."""
+    """`copies` augmented passes over `rows` of `data`, classified by `net`; the sums are read
+    from the device once."""
     sums = _Sums()
     if len(rows) == 0:
         return sums
+    nll, correct = _classified(net, fold, data, rows, copies, aug, seed)
+    table = torch.cat([torch.stack(nll), torch.stack(correct).float()]).tolist()
+    for chunk_nll, chunk_correct in zip(table[:len(nll)], table[len(nll):], strict=True):
+        sums.nll -= chunk_nll
+        sums.correct += chunk_correct
+    sums.n = len(rows) * copies
+    return sums
+
+
+def _classified(net: torch.nn.Module, fold: FoldModel, data: Arrays, rows: np.ndarray,
+                copies: int, aug: _Augmenter, seed: int
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each chunk's summed log-likelihood of the true class and its correct count, left on the
+    device: the images, labels and normalisation are moved there once, before the loop."""
     device = aug.device
-    images = torch.from_numpy(np.ascontiguousarray(data.x[rows].transpose(0, 3, 1, 2)))
-    labels = torch.from_numpy(data.y[rows])
-    index = torch.arange(len(rows)).repeat(copies)  # copy-major: every image once per copy
+    x = data.x[rows].transpose(0, 3, 1, 2).copy()
+    images = torch.from_numpy(x).to(aug.home)
+    labels = torch.tensor(data.y[rows], dtype=torch.long).to(device)
+    index = torch.arange(len(rows), device=aug.home).repeat(copies)  # copy-major
+    targets = labels.repeat(copies)
     mean = torch.as_tensor(fold.mean, device=device).view(1, -1, 1, 1)
     std = torch.as_tensor(fold.std, device=device).view(1, -1, 1, 1)
     source = aug.stream(seed)
+    nll, correct = [], []
     for start in range(0, len(index), CHUNK):
-        part = index[start:start + CHUNK]
-        x = aug(images.index_select(0, part), source).float().sub_(mean).div_(std)
-        x = x.contiguous(memory_format=torch.channels_last)
-        target = labels.index_select(0, part).to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
+        x = aug(images.index_select(0, index[start:start + CHUNK]), source)
+        x = x.float().sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+        target = targets[start:start + CHUNK]
+        with _autocast(device):
             logits = net(x)
         logp = F.log_softmax(logits.float(), 1)
-        sums.nll -= float(logp.gather(1, target.view(-1, 1)).sum())
-        sums.correct += float((logp.argmax(1) == target).sum())
-        sums.n += len(part)
-    return sums
+        nll.append(logp.gather(1, target.view(-1, 1)).sum())
+        correct.append((logp.argmax(1) == target).sum())
+    return nll, correct
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA; nothing elsewhere (autocast knows no `meta`)."""
+    return torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext()
 
 
 def score_policy(policy: Policy, models: FoldModels, splits: Splits, spec: DensitySpec,

@@ -329,6 +329,8 @@ class _Run:
     def restore(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
+        for group in self.optimizer.param_groups:  # as made here, whichever device saved it
+            group["fused"] = self.cuda or None
         if state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)
         self.epoch, self.step = state.epoch, state.step
