@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from children.batches import mix_batch
-from children.tensor_aug import AUTO, BATCHED, BatchedPipeline, PathChoice, choose_path
+from children.tensor_aug import BATCHED, BatchedPipeline, PathChoice, choose_path
 from children.train import PathLog, TrainState, train_child
 from spaces.ops import OPS
 from spaces.policy import BatchOps, Op, Policy, SubPolicy, identity_policy
@@ -28,8 +28,11 @@ def test_every_op_of_the_table_has_a_batched_kernel() -> None:
 
 def test_auto_takes_the_measured_path_per_device_and_explicit_settings_win() -> None:
     pipe = BatchedPipeline(POLICY, BaseAug(), 16)
-    for device in ("cpu", "cuda"):
-        assert choose_path("auto", device, pipe) == PathChoice(AUTO[device])
+    # CPU: measured faster (docs/BENCHMARKS.md); CUDA: keeps augmentation off the trial's one
+    # CPU (AUTO's note); a device type without an entry: batched
+    expected = {"cpu": "batched", "cuda": "batched", "meta": "batched"}
+    for device, path in expected.items():
+        assert choose_path("auto", device, pipe) == PathChoice(path)
         assert choose_path("batched", device, pipe) == PathChoice("batched")
         assert choose_path("albumentations", device, pipe) == PathChoice("albumentations")
     assert choose_path("batched", "cpu", None) == PathChoice("albumentations")  # augment=fn
