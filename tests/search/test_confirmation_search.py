@@ -47,43 +47,91 @@ def test_trials_share_common_seeds_and_the_same_policy_gives_the_same_reward(ray
     assert aug["base"] != aug[""]  # the augmentation's own draws stay per policy
 
 
-def test_confirmation_picks_the_best_mean_and_reports_a_paired_ci(ray_session, tmp_path: Path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def confirmed(ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A small real search with confirmation: the top 2 and the base, 2 fresh replicates each."""
+    out = tmp_path_factory.mktemp("confirmed") / "out"
     result = search("digits", "tpe", smoke_test=True, trials=5, epochs=3, seed=1, output=out,
                     confirm=2, confirm_seeds=2)
-    runs = read_csv(out / "confirm.csv")
-    by: dict[str, dict[int, float]] = {}
-    for row in runs:
-        by.setdefault(row["candidate"], {})[int(row["replicate"])] = float(row["reward"])
-    assert len(by) == 3 and all(sorted(v) == [0, 1, 2] for v in by.values())
-    base = next(r["candidate"] for r in runs if r["reference"] == "base")
-    # replicate 0 is the search's own trial, except where it must be trained (never here)
-    assert {r["source"] for r in runs if r["replicate"] == "0"} == {"search"}
-    means = {k: mean(v.values()) for k, v in by.items()}
-    best = max(means.values())
-    winner = base if means[base] == best else max(means, key=means.get)
-    verdict = result.confirmation.verdict
-    assert verdict.winner.key == winner
-    diffs = [by[winner][r] - by[base][r] for r in range(3)]
-    prov = yaml.safe_load((out / "best_policy.yaml").read_text())["provenance"]
-    assert prov["confirmed_over_seeds"] == 3
-    assert prov["margin_reward"] == pytest.approx(mean(diffs), abs=1e-6)
-    if winner != base and len(set(diffs)) > 1:
-        half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / math.sqrt(3)
-        assert prov["margin_reward_ci95"] == pytest.approx([mean(diffs) - half,
-                                                           mean(diffs) + half], abs=1e-6)
-        assert "95% CI" in result.summary()
-    expected = "base" if winner == base else (
-        "beats_base" if prov["margin_reward_ci95"][0] > 0 else "within_noise")
-    assert prov["verdict"] == expected
-    if winner == base:
-        assert "no policy beat crop/flip; keep the base" in result.summary()
+    return out, result
+
+
+def nested_runs(out: Path) -> list:
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     experiment = client.get_experiment_by_name("augsearch-digits")
-    nested = [r for r in client.search_runs([experiment.experiment_id])
-              if r.data.tags.get("stage") == "confirm"]
-    assert len(nested) == sum(r["source"] == "confirm" for r in runs) == 6
-    parent = [r for r in client.search_runs([experiment.experiment_id])
-              if "mlflow.parentRunId" not in r.data.tags][0]
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def test_confirmation_estimates_on_fresh_replicates_with_a_corrected_paired_ci(confirmed):
+    """The verdict, recomputed from confirm.csv's rows with scipy: the best fresh mean among the
+    2 candidates, its paired differences to the base over replicates 1 and 2 (the search trial,
+    replicate 0, only selected), a Student-t interval at 1 - 0.05/2, the base unless it is
+    above 0."""
+    out, result = confirmed
+    runs = read_csv(out / "confirm.csv")
+    fresh: dict[str, dict[int, float]] = {}
+    for row in runs:
+        if row["used_for"] == "estimation":
+            assert row["source"] == "confirm"
+            fresh.setdefault(row["candidate"], {})[int(row["replicate"])] = float(row["reward"])
+    assert len(fresh) == 3 and all(sorted(v) == [1, 2] for v in fresh.values())
+    selected = {r["candidate"] for r in runs if r["replicate"] == "0"}
+    assert {r["source"] for r in runs if r["replicate"] == "0"} == {"search"}
+    base = next(r["candidate"] for r in runs if r["reference"] == "base")
+    assert selected == set(fresh)  # each candidate's search trial is listed, never used
+    means = {k: mean(v.values()) for k, v in fresh.items()}
+    others = sorted((k for k in means if k != base), key=lambda k: -means[k])
+    best = others[0]
+    diffs = [fresh[best][r] - fresh[base][r] for r in (1, 2)]
+    half = stats.t.ppf(1 - 0.025 / 2, 1) * stats.tstd(diffs) / math.sqrt(2)
+    low, high = mean(diffs) - half, mean(diffs) + half
+    expected = ("beats_base" if low > 0 else "base" if means[base] >= means[best]
+                else "within_noise")
+    exported = best if expected == "beats_base" else base
+    verdict = result.confirmation.verdict
+    assert verdict.best.key == best and verdict.winner.key == exported
+    prov = yaml.safe_load((out / "best_policy.yaml").read_text())["provenance"]
+    assert prov["trial"] == exported and prov["candidate"] == best
+    assert prov["confirmed_over_seeds"] == 2 and prov["estimation_replicates"] == [1, 2]
+    assert prov["margin_reward"] == pytest.approx(mean(diffs), abs=1e-6)
+    assert prov["margin_reward_ci95"] == pytest.approx([low, high], abs=1e-6)
+    assert prov["correction"] == "bonferroni" and prov["correction_k"] == 2
+    assert prov["verdict"] == expected
+    assert prov["exported"] == ("candidate" if expected == "beats_base" else "base")
+    assert (out / "candidate_policy.yaml").exists() == (expected != "beats_base")
+    summary = result.summary()
+    assert ("exported: the base (crop/flip only)" in summary) == (expected != "beats_base")
+    if expected == "base":
+        assert "no policy beat crop/flip; keep the base" in summary
+    runs_ = nested_runs(out)
+    confirming = [r for r in runs_ if r.data.tags.get("stage") == "confirm"]
+    assert len(confirming) == sum(r["source"] == "confirm" for r in runs) == 6
+    parent = [r for r in runs_ if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.data.tags["verdict"] == expected
+    assert parent.data.tags["exported"] == prov["exported"]
+    assert parent.data.tags["candidate"] == best
     assert parent.data.metrics["margin_reward"] == pytest.approx(mean(diffs), abs=1e-6)
+    assert parent.data.metrics["correction_k"] == 2
+
+
+def test_replicate_s_shares_its_common_seed_across_the_base_and_every_candidate(confirmed):
+    """What the trainings reported (the runs' common_seed tags): one common seed per replicate,
+    the same for the base and each candidate, another for every replicate and for the search's
+    own trials (replicate 0)."""
+    out, _ = confirmed
+    runs_ = nested_runs(out)
+    by_replicate: dict[str, set[str]] = {}
+    candidates_at: dict[str, set[str]] = {}
+    for run in runs_:
+        if run.data.tags.get("stage") != "confirm":
+            continue
+        rep = run.data.tags["replicate"]
+        by_replicate.setdefault(rep, set()).add(run.data.tags["common_seed"])
+        candidates_at.setdefault(rep, set()).add(run.data.tags["candidate"])
+    assert sorted(by_replicate) == ["1", "2"]
+    assert all(len(c) == 3 for c in candidates_at.values())  # the base and both candidates
+    assert all(len(seeds) == 1 for seeds in by_replicate.values()), by_replicate
+    searched = {r.data.tags["common_seed"] for r in runs_ if r.data.tags.get("stage") == "search"}
+    assert len(searched) == 1
+    seeds = [next(iter(by_replicate["1"])), next(iter(by_replicate["2"])), next(iter(searched))]
+    assert len(set(seeds)) == 3, seeds

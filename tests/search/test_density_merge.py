@@ -92,10 +92,9 @@ def test_the_merged_policy_is_a_confirmation_candidate_that_survives_a_resume(
     confirm.save_candidates(cands, tmp_path / "c.json")
     again = confirm.load_candidates(tmp_path / "c.json")
     assert policy_of(space, again[1].config) == merged
-    measured = confirm.measured_in_search(again, replay=True)
-    runs = confirm.confirm_configs(again, 2, measured)
-    # nothing the search measured is a child's reward: every replicate 0..2 of every candidate
-    assert len(runs) == 4 * 3
+    runs = confirm.confirm_configs(again, 2)
+    # every candidate at the fresh replicates 1..2, as for child training (replicate 0 never)
+    assert len(runs) == 4 * 2 and {r["_replicate"] for r in runs} == {1, 2}
     assert {policy_of(space, r) for r in runs if r["_candidate"] == "merged"} == {merged}
     single = space.replace(**{"reward.density.final": "single"})
     assert [c.key for c in density.with_proposal(single, confirm.candidates(rows, 3, True),

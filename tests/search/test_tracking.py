@@ -500,8 +500,8 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     assert sorted(r.data.tags["trial_id"] for r in trials) == sorted(
         row["trial_id"] for row in result.leaderboard)
     assert len(trials) == 4
-    # the smoke test confirms the best policy and the base with one more seed each
-    assert sorted(r.data.tags["replicate"] for r in confirming) == ["1", "1"]
+    # the smoke test confirms the best policy and the base on two fresh seeds each
+    assert sorted(r.data.tags["replicate"] for r in confirming) == ["1", "1", "2", "2"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent for r in confirming)
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent
@@ -520,7 +520,16 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     image = np.zeros((16, 16, 1), np.uint8)
     assert A.load(local, data_format="json")(image=image)["image"].size == image.size
     metrics = client.get_run(parent).data.metrics
-    assert metrics["best_reward"] == pytest.approx(result.best_reward)
+    tags = client.get_run(parent).data.tags
+    verdict = result.confirmation.verdict
+    assert tags["verdict"] == verdict.kind and tags["candidate"] == verdict.best.key
+    assert tags["exported"] == ("candidate" if verdict.significant else "base")
+    assert tags["best_trial"] == result.best_trial == verdict.winner.key
+    assert metrics["correction_k"] == 1
+    assert ("candidate_policy.yaml" in artifact_names(client, parent)) == (
+        not verdict.significant)
+    # the search's best reward, whatever was exported
+    assert metrics["best_reward"] == pytest.approx(max(r["reward"] for r in result.leaderboard))
     assert "selection_gap" in metrics and metrics["trials_ok"] == 4
     assert len(client.get_metric_history(parent, "best_reward_so_far")) == 4
     assert {"leaderboard.csv", "best_policy.json", "best_policy.yaml", "space.yaml",
