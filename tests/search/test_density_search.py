@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def checkpoints(out: Path, experiment: str) -> dict[str, int]:
 def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = search(dm_space(), "tpe", smoke_test=True, trials=6, epochs=3, seed=0, output=out,
-                    confirm=1, confirm_seeds=1)
+                    confirm=1, confirm_seeds=2)
     rows = read_csv(out / "leaderboard.csv")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
     assert all(r["epochs"] == "1" for r in rows)  # one scoring pass, no epochs
@@ -86,14 +87,19 @@ def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Pa
     merged = yaml.safe_load((out / "merged_policy.yaml").read_text())["provenance"]
     searched = {r["trial_id"] for r in rows if not r["reference"]}
     assert set(merged["merged_from"]) <= searched and merged["top_per_fold"] == 2
-    # the confirmation retrained the base and the merged policy with real children
+    # the confirmation trained the base and the merged policy with real children, on fresh
+    # replicates only (no search reward is a child's, and none is listed)
     confirmed = read_csv(out / "confirm.csv")
-    assert {(r["candidate"], r["replicate"], r["source"]) for r in confirmed} == {
-        (c, rep, "confirm") for c in ("base", "merged") for rep in ("0", "1")}
+    assert {(r["candidate"], r["replicate"], r["source"], r["used_for"]) for r in confirmed} == {
+        (c, rep, "confirm", "estimation") for c in ("base", "merged") for rep in ("1", "2")}
     provenance = yaml.safe_load((out / "best_policy.yaml").read_text())["provenance"]
     assert provenance["reward_kind"] == "density_matching"
-    assert provenance["trial"] == result.confirmation.verdict.winner.key
-    assert provenance["trial"] in ("base", "merged") and provenance["confirmed_over_seeds"] == 2
+    verdict = result.confirmation.verdict
+    assert verdict.best.key == "merged" and provenance["candidate"] == "merged"
+    assert provenance["trial"] == verdict.winner.key == ("merged" if verdict.significant
+                                                          else "base")
+    assert provenance["confirmed_over_seeds"] == 2
+    assert (out / "candidate_policy.yaml").exists() == (not verdict.significant)
     # MLflow: K fold runs (trained epochs), the trials (one scoring each), the confirmation
     stages = runs_by_stage(out)
     assert sorted(len(stages[k]) for k in ("fold", "search", "confirm")) == [FOLDS, 4, 6]
@@ -177,16 +183,18 @@ def test_resume_never_trains_a_finished_fold_model_again(tmp_path: Path) -> None
            "--confirm", "0", "--output", str(out)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "PYTHONPATH": str(ROOT)}
-    _interrupt(cmd, env, after=1, stage="fold ")
+    finished = f"trial_{_interrupt_at_first_fold(cmd, env)}"
     first = _trial_reports(out, "folds")
-    # the fold that finished (its last result line may still have been in Tune's buffer)
-    done = {name for name, n in first.items() if n == 6}
-    assert first and not (out / "fold_models.pkl").exists(), first
+    # the fold the progress line reported finished had reported all 6 epochs before Ctrl-C
+    assert first.get(finished) == 6, (finished, first)
+    assert not (out / "fold_models.pkl").exists()
     _interrupt(cmd + ["--resume"], env, after=3)
     reports = _trial_reports(out, "folds")
-    assert len(reports) == FOLDS and all(reports[name] == 6 for name in done), (first, reports)
-    # a fold cut off mid-epoch resumes from its last checkpoint: it may repeat that one epoch
     epochs = _epochs(out, "folds")
+    assert len(reports) == FOLDS, reports
+    # never trained again: not one more report, each epoch once
+    assert reports[finished] == 6 and epochs[finished] == set(range(1, 7)), (first, reports)
+    # a fold cut off mid-epoch resumes from its last checkpoint: it may repeat that one epoch
     assert all(e == set(range(1, 7)) for e in epochs.values()), epochs
     assert (out / "fold_models.pkl").exists()
     stamp = (out / "fold_models.pkl").stat().st_mtime_ns
@@ -203,6 +211,26 @@ def test_resume_never_trains_a_finished_fold_model_again(tmp_path: Path) -> None
     assert len(stages["fold"]) == FOLDS and len(stages["search"]) == 30
     assert all(r.info.status == "FINISHED" for r in stages["fold"] + stages["search"])
     assert not any(math.isnan(float(r["reward"])) for r in rows)
+
+
+def _interrupt_at_first_fold(cmd: list[str], env: dict) -> str:
+    """Run the CLI, send Ctrl-C as soon as the first fold model is reported finished, and
+    return that fold trial's id (from the progress line `... | <trial id>: reward ...`)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    trial = ""
+    try:
+        for line in proc.stdout:
+            if line.startswith("[augsearch] fold ") and "trials (" in line:
+                trial = line.split(" | ")[1].split(":")[0].strip()
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=240)[0]
+    finally:
+        proc.kill()
+    assert trial, rest
+    assert proc.returncode == 130, rest
+    return trial
 
 
 def _epochs(out: Path, experiment: str) -> dict[str, set[int]]:
