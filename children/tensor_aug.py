@@ -41,6 +41,7 @@ AUTO: Mapping[str, Path] = MappingProxyType({"cpu": "batched", "cuda": "batched"
 as fast with less CPU per image). CUDA: batched, which takes augmentation off the trial's one
 vCPU; not yet measured (the bench's GPU section) — revisit this entry when it is."""
 
+
 class Draws:
     """The random source of a batched pipeline: one generator on the batch's device.
 

@@ -55,8 +55,8 @@ _GRAY_SHIFT = 15
 
 def _column(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None
             ) -> torch.Tensor:
-    """Per-sample values shaped N×1×1×1 on the batch's device."""
-    return values.to(like.device, dtype or like.dtype).reshape(-1, 1, 1, 1)
+    """Per-sample values (already on the batch's device) shaped N×1×1×1, in `like`'s dtype."""
+    return values.to(dtype or like.dtype).reshape(-1, 1, 1, 1)
 
 
 # ---------------------------------------------------------------- geometry
@@ -72,11 +72,11 @@ def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
     """
     n, c, h, w = x.shape
     dev = x.device
-    rows = torch.arange(h, device=dev).unsqueeze(0) - dy.to(dev).long().unsqueeze(1)  # N×H
+    rows = torch.arange(h, device=dev).unsqueeze(0) - dy.long().unsqueeze(1)  # N×H
     cols = torch.arange(w, device=dev).unsqueeze(0).expand(n, w)
     if flip is not None:
-        cols = torch.where(flip.to(dev).bool().unsqueeze(1), (w - 1) - cols, cols)
-    cols = cols - dx.to(dev).long().unsqueeze(1)  # N×W
+        cols = torch.where(flip.bool().unsqueeze(1), (w - 1) - cols, cols)
+    cols = cols - dx.long().unsqueeze(1)  # N×W
     inside = ((rows >= 0) & (rows < h)).unsqueeze(2) & ((cols >= 0) & (cols < w)).unsqueeze(1)
     index = rows.clamp(0, h - 1).unsqueeze(2) * w + cols.clamp(0, w - 1).unsqueeze(1)  # N×H×W
     out = x.flatten(2).gather(2, index.flatten(1).unsqueeze(1).expand(n, c, h * w))
@@ -87,8 +87,7 @@ def translate(x: torch.Tensor, pixels: torch.Tensor, axis: int) -> torch.Tensor:
     """Move each image by whole `pixels` along `axis` (2: down, 3: right) with zero fill."""
     n, c, h, w = x.shape
     size = x.shape[axis]
-    source = torch.arange(size, device=x.device).unsqueeze(0) - pixels.to(x.device).long(
-        ).unsqueeze(1)
+    source = torch.arange(size, device=x.device).unsqueeze(0) - pixels.long().unsqueeze(1)
     inside = ((source >= 0) & (source < size)).to(x.dtype)
     shape = (n, 1, size, 1) if axis == 2 else (n, 1, 1, size)
     index = source.clamp(0, size - 1).view(shape).expand(n, c, h, w)
@@ -181,7 +180,7 @@ def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     on a truncation boundary; tests/children/test_tensor_parity.py pins such images). The grey
     sum is exact in int64 and every per-pixel step is float32.
     """
-    f = factor.to(x.device, torch.float64)
+    f = factor.double()
     total = gray(x).to(torch.int32).sum(dim=(1, 2, 3))  # int64, exact
     mean = total.double() / float(x.shape[2] * x.shape[3])
     offset = _column((mean * (1.0 - f)).float(), x)
@@ -351,8 +350,8 @@ def cutout(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
     """Zero one `height`×`width` hole per sample at (top, left) (A.CoarseDropout, fill 0)."""
     _, _, h, w = x.shape
     dev = x.device
-    rows = torch.arange(h, device=dev).unsqueeze(0) - top.to(dev).long().unsqueeze(1)
-    cols = torch.arange(w, device=dev).unsqueeze(0) - left.to(dev).long().unsqueeze(1)
+    rows = torch.arange(h, device=dev).unsqueeze(0) - top.long().unsqueeze(1)
+    cols = torch.arange(w, device=dev).unsqueeze(0) - left.long().unsqueeze(1)
     hole = ((rows >= 0) & (rows < height)).unsqueeze(2) & ((cols >= 0) & (cols < width)
                                                            ).unsqueeze(1)
     return x * (~hole).unsqueeze(1).to(x.dtype)
@@ -360,4 +359,4 @@ def cutout(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int,
 
 def noise(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     """A.GaussNoise's addition on uint8: the noise truncated toward 0, added, clipped."""
-    return (x + torch.trunc(field.to(x.device, x.dtype))).clamp_(0.0, _MAX)
+    return (x + torch.trunc(field.to(x.dtype))).clamp_(0.0, _MAX)
