@@ -30,6 +30,12 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 
+def python_path() -> str:
+    """PYTHONPATH for a subprocess: the project first, then what this one has (carried
+    packages on a bare GPU machine live there)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def shared_file(name: str) -> Path:
     """A file from ../shared/data, or skip: a fresh user's machine does not have it."""
     path = SHARED_DATA / name

@@ -29,7 +29,7 @@ from search.resume import RunRecord
 from search.run import main as search_main
 from spaces.policy import Op, Policy, SubPolicy, policy_to_dict, save_policy
 from spaces.schema import load_space
-from tests.conftest import ROOT
+from tests.conftest import python_path
 
 Setup = Callable[[Path], list[str]]
 
@@ -428,7 +428,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(case: Case, tmp_path
 def _cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": python_path()})
 
 
 def test_an_unreachable_cluster_fails_fast_with_one_line(tmp_path: Path) -> None:

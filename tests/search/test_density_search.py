@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from search.api import search
 from spaces.schema import Space, load_space
-from tests.conftest import ROOT
+from tests.conftest import ROOT, python_path
 from tests.search.test_search import _interrupt, _trial_reports
 
 pytestmark = pytest.mark.slow
@@ -182,7 +182,7 @@ def test_resume_never_trains_a_finished_fold_model_again(tmp_path: Path) -> None
            "--smoke-test", "--trials", "30", "--epochs", "6", "--concurrency", "1",
            "--confirm", "0", "--output", str(out)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": python_path()}
     finished = f"trial_{_interrupt_at_first_fold(cmd, env)}"
     first = _trial_reports(out, "folds")
     # the fold the progress line reported finished had reported all 6 epochs before Ctrl-C

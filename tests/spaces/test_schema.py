@@ -12,6 +12,7 @@ import yaml
 
 from spaces.errors import SpaceError
 from spaces.schema import builtin_spaces, load_space, parse_space
+from tests.conftest import python_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,7 +189,7 @@ def test_cli_dry_run_checks_the_data_and_summarises_without_starting_anything(
          "import sys; from search.run import main; main(['--dry-run']); import ray; "
          "print('STARTED' if ray.is_initialized() or 'torch' in sys.modules else 'LIGHT')"],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        env={**os.environ, "PYTHONPATH": python_path()})
     assert check.stdout.strip().endswith("LIGHT"), check.stdout + check.stderr
 
 
