@@ -300,6 +300,12 @@ def conclusions(results: list[Result], noops: list[Phase]) -> list[str]:
     for r in results:
         ratio = r.rate_density() / r.rate_child()
         verdict = "met" if ratio >= TARGET else "NOT met"
+        basis = (f"**projected** from {r.density.trials} measured density-matching trials and "
+                 f"{r.child.trials} child trainings" if r.projected else
+                 f"measured: {r.density.trials} density-matching trials against "
+                 f"{r.child.trials} child trainings")
+        if r.projected:
+            verdict += ", projected"
         score = statistics.mean(r.density.score_cpu) if r.density.score_cpu else 0.0
         overhead = r.density.cpu_per_trial - score
         out.append(
@@ -309,7 +315,8 @@ def conclusions(results: list[Result], noops: list[Phase]) -> list[str]:
             f"searcher, the MLflow record, Ray); the fold models cost {r.folds.cpu:.0f} CPU s "
             f"({r.folds.cpu / r.child.cpu_per_trial:.1f} child-training trials). For "
             f"{PROJECTED_TRIALS} trials density matching scores **{ratio:.1f}x** the policies "
-            f"per CPU-minute (target >= {TARGET:g}x: **{verdict}**).")
+            f"per CPU-minute ({basis}; one run, no interval) (target >= {TARGET:g}x: "
+            f"**{verdict}**).")
     if len(noops) == 2:
         out.append(f"- Tune's fixed cost, trials that do nothing: {noops[0].cpu_per_trial:.3f} "
                    f"CPU s per trial over {noops[0].trials} trials, {noops[1].cpu_per_trial:.3f} "

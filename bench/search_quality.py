@@ -4,22 +4,30 @@ For each built-in space whose data is here (the digits space on scikit-learn's d
 cifar10 space on real CIFAR-10 from ../shared/data/cifar10_small.npz, Krizhevsky 2009), at the
 space's own child budget:
 
-1. TPE with confirmation (the space's defaults: the 3 best policies and the base retrained with
-   2 more seeds; the winner is the best mean), and random search with the same number of child
-   trainings, confirmation counted, and no confirmation (its winner is its best reward);
-   and density matching (Fast AutoAugment: fold models trained once, 8x TPE's trials and at
-   most 200 policies scored by them, unconfirmed), whose best trial (`dm-single`) and merged
-   policy (`dm-merged`) are both evaluated;
-2. per search: the Spearman rank correlation of reward and audit accuracy across its trials, and
-   where its winner's audit accuracy ranks among its trials;
-3. every winner retrained on the search's own training images (the budget they were found at)
-   beside no augmentation, the space's crop/flip and torchvision's TrivialAugmentWide, same seeds
-   for every arm, tested on the test set no search touched: paired differences with Student-t 95%
-   confidence intervals.
+1. TPE with the default confirmation: the search's rewards select the top 3 policies; they and
+   the base are retrained on 8 fresh replicates (paired by common seed), and the best one's
+   margin over the base gets a Bonferroni-adjusted paired Student-t interval (each of the 3 at
+   1 - 0.05/3). `best_policy.yaml` is the base unless that interval lies above 0;
+   `candidate_policy.yaml` is the best candidate when it was not exported. Optionally (digits)
+   density matching (Fast AutoAugment: fold models trained once, 8x TPE's trials and at most
+   200 policies scored by them, unconfirmed), whose best trial (`dm-single`) and merged policy
+   (`dm-merged`) are both evaluated; and random search with as many child trainings.
+2. per search: the Spearman rank correlation of reward and audit accuracy across its trials
+   (child-training searches only: a density trial's audit accuracy is the fold models' accuracy
+   on policy-augmented audit images, the quantity its reward measures, so the figure would be
+   circular; bench/density_validity.py measures density matching against real children), and
+   where its selected policy's audit accuracy ranks among its trials;
+3. the exported policy (when it is not the base, which is the crop/flip arm itself) and the best
+   confirmed candidate retrained on the search's own training images (the budget they were found
+   at) beside no augmentation, the space's crop/flip and torchvision's TrivialAugmentWide, same
+   seeds for every arm, tested on the test set no search touched: paired differences with
+   Student-t 95% confidence intervals, and beside each, the search's own confirmed margin of the
+   same candidate (fresh replicates, simultaneous 95% CI) with a computed verdict: does the
+   test-set CI contain the search's estimate?
 
 Every verdict below is computed from the figures of the run that prints it.
 
-    python bench/search_quality.py                  # the full run (~1 hour on 2 cores)
+    python bench/search_quality.py                  # the full run (~2 hours on 2 cores)
     python bench/search_quality.py --quick          # the whole pipeline at a toy budget (~5 min)
 """
 
@@ -32,7 +40,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +60,7 @@ TARGET_SPEARMAN = 0.6
 
 @dataclass(frozen=True)
 class Setup:
-    """One space of the bench: its data, how many searches and evaluation seeds."""
+    """One space of the bench: its data, which searches, how many evaluation seeds."""
 
     name: str
     data: Path | None
@@ -60,17 +68,22 @@ class Setup:
     search_seeds: int
     eval_seeds: int
     trials: int | None = None  # TPE's trials (default: the space's)
+    density: bool = False  # also a density-matching search (unconfirmed)
+    random: bool = False  # also random search with as many child trainings (unconfirmed)
 
 
+# Random search is left out of both (budget: issue #17 asks for the confirmed TPE's figures);
+# pass --random to add it.
 SETUPS = (
-    Setup("digits", None, "scikit-learn digits (built in)", search_seeds=2, eval_seeds=8),
+    Setup("digits", None, "scikit-learn digits (built in)", search_seeds=2, eval_seeds=8,
+          density=True),
     Setup("cifar10", SHARED / "cifar10_small.npz",
-          "real CIFAR-10, cifar10_small.npz (Krizhevsky 2009)", search_seeds=1, eval_seeds=3,
-          trials=16),  # the space's 32 would take ~1.5 h here alone
+          "real CIFAR-10, cifar10_small.npz (Krizhevsky 2009)", search_seeds=1, eval_seeds=6,
+          trials=16),  # the space's 32 would add ~40 min here; the confirmation adds 32 trainings
 )
 DENSITY_TRIALS = 200  # the issue's density-matching search (a few CPU-minutes on either space)
 QUICK = {"search.trials": 6, "child.epochs": 3, "reward.last_epochs": 1,
-         "search.confirm": 1, "search.confirm_seeds": 1}
+         "search.confirm": 1, "search.confirm_seeds": 2}  # 2 fresh replicates: an interval
 
 
 @dataclass
@@ -79,39 +92,86 @@ class SearchRun:
     seed: int
     out: Path
     rows: list[dict[str, Any]]
-    winner: str  # trial id, or "base"
+    winner: str  # the trial the search selected (confirmed: the best candidate), or "base"
     trainings: int
     minutes: float
     verdict: str  # the search's own words on its winner
     policies: dict[str, Path]  # the arms it hands to the evaluation: name -> policy file
+    confirmed: dict[str, Any] | None = None  # the best candidate's provenance (confirmed only)
+    candidate_arm: str = ""  # the arm that is the best confirmed candidate
+    exported_arm: str = ""  # the arm that is best_policy.yaml ("cropflip" when it is the base)
 
 
 # ---------------------------------------------------------------- searching
 
 
 def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
-               **options: Any) -> SearchRun:
-    from search.api import search
-
+               reuse: bool = False, **options: Any) -> SearchRun:
+    """One search (or, with `reuse`, the finished one already in its output directory)."""
     name = options.pop("label", searcher)
     out = root / f"{space.name}-{name}-{seed}"
-    data = {"data": str(setup.data)} if setup.data else {}
-    started = time.perf_counter()
-    result = search(space, searcher, seed=seed, output=out, concurrency=2, **data, **options)
-    minutes = (time.perf_counter() - started) / 60
+    record = out / "bench.json"
+    if not (reuse and record.exists()):
+        from search.api import search
+
+        data = {"data": str(setup.data)} if setup.data else {}
+        started = time.perf_counter()
+        search(space, searcher, seed=seed, output=out, concurrency=2, **data, **options)
+        minutes = (time.perf_counter() - started) / 60
+        record.write_text(json.dumps({"minutes": minutes}) + "\n", encoding="utf-8")
+    minutes = float(json.loads(record.read_text(encoding="utf-8"))["minutes"])
+    rows = read_leaderboard(out / "leaderboard.csv")
     confirmed = _confirm_rows(out)
-    trainings = len(result.leaderboard) + sum(r["source"] == "confirm" for r in confirmed)
-    verdict = result.confirmation.verdict if result.confirmation else None
-    words = verdict.text() if verdict else "not confirmed: the best reward is the winner"
-    policies = {f"{name}-{seed}": out / "best_policy.yaml"}
+    trainings = len(rows) + sum(r["source"] == "confirm" for r in confirmed)
+    best = _provenance(out / "best_policy.yaml")
+    run = SearchRun(name, seed, out, rows, str(best.get("trial", "")), trainings, minutes,
+                    str(best.get("why") or "not confirmed: the best reward is the winner"), {})
     if (out / "merged_policy.yaml").exists():
-        policies = {f"{name}-single-{seed}": out / "best_policy.yaml",
-                    f"{name}-merged-{seed}": out / "merged_policy.yaml"}
-    return SearchRun(name, seed, out, result.leaderboard, result.best_trial, trainings,
-                     minutes, words, policies)
+        run.policies = {f"{name}-single-{seed}": out / "best_policy.yaml",
+                        f"{name}-merged-{seed}": out / "merged_policy.yaml"}
+    elif "verdict" not in best:  # unconfirmed
+        run.policies = {f"{name}-{seed}": out / "best_policy.yaml"}
+    else:
+        _confirmed_arms(run, best, name, seed)
+    return run
 
 
-def run_density(space: Space, setup: Setup, seed: int, root: Path) -> SearchRun:
+def _confirmed_arms(run: SearchRun, best: dict[str, Any], name: str, seed: int) -> None:
+    """best_policy.yaml is evaluated when it is the candidate; when it is the base it is the
+    crop/flip arm itself (the same training), and candidate_policy.yaml is evaluated."""
+    out = run.out
+    run.winner = str(best.get("candidate") or run.winner)
+    if best.get("exported") == "candidate":
+        run.exported_arm = run.candidate_arm = f"{name}-{seed}"
+        run.policies = {run.exported_arm: out / "best_policy.yaml"}
+        run.confirmed = best
+        return
+    run.exported_arm = "cropflip"
+    if (out / "candidate_policy.yaml").exists():
+        run.candidate_arm = f"{name}-candidate-{seed}"
+        run.policies = {run.candidate_arm: out / "candidate_policy.yaml"}
+        run.confirmed = _provenance(out / "candidate_policy.yaml")
+
+
+def _provenance(path: Path) -> dict[str, Any]:
+    from spaces.policy import read_policy_file
+
+    return dict(read_policy_file(path).get("provenance") or {})
+
+
+def read_leaderboard(path: Path) -> list[dict[str, Any]]:
+    """leaderboard.csv's rows with numbers as floats and the config parsed."""
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("reward", "audit_accuracy"):
+            r[key] = float(r[key]) if r.get(key) not in (None, "") else math.nan
+        r["config"] = json.loads(r["config"]) if r.get("config") else {}
+    return rows
+
+
+def run_density(space: Space, setup: Setup, seed: int, root: Path,
+                reuse: bool = False) -> SearchRun:
     """Density matching (Fast AutoAugment) at the same space and data: 8x TPE's trials, at most
     DENSITY_TRIALS, policies scored by fold models, unconfirmed, so that its two proposals (the
     best trial, `single`, and the merge of each fold's top policies, `merged`) are what the
@@ -119,7 +179,7 @@ def run_density(space: Space, setup: Setup, seed: int, root: Path) -> SearchRun:
     dm = space.replace(**{"reward.kind": "density_matching", "policy.batch_ops": {},
                           "reward.density": {"final": "single"}})
     trials = min(DENSITY_TRIALS, 8 * space.search.trials)
-    return run_search(dm, setup, "tpe", seed, root / "dm", trials=trials, confirm=0,
+    return run_search(dm, setup, "tpe", seed, root / "dm", reuse, trials=trials, confirm=0,
                       label="dm")
 
 
@@ -140,7 +200,7 @@ def spearman(rows: list[dict[str, Any]]) -> float:
 
 
 def audit_rank(run: SearchRun) -> tuple[int, int]:
-    """(rank of the winner's search-trial audit accuracy among the search's trials, trials)."""
+    """(rank of the selected trial's search audit accuracy among the search's trials, trials)."""
     ok = [r for r in run.rows if r["status"] == "ok" and math.isfinite(r["audit_accuracy"])]
     row = next((r for r in ok if r["trial_id"] == run.winner), None)
     if row is None:  # the base won and was not a search trial (PBT): no rank
@@ -158,9 +218,14 @@ def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path
 
     policies = {arm: path for r in runs for arm, path in r.policies.items()}
     data = {"data": str(setup.data)} if setup.data else {}
+    out = root / f"{space.name}-eval"
+    if out.exists():  # an earlier, interrupted evaluation: start it again
+        import shutil
+
+        shutil.rmtree(out)
     return evaluate(policies, space=space, baselines=BASELINES, seeds=setup.eval_seeds,
                     threads=1, workers=2, train_size=space.dataset.train_size,
-                    output=root / f"{space.name}-eval", quiet=False, **data)
+                    output=out, quiet=False, **data)
 
 
 def _difference(ev: Any, arm: str, other: str) -> Any:
@@ -172,12 +237,15 @@ def _difference(ev: Any, arm: str, other: str) -> Any:
 
 def search_lines(runs: list[SearchRun]) -> list[str]:
     lines = ["| search | trials + confirmation trainings | minutes | reward–audit Spearman | "
-             "winner | winner's audit rank | the search's verdict |",
-             "|---|---:|---:|---:|---|---:|---|"]
+             "selected | its audit rank | exported | the search's verdict |",
+             "|---|---:|---:|---:|---|---:|---|---|"]
     for r in runs:
         rank, n = audit_rank(r)
-        lines.append(f"| {r.searcher} seed {r.seed} | {r.trainings} | {r.minutes:.1f} | "
-                     f"{spearman(r.rows):+.2f} | {r.winner} | {rank} of {n} | {r.verdict} |")
+        rho = "— (circular)" if r.searcher == "dm" else f"{spearman(r.rows):+.2f}"
+        exported = ("the base (= the cropflip arm)" if r.exported_arm == "cropflip" else
+                    r.exported_arm or ", ".join(r.policies))
+        lines.append(f"| {r.searcher} seed {r.seed} | {r.trainings} | {r.minutes:.1f} | {rho} | "
+                     f"{r.winner} | {rank} of {n} | {exported} | {r.verdict} |")
     return lines
 
 
@@ -197,28 +265,119 @@ def eval_lines(ev: Any, runs: list[SearchRun]) -> list[str]:
     return lines
 
 
-def target_lines(space: Space, ev: Any, runs: list[SearchRun]) -> list[str]:
-    """Each target, met or not, computed from the figures above."""
+@dataclass(frozen=True)
+class Agreement:
+    """A confirmed search's estimate of its best candidate's margin over crop/flip beside the
+    same candidate's margin on the test set."""
+
+    search: str
+    arm: str
+    exported: bool  # the candidate is best_policy.* (its corrected interval lay above 0)
+    margin: float  # the search's estimate: mean over fresh replicates (reward)
+    margin_ci: tuple[float, float]  # simultaneous 95% (Bonferroni over k)
+    audit: float
+    audit_ci: tuple[float, float]
+    k: int
+    replicates: int
+    test: Any  # Estimate: test accuracy, candidate − cropflip, paired by seed
+
+    @property
+    def contains(self) -> bool:
+        """The test-set CI contains the search's estimate."""
+        return self.test.ci_low <= self.margin <= self.test.ci_high
+
+    @property
+    def decision(self) -> str:
+        """Does the export decision agree with the test set?"""
+        above, below = self.test.ci_low > 0, self.test.ci_high < 0
+        if self.exported:
+            return ("agrees: exported, and the test-set CI lies above 0" if above else
+                    "does NOT agree: exported, but the test-set CI lies below 0" if below else
+                    "not confirmed on test: exported, but the test-set CI contains 0")
+        return ("missed a gain: kept the base, but the test-set CI lies above 0" if above else
+                "agrees: kept the base, and the test-set CI contains 0 or lies below it")
+
+
+def agreements(ev: Any, runs: list[SearchRun]) -> list[Agreement]:
     out = []
-    for r, arm in ((run, arm) for run in runs for arm in run.policies):
-        rho = spearman(r.rows)
-        rank, n = audit_rank(r)
-        quarter = math.ceil(n / 4)
-        crop, trivial = _difference(ev, arm, "cropflip"), _difference(ev, arm, "trivialaugment")
-        base_won = "merged" not in arm and _kept_base(r)
-        out.append(
-            f"- {space.name}, {arm}: reward–audit Spearman {rho:+.2f} (target ≥ "
-            f"{TARGET_SPEARMAN}: **{_met(rho >= TARGET_SPEARMAN)}**); winner's audit accuracy "
-            f"ranks {rank} of {n} (target: top quarter, ≤ {quarter}: "
-            f"**{_met(0 < rank <= quarter)}**); vs cropflip on test {_ci(crop.diff)} (target ≥ "
-            f"cropflip with the CI: **{_vs_crop(crop.diff, base_won)}**); vs trivialaugment "
-            f"{_ci(trivial.diff)} (target not worse: **{_not_worse(trivial.diff)}**).")
+    for r in runs:
+        p = r.confirmed
+        if not p or not r.candidate_arm or p.get("margin_reward") is None:
+            continue
+        out.append(Agreement(
+            f"{r.searcher} seed {r.seed}", r.candidate_arm, p.get("exported") == "candidate",
+            float(p["margin_reward"]), _pair(p.get("margin_reward_ci95")),
+            _float(p.get("margin_audit")), _pair(p.get("margin_audit_ci95")),
+            int(p.get("correction_k") or 0), int(p.get("confirmed_over_seeds") or 0),
+            _difference(ev, r.candidate_arm, "cropflip").diff))
     return out
 
 
-def _kept_base(r: SearchRun) -> bool:
-    return r.winner == "base" or any(
-        row["trial_id"] == r.winner and row.get("reference") == "base" for row in r.rows)
+def _float(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    if not value:
+        return math.nan, math.nan
+    return _float(value[0]), _float(value[1])
+
+
+def agreement_lines(found: list[Agreement], seeds: int) -> list[str]:
+    if not found:
+        return []
+    lines = [f"The search's own estimate beside the test set (the same candidate against "
+             f"crop/flip; the search's interval is simultaneous over its k candidates, the "
+             f"test set's a paired 95% CI over {seeds} evaluation seeds):", "",
+             "| search | candidate (arm) | exported | search: margin over crop/flip, reward "
+             "[simultaneous 95% CI] | search: audit margin [CI] | fresh replicates, k | test "
+             "set: Δ accuracy vs cropflip [paired 95% CI] | test CI contains the search's "
+             "estimate |", "|---|---|---|---:|---:|---:|---:|---|"]
+    for a in found:
+        lines.append(
+            f"| {a.search} | {a.arm} | {'yes' if a.exported else 'no (base kept)'} | "
+            f"{a.margin:+.4f} [{a.margin_ci[0]:+.4f}, {a.margin_ci[1]:+.4f}] | "
+            f"{a.audit:+.4f} [{a.audit_ci[0]:+.4f}, {a.audit_ci[1]:+.4f}] | {a.replicates}, "
+            f"{a.k} | {_ci(a.test)} | **{'yes' if a.contains else 'no'}** |")
+    return lines
+
+
+def target_lines(space: Space, ev: Any, runs: list[SearchRun],
+                 found: list[Agreement]) -> list[str]:
+    """Each target, met or not, computed from the figures above."""
+    out = []
+    for a in found:
+        out.append(f"- {space.name}, {a.search}: the test-set CI of its candidate's margin over "
+                   f"cropflip {_ci(a.test)} {'contains' if a.contains else 'does NOT contain'} "
+                   f"the search's estimate {a.margin:+.4f} (target: contains it: "
+                   f"**{_met(a.contains)}**); the export decision {a.decision}.")
+    for r, arm in ((run, arm) for run in runs for arm in run.policies):
+        crop, trivial = _difference(ev, arm, "cropflip"), _difference(ev, arm, "trivialaugment")
+        what = ("the exported policy" if arm == r.exported_arm else
+                "the best confirmed candidate, not exported" if arm == r.candidate_arm else
+                "an unconfirmed proposal")
+        out.append(f"- {space.name}, {arm} ({what}): vs cropflip on test {_ci(crop.diff)} "
+                   f"(target ≥ cropflip with the CI: **{_vs_crop(crop.diff)}**); vs "
+                   f"trivialaugment {_ci(trivial.diff)} (target not worse: "
+                   f"**{_not_worse(trivial.diff)}**).")
+    for r in runs:
+        if r.exported_arm == "cropflip":
+            out.append(f"- {space.name}, {r.searcher} seed {r.seed}: exported the base, so what "
+                       f"the user receives is crop/flip itself: vs cropflip 0 by construction; "
+                       f"vs trivialaugment (cropflip − trivialaugment, paired) "
+                       f"{_ci(_baseline_difference(ev))} (target not worse: "
+                       f"**{_not_worse(_baseline_difference(ev))}**).")
+    return out
+
+
+def _baseline_difference(ev: Any) -> Any:
+    """cropflip − trivialaugment, paired by seed (the runs of both baselines)."""
+    from search.stats import estimate
+
+    by = {(run.arm, run.seed): run.accuracy for run in ev.runs}
+    seeds = sorted({s for a, s in by if a == "cropflip"} & {s for a, s in by
+                                                             if a == "trivialaugment"})
+    return estimate([by["cropflip", s] - by["trivialaugment", s] for s in seeds])
 
 
 def _met(ok: bool) -> str:
@@ -229,9 +388,7 @@ def _ci(e: Any) -> str:
     return f"{e.mean:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
 
 
-def _vs_crop(e: Any, base_won: bool) -> str:
-    if base_won:
-        return "met only trivially: the search kept the base, which is cropflip itself"
+def _vs_crop(e: Any) -> str:
     if e.ci_low > 0:
         return "met: the CI lies above 0"
     if e.mean >= 0:
@@ -246,16 +403,21 @@ def _not_worse(e: Any) -> str:
 def budget_line(space: Space, setup: Setup) -> str:
     d, c, s = space.dataset, space.child, space.search
     r = space.reward
+    others = [x for x, on in (("density matching (8x TPE's trials, at most "
+                               f"{DENSITY_TRIALS}, unconfirmed)", setup.density),
+                              ("random search with as many child trainings", setup.random)) if on]
     return (f"**{space.name}** on {setup.described}: train {d.train_size}, validation pool "
             f"{d.val_pool_size} ({r.validation}, {r.epochs} {r.last_epochs} epochs), audit "
             f"{d.audit_size}; child {c.model} w{c.width}, {c.epochs} epochs, batch "
-            f"{c.batch_size}; TPE {s.trials} trials + confirmation (top {s.confirm}, "
-            f"{s.confirm_seeds} more seeds), random search with as many child trainings; "
-            f"evaluation: {setup.eval_seeds} seeds per arm, trained on the search's "
-            f"{d.train_size} training images, tested on the test set.")
+            f"{c.batch_size}; TPE {s.trials} trials + the default confirmation (top "
+            f"{s.confirm} and the base on {s.confirm_seeds} fresh replicates each, Bonferroni "
+            f"over {s.confirm}: {(s.confirm + 1) * s.confirm_seeds} trainings)"
+            f"{'; ' + '; '.join(others) if others else ''}; evaluation: {setup.eval_seeds} "
+            f"seeds per arm, trained on the search's {d.train_size} training images, tested on "
+            f"the test set.")
 
 
-def run_space(setup: Setup, root: Path, quick: bool) -> list[str] | None:
+def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False) -> list[str]:
     if setup.data is not None and not setup.data.exists():
         return [f"**{setup.name}**: unmeasured ({setup.data} is absent)."]
     space = load_space(setup.name)
@@ -265,19 +427,23 @@ def run_space(setup: Setup, root: Path, quick: bool) -> list[str] | None:
         space = space.replace(**QUICK)
     runs = []
     for seed in range(setup.search_seeds):
-        tpe = run_search(space, setup, "tpe", seed, root)
+        tpe = run_search(space, setup, "tpe", seed, root, reuse)
         runs.append(tpe)
-        runs.append(run_search(space, setup, "random", seed, root, trials=tpe.trainings,
-                               confirm=0))
-        runs.append(run_density(space, setup, seed, root))
+        if setup.random:
+            runs.append(run_search(space, setup, "random", seed, root, reuse,
+                                   trials=tpe.trainings, confirm=0))
+        if setup.density:
+            runs.append(run_density(space, setup, seed, root, reuse))
     started = time.perf_counter()
     ev = run_evaluation(space, setup, runs, root)
     minutes = (time.perf_counter() - started) / 60
     cost = sum(r.minutes for r in runs) + minutes
+    found = agreements(ev, runs)
     return [budget_line(space, setup), "", *search_lines(runs), "",
             f"Evaluation ({minutes:.0f} min):", "", *eval_lines(ev, runs), "",
-            *target_lines(space, ev, runs), f"- {space.name} cost: {cost:.0f} min on this "
-            f"machine (searches {sum(r.minutes for r in runs):.0f}, evaluation "
+            *agreement_lines(found, setup.eval_seeds), "",
+            *target_lines(space, ev, runs, found), f"- {space.name} cost: {cost:.0f} min on "
+            f"this machine (searches {sum(r.minutes for r in runs):.0f}, evaluation "
             f"{minutes:.0f})."]
 
 
@@ -287,17 +453,24 @@ def main() -> None:
     parser.add_argument("--spaces", default=",".join(s.name for s in SETUPS))
     parser.add_argument("--root", default="bench-runs/search_quality",
                         help="where the searches and evaluations are written")
+    parser.add_argument("--random", action="store_true",
+                        help="also random search with as many child trainings")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the finished searches already under --root (the evaluation "
+                             "runs again)")
     args = parser.parse_args()
     root = Path(args.root).resolve()
     for setup in SETUPS:
         if setup.name in args.spaces.split(","):
-            report(setup, root / setup.name, args.quick)
+            if args.random:
+                setup = replace(setup, random=True)
+            report(setup, root / setup.name, args.quick, args.reuse)
 
 
-def report(setup: Setup, root: Path, quick: bool) -> None:
+def report(setup: Setup, root: Path, quick: bool, reuse: bool = False) -> None:
     """One space's section (each space is its own section: they can run apart)."""
     started = time.perf_counter()
-    body = run_space(setup, root, quick)
+    body = run_space(setup, root, quick, reuse)
     minutes = (time.perf_counter() - started) / 60
     label = "QUICK pipeline check (toy budget: figures say nothing about quality). " \
         if quick else ""

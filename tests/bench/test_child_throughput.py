@@ -71,3 +71,19 @@ def test_verdicts_follow_the_figures_on_wall_clock_and_cpu_time() -> None:
     assert "batched path: **met**" in wall_only[1]
     both = verdicts([(case, speeds(100 / 1.30, 13.0))])
     assert "**NOT met**" in both[0]
+
+
+def test_a_verdict_within_the_runs_spread_is_unresolved() -> None:
+    from bench.child_throughput import Speed, verdicts
+
+    speeds = {("identity", p): Speed(100.0, 10.0) for p in PATHS} | {
+        ("policy", "albumentations"): Speed(100 / 1.117, 11.03),  # +11.7% wall, +10.3% CPU
+        ("policy", "batched"): Speed(100 / 1.018, 10.25)}  # +1.8%, +2.5%
+    case = Case("basiccnn", 1, 2000, 2)
+    noisy = verdicts([(case, speeds)], noise=(0.49, 0.34))  # the spread BENCHMARKS reported
+    assert "albumentations path: **unresolved" in noisy[0]
+    assert "batched path: **unresolved" in noisy[1] and "differed by up to 49%" in noisy[1]
+    quiet = verdicts([(case, speeds)], noise=(0.02, 0.02))
+    assert "albumentations path: **met**" in quiet[0] and "batched path: **met**" in quiet[1]
+    mixed = verdicts([(case, speeds)], noise=(0.10, 0.02))  # 11.7 + 10 > 15; 10.3 + 2 <= 15
+    assert "albumentations path: **wall-clock unresolved, CPU time met**" in mixed[0]

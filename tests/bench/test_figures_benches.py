@@ -1,0 +1,97 @@
+"""The computed verdicts of bench/search_quality.py, bench/transfer.py and
+bench/density_validity.py on figures whose answer is known, and bench/transfer.py's quick path
+end to end (a real policy file, real digits, search.evaluate's training)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.density_validity import bootstrap_ci, pick
+from bench.search_quality import Agreement
+from bench.transfer import verdict_text
+from search.evaluate.statistics import Difference
+from search.stats import Estimate
+from tests.conftest import ROOT, python_path
+
+
+def _est(mean: float, low: float, high: float, n: int = 6) -> Estimate:
+    return Estimate(n, mean, 0.01, low, high)
+
+
+def _agreement(margin: float, test: Estimate, exported: bool) -> Agreement:
+    return Agreement("tpe seed 0", "tpe-0", exported, margin, (margin - 0.01, margin + 0.01),
+                     0.0, (-0.01, 0.01), 3, 8, test)
+
+
+def test_the_test_set_ci_contains_the_estimate_only_between_its_bounds() -> None:
+    test = _est(0.01, -0.005, 0.025)
+    assert _agreement(0.02, test, False).contains
+    assert not _agreement(0.03, test, False).contains
+    assert not _agreement(-0.01, test, False).contains
+
+
+def test_the_export_decision_is_judged_by_the_test_set_interval() -> None:
+    above, across, below = _est(0.02, 0.01, 0.03), _est(0.0, -0.01, 0.01), _est(-0.02, -0.03,
+                                                                                   -0.01)
+    assert _agreement(0.02, above, True).decision.startswith("agrees")
+    assert _agreement(0.02, across, True).decision.startswith("not confirmed")
+    assert _agreement(0.02, below, True).decision.startswith("does NOT agree")
+    assert _agreement(0.02, above, False).decision.startswith("missed a gain")
+    assert _agreement(0.02, across, False).decision.startswith("agrees")
+
+
+def test_the_transfer_verdict_reads_each_interval() -> None:
+    def diff(e: Estimate) -> Difference:
+        return Difference("found", "x", e, 3, e)
+
+    text = verdict_text(diff(_est(0.02, 0.01, 0.03)), diff(_est(-0.01, -0.02, 0.005)))
+    assert text == ("better than crop/flip (CI above 0); not distinguishable from "
+                    "TrivialAugment (CI contains 0)")
+    text = verdict_text(diff(_est(-0.02, -0.03, -0.01)), diff(_est(0.02, 0.01, 0.03)))
+    assert text == "worse than crop/flip (CI below 0); better than TrivialAugment (CI above 0)"
+
+
+def test_policies_are_picked_over_the_whole_reward_range_once_each() -> None:
+    rows = [{"status": "ok", "reward": float(k), "config": {"p": k}} for k in range(30)]
+    rows.append({"status": "error", "reward": 99.0, "config": {"p": 99}})
+    rows.append({"status": "ok", "reward": 40.0, "config": {"p": 0}})  # policy 0 again
+    picked = pick(rows, 5)
+    rewards = [r["reward"] for r in picked]
+    assert rewards == [0.0, 7.0, 14.0, 22.0, 29.0]
+    assert rewards == sorted(rewards) and 99.0 not in rewards
+    assert len({r["config"]["p"] for r in picked}) == len(picked)
+
+
+def test_the_bootstrap_interval_of_spearman_tells_order_from_noise() -> None:
+    import numpy as np
+
+    x = list(np.arange(12.0))
+    low, high = bootstrap_ci(x, [2 * v + 1 for v in x])
+    assert low > 0.95 and high == pytest.approx(1.0)
+    noise = list(np.random.default_rng(3).permutation(12).astype(float))
+    low, high = bootstrap_ci(x, noise)
+    assert low < 0 < high
+
+
+@pytest.mark.slow
+def test_transfer_quick_runs_three_arms_per_child_and_writes_no_section(tmp_path) -> None:
+    from search.compile import sample_policies
+    from spaces.policy import save_policy
+    from spaces.schema import load_space
+
+    policy = save_policy(sample_policies(load_space("digits"), 1, seed=3)[0],
+                         tmp_path / "policy.yaml")
+    before = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    done = subprocess.run([sys.executable, "bench/transfer.py", "--quick", "--spaces", "digits",
+                           "--policy", f"digits={policy}", "--root", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": python_path()})
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = (tmp_path / "out" / "digits-quick.md").read_text()
+    assert report.count("| found |") == 2 and report.count("| trivialaugment |") == 4
+    assert report.count("Target (≥ crop/flip with a paired CI above 0)") == 2
+    assert "given (--policy)" in report
+    assert (ROOT / "docs" / "BENCHMARKS.md").read_text() == before
