@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,17 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from children.batches import (
-    Batch,
-    channel_stats,
-    prefetch,
-    tensor_batches,
-    training_batches,
-)
+from children.batches import Batch, prefetch
 from children.datasets import Arrays, Splits
 from children.errors import DataError, DivergedError
+from children.feed import Feed, PathLog, PerImage
 from children.models import build_model
-from children.tensor_aug import BatchedPipeline, Draws, PathChoice, choose_path
+from children.optim import amp_dtype, autocast, lr_factor, make_optimizer
+from children.reward import first_audit_epoch, reward_from_history, val_sample
 
 if TYPE_CHECKING:
     from spaces.policy import Policy
@@ -44,7 +39,6 @@ __all__ = ["DivergedError", "EpochStats", "Metrics", "TrainState", "reward_from_
            "train_child"]
 
 _EVAL_BATCH = 512
-_VAL_SAMPLE_STREAM = 7  # seed-sequence key of the trial's validation sample
 
 
 @dataclass
@@ -146,10 +140,10 @@ def train_child(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with cpu_threads(dev, threads):
         run = _Run(child, splits, seed, dev, total, seed if aug_seed is None else aug_seed)
-        run.augment = _PerImage(augment) if augment is not None else None
+        run.feed.augment = PerImage(augment) if augment is not None else None
         if state is not None:
             run.restore(state)
-        val_index = _val_sample(splits.val_pool, reward, run.seed)
+        val_index = val_sample(splits.val_pool, reward, run.seed)
         images, train_seconds = 0, 0.0
         for epoch in range(run.epoch, total):
             begun = time.perf_counter()
@@ -158,7 +152,7 @@ def train_child(
             val = (run.accuracy(splits.val_pool, val_index) if reward.scored(epoch, total)
                    else math.nan)
             audit = (run.accuracy(splits.audit, None) if len(splits.audit)
-                     and epoch >= _first_audit_epoch(reward, total) else math.nan)
+                     and epoch >= first_audit_epoch(reward, total) else math.nan)
             stats = EpochStats(epoch + 1, loss, accuracy, val, audit,
                                time.perf_counter() - begun, seen / seconds)
             run.history.append(stats)
@@ -172,12 +166,14 @@ def train_child(
         raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total} and "
                          f"holds no history; pass a larger `epochs`")
     speed = images / train_seconds if train_seconds else run.history[-1].images_per_s
-    metrics = _metrics(run.history, reward, speed, time.perf_counter() - started)
+    metrics = summarise(run.history, reward, speed, time.perf_counter() - started)
     metrics.augmentation = " and ".join(run.paths.taken)
     return metrics
 
 
-def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: float) -> Metrics:
+def summarise(history: list[EpochStats], reward: RewardSpec, speed: float, wall: float
+              ) -> Metrics:
+    """A finished run's Metrics: its reward (`reward_from_history`) and last epoch's figures."""
     value, used, note = reward_from_history(history, reward)
     last = history[-1]
     return Metrics(
@@ -186,46 +182,6 @@ def _metrics(history: list[EpochStats], reward: RewardSpec, speed: float, wall: 
         train_val_gap=last.train_accuracy - last.val_accuracy, history=list(history),
         images_per_s=speed, wall_seconds=wall, epochs=last.epoch, reward_epochs=used, note=note,
     )
-
-
-def _first_audit_epoch(reward: RewardSpec, total: int) -> int:
-    """The audit set is scored only where the reward reads (the last epochs, or every epoch for
-    `epochs: best`): on a small train split, scoring it every epoch would cost more than
-    training."""
-    return max(0, total - reward.last_epochs) if reward.epochs == "last" else 0
-
-
-def reward_from_history(
-    history: list[EpochStats], reward: RewardSpec, since: int = 0
-) -> tuple[float, list[int], str]:
-    """Mean val accuracy of `reward.last_epochs` epochs: the last ones, or the best ones.
-
-    With `reward.max_train_val_gap` set, epochs whose train − val accuracy exceeds it are left
-    out (DeepAugment); when that leaves none, the last epoch counts and the note says so.
-    `reward.epochs: best` averages the highest val accuracies of all epochs (DeepAugment).
-    `since` (a 0-based epoch: PBT's last explore) leaves out the epochs trained before it, under
-    another policy or by the donor whose weights were copied; with no scored epoch since, the
-    reward is NaN.
-    """
-    n = reward.last_epochs
-    scored = [h for h in history if math.isfinite(h.val_accuracy) and h.epoch > since]
-    window = scored[-n:] if reward.epochs == "last" else scored
-    kept = window
-    note = ""
-    gap = reward.max_train_val_gap
-    if gap is not None:
-        kept = [h for h in window if h.train_accuracy - h.val_accuracy <= gap]
-        if not kept:
-            kept = window[-1:]
-            note = (f"all of the last {len(window)} epochs had train-val gap > {gap:g}; the "
-                    f"reward is epoch {kept[0].epoch}'s val accuracy")
-    if reward.epochs == "best":
-        kept = sorted(sorted(kept, key=lambda h: -h.val_accuracy)[:n], key=lambda h: h.epoch)
-    if not kept:
-        return math.nan, [], (f"no epoch scored on the validation data since epoch {since} yet"
-                              if since else "no epoch scored on the validation data yet")
-    value = float(np.mean([h.val_accuracy for h in kept]))
-    return value, [h.epoch for h in kept], note
 
 
 @contextlib.contextmanager
@@ -244,48 +200,10 @@ def cpu_threads(dev: torch.device, threads: int | None) -> Iterator[None]:
         torch.set_num_threads(torch_before)
 
 
-def _val_sample(pool: Arrays, reward: RewardSpec, seed: int) -> np.ndarray | None:
-    """The rows of the validation pool a trial is scored on: all (None) or a fresh sample."""
-    size = reward.val_sample_size
-    if reward.validation == "pool" or size is None:
-        return None
-    if size > len(pool):
-        raise DataError(f"reward.val_sample_size is {size} but the validation pool holds "
-                        f"{len(pool)} images; lower reward.val_sample_size or raise "
-                        f"dataset.val_pool_size")
-    rng = np.random.default_rng((seed, _VAL_SAMPLE_STREAM))
-    return np.sort(rng.choice(len(pool), size=size, replace=False))
-
-
-def _lr_factor(kind: str, step: int, total: int) -> float:
-    """Learning-rate multiplier at `step` of `total`: constant, cosine or one-cycle."""
-    t = min(step / max(total, 1), 1.0)
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    if kind == "onecycle":  # warm up from 0.1 to 1 over the first 25%, then cosine to 0
-        if t < 0.25:
-            return 0.1 + 0.9 * t / 0.25
-        return 0.5 * (1.0 + math.cos(math.pi * (t - 0.25) / 0.75))
-    return 1.0
-
-
-def _optimizer(spec: OptimizerSpec, model: torch.nn.Module,
-               fused: bool = False) -> torch.optim.Optimizer:
-    """The child's optimizer; `fused` (CUDA) also lets a gradient scaler step it without reading
-    its inf check on the host."""
-    if spec.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
-                                 fused=fused or None)
-    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                           weight_decay=spec.weight_decay,
-                           nesterov=spec.nesterov and spec.momentum > 0, fused=fused or None)
-
-
-def _autocast(dev: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA; nothing elsewhere (autocast knows no `meta`)."""
-    if dev.type == "cuda":
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def num_classes(splits: Splits) -> int:
+    """The classes a child is built for: the data's declared count, else the largest label."""
+    return splits.num_classes or int(max(a.y.max(initial=0) for a in (
+        splits.train, splits.val_pool, splits.audit, splits.test) if len(a))) + 1
 
 
 class _Run:
@@ -298,33 +216,25 @@ class _Run:
         x = splits.train.x
         if len(x) == 0:
             raise DataError("the train split is empty; raise dataset.train_size")
-        num_classes = splits.num_classes or int(max(a.y.max(initial=0) for a in (
-            splits.train, splits.val_pool, splits.audit, splits.test) if len(a))) + 1
         torch.manual_seed(seed)
-        model = build_model(child.model, num_classes, x.shape[3], x.shape[1], child.width)
+        model = build_model(child.model, num_classes(splits), x.shape[3], x.shape[1],
+                            child.width)
         self.cuda = dev.type == "cuda"
         self.memory = torch.channels_last if self.cuda else torch.contiguous_format
         self.model = model.to(dev, memory_format=self.memory)
-        self.optimizer = _optimizer(child.optimizer, self.model, fused=self.cuda)
-        bf16 = self.cuda and torch.cuda.is_bf16_supported()
-        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and not bf16)
-        self.mean, self.std = channel_stats(x)
-        # made on the device once: the batched path's and evaluation's normalisation
-        self.mean_t = torch.as_tensor(self.mean, device=dev).view(1, -1, 1, 1)
-        self.std_t = torch.as_tensor(self.std, device=dev).view(1, -1, 1, 1)
-        self.batch_size = min(child.batch_size, len(x))
-        self.steps_per_epoch = len(x) // self.batch_size  # drop the ragged last batch
+        self.optimizer = make_optimizer(child.optimizer, self.model, fused=self.cuda)
+        self.amp_dtype = amp_dtype(dev)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.cuda and self.amp_dtype != torch.bfloat16)
+        self.feed = Feed(child, splits, seed, dev, self.memory)
+        self.steps_per_epoch = self.feed.steps_per_epoch
         self.total_steps = self.steps_per_epoch * total_epochs
         self.epoch, self.step = 0, 0
         self.history: list[EpochStats] = []
-        self._policy: Policy | None = None
-        self._pipeline: Any = None
-        self._batched: tuple[Policy, BatchedPipeline] | None = None
-        self._train: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._eval: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
-        self.augment: _PerImage | None = None
-        self.paths = PathLog()
+
+    @property
+    def paths(self) -> PathLog:
+        return self.feed.paths
 
     def restore(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
@@ -347,62 +257,9 @@ class _Run:
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
         )
 
-    def pipeline(self, policy: Policy) -> Any:
-        """The albumentations pipeline of `policy`, rebuilt only when the policy changes."""
-        if self.augment is not None:
-            return self.augment
-        if self._pipeline is None or policy != self._policy:
-            from spaces.policy import build_pipeline
-
-            self._pipeline = build_pipeline(policy, self.child.base_augmentation,
-                                            self.splits.train.x.shape[1])
-            self._policy = policy
-        return self._pipeline
-
-    def batched(self, policy: Policy) -> BatchedPipeline | None:
-        """The policy's batched pipeline (rebuilt when the policy changes); None when a
-        per-image `augment` function replaces the policy."""
-        if self.augment is not None:
-            return None
-        if self._batched is None or self._batched[0] != policy:
-            self._batched = (policy, BatchedPipeline(policy, self.child.base_augmentation,
-                                                     self.splits.train.x.shape[1]))
-        return self._batched[1]
-
-    def train_split(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The train split on the device for the whole run (batched path): uint8 N×C×H×W
-        images and int64 labels, moved there once."""
-        if self._train is None:
-            # C-ordered copies: never views of the (possibly read-only, shared) split
-            x = torch.from_numpy(self.splits.train.x.transpose(0, 3, 1, 2).copy())
-            y = torch.tensor(self.splits.train.y, dtype=torch.long)
-            self._train = (x.to(self.dev), y.to(self.dev))
-        return self._train
-
     def batches(self, epoch: int, policy: Policy) -> tuple[str, Iterator[Batch]]:
         """Epoch `epoch`'s path and batches; seeds torch's generator for the epoch (dropout)."""
-        # Shared by all trials (common random numbers): batch order and torch's draws (dropout).
-        shuffle_seed, _, _, torch_seed = (
-            np.random.SeedSequence((self.seed, epoch)).generate_state(4))
-        # The trial's own: the augmentation pipeline's and the batch ops' draws.
-        _, pipeline_seed, mix_seed, _ = (
-            np.random.SeedSequence((self.aug_seed, epoch)).generate_state(4))
-        torch.manual_seed(int(torch_seed))
-        train = self.splits.train
-        order = np.random.default_rng(shuffle_seed).permutation(len(train))
-        order = order[:self.steps_per_epoch * self.batch_size]
-        mix_rng = np.random.default_rng(mix_seed)
-        batched = self.batched(policy)
-        path = self.paths.take(choose_path(self.child.augmentation, self.dev, batched))
-        if path == "batched":
-            images, labels = self.train_split()
-            return path, tensor_batches(images, labels, order, self.batch_size, batched,
-                                        policy.batch, self.mean_t, self.std_t,
-                                        Draws(int(pipeline_seed), self.dev), mix_rng, self.dev)
-        pipeline = self.pipeline(policy)
-        pipeline.set_random_seed(int(pipeline_seed))
-        return path, training_batches(train.x, train.y, order, self.batch_size, pipeline,
-                                      policy.batch, self.mean, self.std, mix_rng)
+        return self.feed.batches(epoch, policy, self.aug_seed)
 
     def train_epoch(
         self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
@@ -435,11 +292,11 @@ class _Run:
         y_b = torch.as_tensor(batch.y_b).to(self.dev, non_blocking=True)
         if on_batch is not None:
             on_batch(x, y_a)
-        lr = self.child.optimizer.lr * _lr_factor(self.child.schedule, self.step, self.total_steps)
+        lr = self.child.optimizer.lr * lr_factor(self.child.schedule, self.step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         smoothing = self.child.optimizer.label_smoothing
-        with _autocast(self.dev, self.amp_dtype):
+        with autocast(self.dev, self.amp_dtype):
             out = self.model(x)
             loss = F.cross_entropy(out, y_a, label_smoothing=smoothing)
             if batch.lam < 1.0:
@@ -455,33 +312,15 @@ class _Run:
         hits_b = (pred == y_b).sum() if batch.lam < 1.0 else hits_a
         return loss.detach(), hits_a, hits_b
 
-    def evaluation_set(self, data: Arrays, index: np.ndarray | None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`data` (or its rows `index`) normalised as in training, on the device: made at its
-        first scoring and kept for the run."""
-        key = (id(data), id(index))
-        if key not in self._eval:
-            rows = slice(None) if index is None else index
-            x = torch.from_numpy(data.x[rows].transpose(0, 3, 1, 2).copy())
-            x = self.normalised(x.to(self.dev))
-            y = torch.tensor(data.y[rows], dtype=torch.long).to(self.dev)
-            self._eval[key] = ((data, index), x, y)  # holds data and index: their ids stay theirs
-        return self._eval[key][1:]
-
-    def normalised(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 N×C×H×W on the device -> float32, standardised as the model trains on."""
-        return x.float().sub_(self.mean_t).div_(self.std_t).contiguous(
-            memory_format=self.memory)
-
     @torch.inference_mode()
     def accuracy(self, data: Arrays, index: np.ndarray | None) -> float:
         """Top-1 accuracy on `data` (or its rows `index`), no augmentation; counted on the
         device and read once."""
         self.model.eval()
-        x, y = self.evaluation_set(data, index)
+        x, y = self.feed.evaluation_set(data, index)
         correct = torch.zeros((), dtype=torch.long, device=self.dev)
         for start in range(0, len(x), _EVAL_BATCH):
-            with _autocast(self.dev, self.amp_dtype):
+            with autocast(self.dev, self.amp_dtype):
                 pred = self.model(x[start:start + _EVAL_BATCH]).argmax(1)
             correct += (pred == y[start:start + _EVAL_BATCH]).sum()
         return int(correct) / max(len(x), 1)
@@ -493,8 +332,8 @@ class _Run:
         parts = []
         for start in range(0, len(images), _EVAL_BATCH):
             chunk = images[start:start + _EVAL_BATCH].transpose(0, 3, 1, 2).copy()
-            x = self.normalised(torch.from_numpy(chunk).to(self.dev, non_blocking=True))
-            with _autocast(self.dev, self.amp_dtype):
+            x = self.feed.normalised(torch.from_numpy(chunk).to(self.dev, non_blocking=True))
+            with autocast(self.dev, self.amp_dtype):
                 out = self.model(x)
             parts.append(torch.softmax(out.float(), 1))
         if not parts:
@@ -538,39 +377,6 @@ class _Tally:
                 right += (1.0 - lam) * hits[2 * i + 1]
             correct += right
         return loss_sum / max(1, steps), correct / max(self.seen, 1)
-
-
-class PathLog:
-    """The augmentation paths a run's epochs took; a fallback is announced once per reason."""
-
-    def __init__(self) -> None:
-        self.taken: list[str] = []
-        self._told: set[str] = set()
-
-    def take(self, choice: PathChoice) -> str:
-        if choice.path not in self.taken:
-            self.taken.append(choice.path)
-        if choice.reason and choice.reason not in self._told:
-            self._told.add(choice.reason)
-            print(f"[augsearch] note: this policy's batches run through albumentations, one image "
-                  f"at a time: {choice.reason}", file=sys.stderr, flush=True)
-        return choice.path
-
-
-class _PerImage:
-    """A plain per-image function behind the albumentations call convention `augment` uses."""
-
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-        self.fn = fn
-        self.transforms = (fn,)  # non-empty: batches.augment applies it
-
-    def __call__(self, *, image: np.ndarray) -> dict[str, np.ndarray]:
-        return {"image": self.fn(image)}
-
-    def set_random_seed(self, seed: int) -> None:
-        reseed = getattr(self.fn, "set_random_seed", None)
-        if reseed is not None:
-            reseed(seed)
 
 
 def _cpu_copy(value: Any) -> Any:

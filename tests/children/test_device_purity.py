@@ -116,7 +116,7 @@ def test_a_training_step_stays_on_the_device(digits_space, digits_splits) -> Non
     child = digits_space.replace(**{"child.augmentation": "batched"}).child
     policy = Policy(EVERY_OP.sub_policies, BatchOps(mixup_alpha=0.4, sample_pairing=0.5))
     run = train._Run(child, digits_splits, 0, META, 2, 1)
-    run.batched(policy)(_meta_batch(4, 1, 16), Draws(0, META))  # its per-strength caches
+    run.feed.batched(policy)(_meta_batch(4, 1, 16), Draws(0, META))  # its per-strength caches
     with OneDevice() as check:
         path, batches = run.batches(0, policy)
         first = next(batches)
