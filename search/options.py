@@ -31,6 +31,7 @@ class SearchOptions:
     concurrency: int | None = None
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
+    cohort: int | None = None  # children trained together in one process (search.cohort)
     epochs: int | None = None
     augmentation: str | None = None  # auto | albumentations | batched (child.augmentation)
     data: str | None = None
@@ -72,7 +73,7 @@ _NUMBERS: tuple[tuple[str, type, float, bool], ...] = (
     ("trials", int, 1, True), ("concurrency", int, 1, True), ("epochs", int, 1, True),
     ("seed", int, 0, True), ("cpus_per_trial", float, 0, False),
     ("gpus_per_trial", float, 0, True), ("max_failures", int, 0, True),
-    ("confirm", int, 0, True), ("confirm_seeds", int, 1, True),
+    ("confirm", int, 0, True), ("confirm_seeds", int, 1, True), ("cohort", int, 1, True),
 )
 _TEXTS = ("data", "data_dir", "address", "tracking_uri", "experiment", "early_stop",
           "augmentation")

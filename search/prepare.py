@@ -36,7 +36,8 @@ SEARCH_FILES = (RUN_FILE, SPACE_FILE, "ray", DB_FILE, "leaderboard.csv")
 SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
               "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "confirm": "search.confirm",
-              "confirm_seeds": "search.confirm_seeds", "augmentation": "child.augmentation"}
+              "confirm_seeds": "search.confirm_seeds", "augmentation": "child.augmentation",
+              "cohort": "search.cohort"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
     strategy = get_strategy(searcher)
     check_strategy(strategy, opts)
     check_reward(resolved, strategy, opts)
+    check_cohort(resolved, strategy, opts)
     if not opts.resume:
         _check_new_output(output, given=opts.output is not None)
     check_tracking(opts.tracking_uri, opts.experiment or f"augsearch-{resolved.name}", output)
@@ -152,6 +154,26 @@ def check_reward(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
         raise SearchError(f"--early-stop {opts.early_stop} has nothing to stop with reward.kind: "
                           f"density_matching (a trial is one scoring pass, without epochs); "
                           f"drop --early-stop")
+
+
+def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
+    """A cohort trains its children in lockstep from one batch order and one dropout stream:
+    it needs common random numbers, whole trainings (no scheduler that stops or swaps a member)
+    and a child per trial (not density matching's scoring)."""
+    k = space.search.cohort
+    if k == 1:
+        return
+    why = ("--searcher pbt changes a member's policy and weights on its own schedule"
+           if strategy.population_based else
+           f"--early-stop {opts.early_stop} would stop single members" if opts.early_stop else
+           "reward.kind: density_matching trains no child per trial"
+           if space.reward.density_matching else
+           "its members share one batch order and dropout stream, which needs "
+           "reward.common_random_numbers: true" if not space.reward.common_random_numbers
+           else "")
+    if why:
+        raise SearchError(f"--cohort {k} (search.cohort, space {space.name}) cannot be used: "
+                          f"{why}; use --cohort 1")
 
 
 def load_splits(space: Space, opts: SearchOptions) -> Any:

@@ -22,7 +22,7 @@ RUN_FILE = "run.json"
 # output directory itself).
 RECORDED = ("trials", "concurrency", "cpus_per_trial", "gpus_per_trial", "epochs", "data",
             "data_dir", "seed", "early_stop", "tracking_uri", "experiment", "smoke_test",
-            "confirm", "confirm_seeds", "augmentation")
+            "confirm", "confirm_seeds", "augmentation", "cohort")
 _PATHS = ("data", "data_dir")
 
 

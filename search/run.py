@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial, fractional allowed: 0.25 runs 4 trials per GPU "
                         "(default: the space's)")
+    p.add_argument("--cohort", type=int, metavar="K",
+                   help="train K children together in one process as one grouped network (one "
+                        "Tune trial of K policies, each still a trial in the leaderboard and "
+                        "MLflow); resources per trial are then per cohort (default: the space's, "
+                        "1)")
     p.add_argument("--epochs", type=int, help="child epochs per trial (default: the space's)")
     p.add_argument("--confirm", type=int, metavar="K",
                    help="after the search, train the K best policies and the base under fresh "

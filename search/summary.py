@@ -41,6 +41,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
+        + (f", {s.cohort} children per cohort trial" if s.cohort > 1 else "")
         + (f", {s.concurrency} at once" if s.concurrency else "")
         + (f", early stop {opts.early_stop}" if opts.early_stop else "")
         + (", resumed" if opts.resume else ""),

@@ -169,6 +169,50 @@ def run_trial(
     )
 
 
+def run_cohort(
+    configs: list[dict[str, Any]],
+    ctx: TrialContext,
+    splits: Any,
+    report: Callable[[dict[str, Any], Checkpointed], None],
+    restored: Checkpointed | None = None,
+) -> list[Any]:
+    """Train a cohort's members together (`children.cohort`), reporting every epoch one result
+    holding each member's metrics (as `run_trial` reports them) and one checkpoint of all.
+
+    The members must share their common seed (one batch order and dropout stream): a search's
+    trials do under common random numbers, and the confirmation packs one replicate per cohort.
+    A diverging member reports reward NaN and status `diverged`; the others go on.
+    """
+    from children.cohort import train_cohort
+    from children.train import reward_from_history
+    from search.cohort import cohort_result
+
+    seeds = [trial_seeds(ctx, c) for c in configs]
+    if len({common for common, _ in seeds}) != 1:
+        raise ValueError("a cohort's members must share their common seed (one replicate, "
+                         "common random numbers); use search.cohort: 1")
+    seed, reward = seeds[0][0], ctx.space.reward
+
+    def on_epoch(stats: list[Any], states: list[Any], errors: list[str]) -> None:
+        results = []
+        for k, (s, state) in enumerate(zip(stats, states, strict=True)):
+            metrics = dict(asdict(s))
+            metrics["reward"] = (reward_from_history(state.history, reward)[0] if not errors[k]
+                                 else float("nan"))
+            metrics["train_val_gap"] = s.train_accuracy - s.val_accuracy
+            metrics["common_seed"], metrics["aug_seed"] = seeds[k]
+            if errors[k]:
+                metrics.update(status="diverged", error=errors[k])
+            results.append(metrics)
+        report(cohort_result(results), Checkpointed(list(states)))
+        maybe_crash_once(configs[0], stats[0].epoch)
+
+    return train_cohort(
+        ctx.space.child, reward, [policy_of(ctx.space, c) for c in configs], splits, seed=seed,
+        aug_seeds=[aug for _, aug in seeds], threads=ctx.threads, on_epoch=on_epoch,
+        states=restored.state if restored else None)
+
+
 def fold_splits(ctx: TrialContext, splits: Any, k: int) -> tuple[Any, Any]:
     """Fold k's training data (the train split without its held-out rows, which become its
     validation pool) and the reward spec that scores it on the whole of that pool."""

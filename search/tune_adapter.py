@@ -21,10 +21,18 @@ from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 
+from search import cohort
 from search.errors import SearchError
 from search.events import SearchListener
 from search.strategies import Strategy
-from search.trial import Checkpointed, TrialContext, run_density_trial, run_trial
+from search.trial import (
+    REPLICATE_KEY,
+    Checkpointed,
+    TrialContext,
+    run_cohort,
+    run_density_trial,
+    run_trial,
+)
 
 METRIC, MODE = "reward", "max"
 FIXED_KEY = "_run"  # a fixed run's whole config, as one grid value
@@ -267,9 +275,14 @@ def density_trainable(config: dict[str, Any], ctx: TrialContext, splits: Any,
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
-    """The Tune function trainable: one child training, reporting every epoch."""
+    """The Tune function trainable: one child training (or one cohort's, `search.cohort`),
+    reporting every epoch."""
     from children.train import DivergedError
 
+    configs = cohort.members(flat_config(config))
+    if configs is not None:  # members diverge alone: a cohort reports them, never raises
+        run_cohort(configs, ctx, splits, report=report_epoch, restored=load_checkpoint())
+        return
     try:
         run_trial(flat_config(config), ctx, splits, report=report_epoch,
                   restored=load_checkpoint())
@@ -294,7 +307,8 @@ def _sampler(name: str, seed: int) -> Any:
 def _search_alg(plan: TunePlan) -> Any:
     """The search algorithm, wrapped so that its snapshots reach Tune's synced directory only
     as whole files (`_WholeSnapshots`), with the concurrency limit Tune would have added."""
-    limit = plan.concurrency or 0
+    size = _cohort_size(plan)
+    limit = cohort.trials_of(plan.concurrency, size) if plan.concurrency else 0
     if plan.configs is not None:  # a fixed list of runs (the confirmation stage): a grid
         return _Variants(max_concurrent=limit)
     if plan.strategy.sampler is None:  # PBT: a seeded initial population, base arm first
@@ -303,7 +317,15 @@ def _search_alg(plan: TunePlan) -> Any:
     from ray.tune.search import ConcurrencyLimiter
 
     searcher = _searcher(plan)
+    if size > 1:
+        searcher = _Cohorts(searcher, size, plan.trials)
     return _Generator(ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher)
+
+
+def _cohort_size(plan: TunePlan) -> int:
+    """Members per Tune trial: the space's `search.cohort` for child trainings (never for
+    density matching's fold models, which `search.prepare` keeps at 1 anyway)."""
+    return plan.ctx.space.search.cohort if plan.trainable is None else 1
 
 
 def _searcher(plan: TunePlan) -> Searcher:
@@ -392,6 +414,58 @@ class _ReferencesFirst(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
+class _Cohorts(Searcher):
+    """Cohort trials of up to `size` members, each member one suggestion of the wrapped
+    searcher under its own trial id (`cohort.member_id`), told its own result; `total` member
+    trials in all."""
+
+    def __init__(self, inner: Searcher, size: int, total: int) -> None:
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.size, self.left = inner, size, total
+        self.ids: dict[str, list[str]] = {}
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        configs, ids = [], []
+        for k in range(min(self.size, self.left)):
+            config = self.inner.suggest(cohort.member_id(trial_id, k))
+            if config is None or config == Searcher.FINISHED:
+                break
+            configs.append(config)
+            ids.append(cohort.member_id(trial_id, k))
+        if not configs:
+            return None
+        self.left -= len(configs)
+        self.ids[trial_id] = ids
+        return {cohort.COHORT_KEY: configs}
+
+    def _members(self, trial_id: str, result: dict[str, Any] | None
+                 ) -> list[tuple[str, dict[str, Any] | None]]:
+        ids = self.ids.get(trial_id, [])
+        return list(zip(ids, cohort.member_results(result, len(ids)), strict=True))
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        for mid, mine in self._members(trial_id, result):
+            if mine is not None:
+                self.inner.on_trial_result(mid, mine)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        for mid, mine in self._members(trial_id, result):
+            self.inner.on_trial_complete(mid, result=mine, error=error or mine is None)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
 SNAPSHOT_SCRATCH = ".augsearch-snapshot"  # beside Tune's synced staging directory, not in it
 
 
@@ -460,8 +534,10 @@ def _param_space(plan: TunePlan) -> dict[str, Any]:
     """Tune's param space: the fixed runs as a grid, PBT's dimensions (whose seeded population
     comes as points to evaluate), or nothing for define-by-run searchers."""
     if plan.configs is not None:
-        return {FIXED_KEY: tune.grid_search([dict(c) for c in plan.configs]),
-                **plan.extra_config}
+        size = _cohort_size(plan)
+        runs = ([dict(c) for c in plan.configs] if size == 1 else
+                cohort.pack(plan.configs, size, REPLICATE_KEY))
+        return {FIXED_KEY: tune.grid_search(runs), **plan.extra_config}
     if not plan.strategy.population_based:
         return dict(plan.extra_config)
     from search.compile import flat_dimensions
@@ -500,23 +576,32 @@ class _Events(Callback):
         return _LISTENERS.get(self.key, [])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
-        for listener in self.listeners:
-            listener.trial_result(trial.trial_id, flat_config(trial.config), dict(result))
+        for tid, config, mine in _trials(trial, result):
+            for listener in self.listeners:
+                listener.trial_result(tid, config, mine)
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-        for listener in self.listeners:
-            listener.trial_complete(trial.trial_id, flat_config(trial.config),
-                                    dict(trial.last_result or {}))
+        for tid, config, mine in _trials(trial, trial.last_result):
+            for listener in self.listeners:
+                listener.trial_complete(tid, config, mine)
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # noqa: ANN001
-        for listener in self.listeners:
-            retry = getattr(listener, "trial_retry", None)  # optional for plain listeners
-            if retry is not None:
-                retry(trial.trial_id, _error_text(trial))
+        for tid, _config, _mine in _trials(trial, None):
+            for listener in self.listeners:
+                retry = getattr(listener, "trial_retry", None)  # optional for plain listeners
+                if retry is not None:
+                    retry(tid, _error_text(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        for listener in self.listeners:
-            listener.trial_error(trial.trial_id, flat_config(trial.config), _error_text(trial))
+        for tid, config, _mine in _trials(trial, None):
+            for listener in self.listeners:
+                listener.trial_error(tid, config, _error_text(trial))
+
+
+def _trials(trial: Any, result: dict[str, Any] | None
+            ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The trials a Tune trial stands for (a cohort's members, or itself), with their results."""
+    return cohort.expand(trial.trial_id, flat_config(trial.config), dict(result or {}))
 
 
 def _error_text(trial: Any) -> str:
@@ -556,7 +641,8 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         wrapped, param_space=_param_space(plan),
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=_search_alg(plan), scheduler=_scheduler(plan),
-            num_samples=1 if plan.configs is not None else plan.trials,
+            num_samples=1 if plan.configs is not None else cohort.trials_of(
+                plan.trials, _cohort_size(plan)),
             # the concurrency limit is inside the search algorithm (`_search_alg`)
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
         run_config=RunConfig(
@@ -621,11 +707,16 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     for k, res in enumerate(results):
         trial = trials[k] if k < len(trials) else None
         metrics = dict(res.metrics or {})
-        status = _status(getattr(trial, "status", "TERMINATED"), metrics, res.error, last_epoch)
+        tune_status = getattr(trial, "status", "TERMINATED")
         trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
-        outcomes.append(TrialOutcome(trial_id, flat_config(res.config or {}), metrics, status,
-                                     _short_error(res.error) or str(metrics.get("error", "")),
-                                     res.checkpoint))
+        config = flat_config(res.config or {})
+        whole = cohort.members(config) is None  # a cohort's checkpoint is no member's
+        for tid, mine_config, mine in cohort.expand(trial_id, config, metrics):
+            status = _status(tune_status, mine, res.error, last_epoch)
+            outcomes.append(TrialOutcome(
+                tid, mine_config, mine, status,
+                _short_error(res.error) or str(mine.get("error", "")),
+                res.checkpoint if whole else None))
     return outcomes
 
 

@@ -284,6 +284,9 @@ class SearchDefaults(_Strict):
     concurrency: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
+    # Children trained together in one process as one grouped network (children.grouped); a
+    # cohort is one Tune trial of `cohort` policies, shown as that many trials everywhere.
+    cohort: int = Field(1, ge=1)
 
 
 class Space(_Strict):
