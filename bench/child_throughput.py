@@ -381,6 +381,22 @@ def unmeasured_gpu(path: Path = BENCHMARKS) -> str:
     return text
 
 
+def gpu_only(epochs: int) -> None:
+    """The GPU section alone: what a GPU machine adds to the CPU sections measured elsewhere."""
+    if not torch.cuda.is_available():
+        print(f"GPU section: {unmeasured_gpu()}")
+        return
+    space = load_space("cifar10").replace(**{"reward.val_sample_size": EVAL_IMAGES})
+    data, spec, _ = real_data(space)
+    splits = make_splits(data, spec, seed=0)
+    policy = sampled_policy(space)
+    policies = {"identity": identity_policy(), "policy": policy}
+    gpu = gpu_report(gpu_section(policies, space, splits, epochs),
+                     policy.describe().replace("\n", " | "), epochs)
+    print(gpu)
+    write_section(GPU_TITLE, gpu)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
@@ -388,7 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int,
                         help="runs of each configuration per CPU row (default: 2, 1 for "
                              "resnet_fast); more rounds, until the spread is below the effect")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the GPU section (bench/gpu_check.sh on a GPU machine)")
     args = parser.parse_args(argv)
+    if args.gpu_only:
+        return gpu_only(args.epochs)
     space = load_space("cifar10").replace(**{"reward.val_sample_size": EVAL_IMAGES})
     data, spec, source = real_data(space)
     splits = make_splits(data, spec, seed=0)
