@@ -6,8 +6,9 @@
 #   bash bench/gpu_check.sh
 #
 # unpacks the archive into /tmp/augsearch-site, shows the GPU, torch and the carried packages,
-# runs the tests marked `cuda` (at most 4 minutes), then bench/gpu.py with what is left of the
-# 8 minutes (its --budget-s is 240 s, less when the tests ran long). Every step's exit code and
+# runs the tests marked `cuda` (at most 200 s), then bench/gpu.py with what is left of the
+# 8 minutes (its --budget-s is 180 s, less when the tests ran long), then the GPU section of
+# bench/child_throughput.py when a minute is left. Every step's exit code and
 # wall time are printed; the script exits 1 if any step failed. bench/gpu.py rewrites its section
 # of docs/BENCHMARKS.md. With $OUT set, the whole output is also written to $OUT/gpu_check.log,
 # the tests' JUnit XML to $OUT/cuda-tests.xml and the bench's section to $OUT/gpu_bench.md.
@@ -19,8 +20,9 @@ SITE=${GPU_DEPS_SITE:-/tmp/augsearch-site}
 PY=${PYTHON:-python3}
 TOTAL_S=480       # the whole check, unpacking included
 MARGIN_S=15       # kept back from TOTAL_S for the summary and stray slowness
-TESTS_S=225       # the cuda tests; a hung test is dumped at TESTS_S-15, the run killed at +10
-BENCH_BUDGET_S=240
+TESTS_S=200       # the cuda tests; a hung test is dumped at TESTS_S-15, the run killed at +10
+BENCH_BUDGET_S=180
+THROUGHPUT_S=60   # bench/child_throughput.py --gpu-only, when that much is left
 BENCH_GRACE_S=30  # bench/gpu.py's start and teardown beyond its own budget
 # Real CIFAR-10 for bench/gpu.py: $GPU_BENCH_DATA, else .gpu-deps/cifar10_small.npz when carried
 # there, else bench/gpu.py's own default (../shared/data's, else synthetic images).
@@ -171,6 +173,16 @@ gpu_bench() {
     timeout -k 10 "$left" "$PY" bench/gpu.py "${args[@]}"
 }
 
+gpu_throughput() {
+    local left
+    left=$((TOTAL_S - MARGIN_S - ($(date +%s) - START)))
+    if ((left < THROUGHPUT_S)); then
+        echo "only ${left} s left of the ${TOTAL_S} s: bench/child_throughput.py --gpu-only not run"
+        return 0
+    fi
+    timeout -k 10 "$left" "$PY" bench/child_throughput.py --gpu-only
+}
+
 main() {
     echo "augsearch GPU check at $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(hostname)"
     step unpack unpack
@@ -182,6 +194,7 @@ main() {
     step deps check_deps
     step tests cuda_tests
     step bench gpu_bench
+    step throughput gpu_throughput
     echo
     echo "=== summary: $(($(date +%s) - START)) s in all (limit ${TOTAL_S} s)"
     printf '  %s\n' "${RESULTS[@]}"
