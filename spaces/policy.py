@@ -8,9 +8,10 @@ for users, so what was searched is exactly what is shipped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -20,7 +21,7 @@ from spaces.ops import build_op, get_op
 if TYPE_CHECKING:
     import albumentations as A
 
-    from spaces.schema import BaseAug
+    from spaces.schema import BaseAug, Space
 
 FORMAT_VERSION = 1
 
@@ -192,12 +193,72 @@ def read_policy_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: not a policy file (a {type(data).__name__}, not a mapping); "
                          f"{POLICY_FILE_FIX}")
+    if "format" not in data and {"dataset", "child", "policy"} <= data.keys():
+        raise SpaceError(f"{path}: not a policy file but a search space (it has dataset, child "
+                         f"and policy keys); pass it as --space, and as --policy the "
+                         f"best_policy.yaml, best_policy.json or schedule.json a search wrote")
     return data
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read a policy written by `save_policy` (JSON or YAML)."""
     return policy_from_dict(read_policy_file(path), str(path))
+
+
+# ---------------------------------------------------------------- pbt schedules
+
+_Entry = TypeVar("_Entry")
+
+
+def scale_schedule(entries: list[tuple[int, _Entry]], from_epochs: int,
+                   to_epochs: int) -> list[tuple[int, _Entry]]:
+    """Map a schedule's first epochs from `from_epochs` to `to_epochs`, proportionally.
+
+    A schedule found over a search's short trainings is replayed over a longer one (an
+    evaluation, a user's final training) at the same share of the run; the first entry always
+    starts at epoch 0.
+    """
+    scaled = [(math.floor(start * to_epochs / from_epochs + 0.5), cfg) for start, cfg in entries]
+    return [(0, cfg) if k == 0 else (start, cfg) for k, (start, cfg) in enumerate(scaled)]
+
+
+SCHEDULE_FIX = "pass the schedule.json a pbt search wrote"
+
+
+def schedule_from_dict(data: dict[str, Any], source: str = "schedule"
+                       ) -> tuple[int, list[tuple[int, Policy]]]:
+    """A pbt `schedule.json`'s length in epochs and its (first epoch, policy) entries, sorted,
+    read from the policies the file spells out (no space needed to decode them)."""
+    try:
+        total = int(data["epochs"])
+        raw = [(int(e["epochs"][0]), e["policy"]) for e in data["entries"]]
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise SpaceError(f"{source}: a schedule needs 'epochs' and 'entries' of {{epochs: "
+                         f"[start, end], policy: {{...}}}}; this one is incomplete; "
+                         f"{SCHEDULE_FIX}") from None
+    if not raw or total < 1:
+        raise SpaceError(f"{source}: the schedule holds no policy; {SCHEDULE_FIX}")
+    entries = [(start, policy_from_dict(policy, f"{source}: entries[{k}].policy"))
+               for k, (start, policy) in enumerate(raw)]
+    return total, sorted(entries, key=lambda e: e[0])
+
+
+def policy_space(path: str | Path) -> Space | None:
+    """The space a policy file was searched in: the `space.yaml` a search leaves beside it,
+    else the built-in space its provenance names; None when neither tells."""
+    from spaces.schema import load_space, parse_space
+
+    path = Path(path)
+    beside = path.parent / "space.yaml"
+    if beside.is_file():
+        return parse_space(beside.read_text(encoding="utf-8"), str(beside))
+    name = (read_policy_file(path).get("provenance") or {}).get("space")
+    if not name:
+        return None
+    try:
+        return load_space(str(name))
+    except SpaceError:
+        return None
 
 
 def flat_params(policy: Policy) -> dict[str, Any]:

@@ -6,7 +6,6 @@ epoch, scaled to the evaluation's budget) or a plain albumentations pipeline, us
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from spaces.policy import (
     identity_policy,
     policy_from_dict,
     read_policy_file,
+    scale_schedule,
 )
 from spaces.schema import BaseAug, Space
 
@@ -107,13 +107,6 @@ def _albumentations(path: Path, fmt: str) -> Any:
 def _pipeline_fn(policy: Policy, base: BaseAug, size: int) -> ImageFn | None:
     pipeline = build_pipeline(policy, base, size)
     return AlbumentationsFn(pipeline) if pipeline.transforms else None
-
-
-def scale_schedule(entries: list[tuple[int, dict[str, Any]]], from_epochs: int,
-                   to_epochs: int) -> list[tuple[int, dict[str, Any]]]:
-    """Map a schedule's first epochs from `from_epochs` to `to_epochs`, proportionally."""
-    scaled = [(math.floor(start * to_epochs / from_epochs + 0.5), cfg) for start, cfg in entries]
-    return [(0, cfg) if k == 0 else (start, cfg) for k, (start, cfg) in enumerate(scaled)]
 
 
 def _schedule(data: dict[str, Any], path: Path, space: Space, epochs: int
