@@ -73,10 +73,10 @@ class Profile:
 
 # Sized from measured costs on this 2-core machine (1 thread per training, 2 at a time): a
 # cifar10 basiccnn w16 epoch on 5,000 images ~5.5 s, resnet_fast w8 ~7.7 s (w16 ~18 s); digits'
-# 1,497 images ~0.65 s (basiccnn). 6 seeds x 3 arms x 2 children: ~40 min for cifar10, ~8 min
+# 1,497 images ~0.65 s (basiccnn). 6 seeds x 3 arms x 2 children: ~35 min for cifar10, ~8 min
 # for digits.
 CPU = Profile("cpu", seeds=6, workers=2, threads=1, children={
-    "cifar10": (Child("basiccnn", 16, 25), Child("resnet_fast", 8, 15)),
+    "cifar10": (Child("basiccnn", 16, 20), Child("resnet_fast", 8, 15)),
     "digits": (Child("basiccnn", 16, 60), Child("resnet_fast", 8, 30)),
 })
 GPU = Profile("gpu", seeds=10, workers=4, threads=1, children={
@@ -214,8 +214,9 @@ def child_lines(space_name: str, child: Child, ev: Any, search_space: Space) -> 
 
 
 def space_report(space_name: str, found: Found, profile: Profile, data: str | None,
-                 root: Path) -> tuple[list[str], list[str]]:
-    """(the section's lines, the verdict lines) for one space."""
+                 root: Path, written: Any = None) -> tuple[list[str], list[str]]:
+    """(the section's lines, the verdict lines) for one space; `written(body, verdicts)` after
+    each child, so that a run stopped later keeps what it measured."""
     search_space = load_space(space_name)
     body: list[str] = []
     verdicts: list[str] = []
@@ -235,6 +236,8 @@ def space_report(space_name: str, found: Found, profile: Profile, data: str | No
             f"{_ci(trivial.diff)}. Target (≥ crop/flip with a paired CI above 0): "
             f"**{'met' if beats else 'NOT met'}**; target (not below TrivialAugment): "
             f"**{'met' if not_below else 'NOT met'}**.")
+        if written is not None:
+            written(body, verdicts)
     return body, verdicts
 
 
@@ -242,25 +245,37 @@ def report(space_name: str, found: Found, profile: Profile, data: str | None, ro
            quick: bool) -> None:
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    body, verdicts = space_report(space_name, found, profile, data, root)
-    minutes = (time.perf_counter() - started) / 60
     flags = {"quick": " --quick", "gpu": " --gpu"}.get(profile.name, "")
-    head = [f"{'QUICK pipeline check (toy budget: figures say nothing). ' if quick else ''}"
-            f"`python bench/transfer.py --spaces {space_name}{flags}` — {machine()}; profile "
-            f"`{profile.name}` ({profile.seeds} seeds per arm, {profile.workers} trainings at a "
-            f"time, {profile.threads} thread each); {minutes:.0f} min; load average {load:.1f} "
-            f"at the start, {os.getloadavg()[0]:.1f} at the end.", "",
-            f"The found policy: {found.what}, `{_shown(found.path)}`"
-            + (f"; the search's own confirmed margin over crop/flip at the search's budget: "
-               f"{found.margin}" if found.margin else "") + ".", ""]
-    text = "\n".join([*head, *body, *verdicts])
-    print(text)
-    print(json.dumps({"space": space_name, "minutes": round(minutes, 1)}))
-    if not quick:
-        suffix = "" if profile.name == "cpu" else f" ({profile.name})"
-        write_section(f"{SECTION}: {space_name}{suffix}", text)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{space_name}-{profile.name}.md").write_text(text + "\n", encoding="utf-8")
+    planned = len(profile.children[space_name])
+
+    def text(body: list[str], verdicts: list[str]) -> str:
+        minutes = (time.perf_counter() - started) / 60
+        done = len(verdicts)
+        partial = (f" **Partial: {done} of the {planned} children measured** (the run was "
+                   f"stopped or is still running)." if done < planned else "")
+        head = [f"{'QUICK pipeline check (toy budget: figures say nothing). ' if quick else ''}"
+                f"`python bench/transfer.py --spaces {space_name}{flags}` — {machine()}; profile "
+                f"`{profile.name}` ({profile.seeds} seeds per arm, {profile.workers} trainings "
+                f"at a time, {profile.threads} thread each); {minutes:.0f} min; load average "
+                f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (the machine is "
+                f"shared).{partial}", "",
+                f"The found policy: {found.what}, `{_shown(found.path)}`"
+                + (f"; the search's own confirmed margin over crop/flip at the search's budget: "
+                   f"{found.margin}" if found.margin else "") + ".", ""]
+        return "\n".join([*head, *body, *verdicts])
+
+    def written(body: list[str], verdicts: list[str]) -> None:
+        out = text(body, verdicts)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / f"{space_name}-{profile.name}.md").write_text(out + "\n", encoding="utf-8")
+        if not quick:
+            suffix = "" if profile.name == "cpu" else f" ({profile.name})"
+            write_section(f"{SECTION}: {space_name}{suffix}", out)
+
+    body, verdicts = space_report(space_name, found, profile, data, root, written)
+    print(text(body, verdicts))
+    print(json.dumps({"space": space_name,
+                      "minutes": round((time.perf_counter() - started) / 60, 1)}))
 
 
 def _shown(path: Path) -> str:
