@@ -116,6 +116,8 @@ class _Cohort:
         self.epoch, self.step, self.images, self.seconds = 0, 0, 0, 0.0
         self.history: list[list[EpochStats]] = [[] for _ in range(self.k)]
         self.errors = [""] * self.k
+        self._lam: torch.Tensor | None = None
+        self._lam_host: list[float] = []
 
     # ------------------------------------------------------------ state
 
@@ -223,7 +225,7 @@ class _Cohort:
         y_a = torch.as_tensor(batches[0].y_a).to(self.dev, non_blocking=True)
         y_b = torch.stack([torch.as_tensor(b.y_b).to(self.dev, non_blocking=True)
                            for b in batches])
-        lam = torch.tensor([b.lam for b in batches], device=self.dev)
+        lam = self._mix_weights([b.lam for b in batches])
         lr = self.child.optimizer.lr * lr_factor(self.child.schedule, self.step,
                                                  self.total_steps)
         for group in self.optimizer.param_groups:
@@ -242,6 +244,17 @@ class _Cohort:
         pred = out.detach().argmax(2)  # N×K
         hits = lam * (pred == y_a[:, None]).sum(0) + (1 - lam) * (pred == y_b.T).sum(0)
         return loss, hits
+
+    def _mix_weights(self, lams: list[float]) -> torch.Tensor:
+        """The members' mix weights (K) on the device, updated by scalar fills where they
+        changed: no host-to-device copy (a pageable copy would wait for the stream) per step."""
+        if self._lam is None:
+            self._lam, self._lam_host = torch.ones(self.k, device=self.dev), [1.0] * self.k
+        for k, value in enumerate(lams):
+            if value != self._lam_host[k]:
+                self._lam[k].fill_(value)
+                self._lam_host[k] = value
+        return self._lam
 
     # ------------------------------------------------------------ evaluation
 

@@ -129,6 +129,29 @@ def test_a_training_step_stays_on_the_device(digits_space, digits_splits) -> Non
     assert len(setup) <= 4, setup  # images, labels (once per run); order, plans (per epoch)
 
 
+def test_a_cohort_step_stays_on_the_device(digits_space, digits_splits) -> None:
+    """A cohort of three on meta: its members' batches come from one feed, its step (mix weights
+    included) moves nothing and reads nothing back."""
+    from children.cohort import _Cohort
+
+    child = digits_space.replace(**{"child.augmentation": "batched"}).child
+    policies = [Policy(EVERY_OP.sub_policies[:2], BatchOps(mixup_alpha=0.4)),
+                Policy(EVERY_OP.sub_policies[2:4], BatchOps(cutmix_alpha=0.5)),
+                Policy(EVERY_OP.sub_policies[4:6], BatchOps(sample_pairing=0.5))]
+    run = _Cohort(child, digits_splits, 0, [1, 2, 3], META, 2)
+    for p in policies:
+        run.feed.batched(p)(_meta_batch(4, 1, 16), Draws(0, META))  # per-strength caches
+    alive = torch.ones(3, dtype=torch.bool, device=META)
+    with OneDevice() as check:
+        steps = run._batches(0, policies)
+        first = next(steps)
+        setup = list(check.moves)
+        loss, hits = run._step(first, alive)
+        run._step(next(steps), alive)
+    assert loss.device == hits.device == META and loss.shape == (3,)
+    assert check.moves == setup, check.moves[len(setup):]
+
+
 def _fold_models(space, splits) -> FoldModels:
     """Two fold models with initial weights: shapes are all a meta run needs."""
     rows = fold_rows(splits.train.y, 2, 0.5, seed=0)
