@@ -295,15 +295,6 @@ def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
 # ---------------------------------------------------------------- strategies -> Tune objects
 
 
-def _sampler(name: str, seed: int) -> Any:
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          constant_liar=True, n_startup_trials=8)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
 def _search_alg(plan: TunePlan) -> Any:
     """The search algorithm, wrapped so that its snapshots reach Tune's synced directory only
     as whole files (`_WholeSnapshots`), with the concurrency limit Tune would have added."""
@@ -311,7 +302,7 @@ def _search_alg(plan: TunePlan) -> Any:
     limit = cohort.trials_of(plan.concurrency, size) if plan.concurrency else 0
     if plan.configs is not None:  # a fixed list of runs (the confirmation stage): a grid
         return _Variants(max_concurrent=limit)
-    if plan.strategy.sampler is None:  # PBT: a seeded initial population, base arm first
+    if plan.strategy.population_based:  # PBT: a seeded initial population, base arm first
         return _Variants(points_to_evaluate=_population(plan), random_state=plan.seed,
                          max_concurrent=limit)
     from ray.tune.search import ConcurrencyLimiter
@@ -342,7 +333,7 @@ def _searcher(plan: TunePlan) -> Searcher:
     space = plan.ctx.space
     identity = identity_config(space) if plan.references else None
     inner = OptunaSearch(define_by_run(space), metric=METRIC, mode=MODE,
-                         sampler=_sampler(plan.strategy.sampler, plan.seed),
+                         sampler=plan.strategy.make_sampler(plan.seed),
                          points_to_evaluate=[identity] if identity else None)
     if not plan.references:
         return _ReferencesFirst(inner, [], set())

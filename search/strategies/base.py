@@ -1,15 +1,23 @@
-"""The strategy plug-in contract.
+"""The strategy plug-in contract and its registry: the one place a searcher is named.
 
-A strategy returns what Ray Tune needs: a search algorithm or None, a scheduler or None, and
-whether trials must checkpoint (PBT is a Tune scheduler and cannot be combined with a search
-algorithm). Strategies are described here without importing Ray; the Ray adapter builds them.
+A strategy tells the Tune adapter what to build: an Optuna sampler over the define-by-run space
+(`make_sampler(seed)`), or a population that a PBT scheduler evolves (`population_based`, no
+sampler), and what the trials must do for it (checkpoint, allow early stopping). Strategies are
+described here without importing Ray; the adapter (`search.tune`) builds the Tune objects. A new
+searcher is one module that calls `register_strategy` (in the manner of Ray Tune's
+`ray.tune.search` registry and timm's model registry); `get_strategy` resolves every name a
+user gives (the `--searcher` flag, the API's `searcher`, a resumed `run.json`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from search.errors import SearchError
+
+SamplerFactory = Callable[[int], Any]  # seed -> an optuna.samplers.BaseSampler
 
 
 @dataclass(frozen=True)
@@ -18,33 +26,42 @@ class Strategy:
 
     name: str
     summary: str
-    sampler: str | None  # Optuna sampler for define-by-run search ("tpe", "random"), or None
-    population_based: bool  # a PBT scheduler drives the search (no search algorithm)
-    needs_checkpoints: bool
-    supports_early_stop: bool
+    make_sampler: SamplerFactory | None = None  # Optuna sampler from the search seed; None: PBT
+    population_based: bool = False  # a PBT scheduler drives the search (no search algorithm)
+    needs_checkpoints: bool = False
+    supports_early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.make_sampler is None) != self.population_based:
+            raise ValueError(f"strategy {self.name!r}: exactly one of `make_sampler` and "
+                             f"`population_based` must be given")
 
 
-_REGISTRY: dict[str, Strategy] = {
-    s.name: s
-    for s in (
-        Strategy("tpe", "Optuna TPE (multivariate, constant liar) over the define-by-run space",
-                 "tpe", False, False, True),
-        Strategy("random", "Optuna's random sampler over the same define-by-run space",
-                 "random", False, False, True),
-        Strategy("pbt", "population-based augmentation (PBA): exploit/explore a population, "
-                 "result is a policy schedule", None, True, True, False),
-    )
-}
+_REGISTRY: dict[str, Strategy] = {}
+
+
+def register_strategy(strategy: Strategy, *, replace: bool = False) -> Strategy:
+    """Add a strategy to the registry (a plug-in calls this when imported); a name already
+    taken is refused unless `replace`."""
+    if strategy.name in _REGISTRY and not replace:
+        raise ValueError(f"a strategy named {strategy.name!r} is already registered")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def unregister_strategy(name: str) -> None:
+    """Remove a strategy (tests that register a toy one clean up with this)."""
+    _REGISTRY.pop(name, None)
 
 
 def strategy_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_strategy(name: str) -> Strategy:
+def get_strategy(name: Any) -> Strategy:
     """The strategy called `name`; an unknown name is a user error listing the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SearchError(f"unknown searcher '{name}'; choose one of: "
-                          f"{', '.join(strategy_names())}") from None
+    found = _REGISTRY.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise SearchError(f"unknown searcher {name!r}; choose one of: "
+                          f"{', '.join(strategy_names())}")
+    return found

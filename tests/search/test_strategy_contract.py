@@ -3,7 +3,9 @@
 Each strategy runs a few trials through the real Tune adapter on a real local Ray, with a cheap
 deterministic objective in place of child training, so the contract is about the strategy:
 NaN and inf rewards are survived, the same seed gives the same suggestions, and every suggested
-config decodes into a policy that lies inside the space.
+config decodes into a policy that lies inside the space. The suite runs over every registered
+strategy and over a toy one that this module registers as a plug-in would (Optuna's
+quasi-Monte Carlo sampler), so a new searcher is held to the same contract.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import pytest
 from search.compile import flat_dimensions, slot
 from search.events import SearchListener
 from search.references import REFERENCE_KEY, policy_of
-from search.strategies import get_strategy, strategy_names
+from search.strategies import (
+    Strategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+    unregister_strategy,
+)
 from search.trial import Checkpointed, TrialContext, policy_config
 from search.tune_adapter import Resources, TunePlan, load_checkpoint, report_epoch, run_search
 from spaces.schema import load_space
@@ -26,6 +34,21 @@ from spaces.schema import load_space
 pytestmark = pytest.mark.slow
 EPOCHS = 4
 TRIALS = 5
+TOY = "toy-qmc"
+
+
+def qmc_sampler(seed: int) -> Any:
+    """The toy plug-in's sampler: scrambled Sobol points where the space allows, random draws for
+    conditional dimensions (a magnitude exists only for the op drawn)."""
+    import optuna
+
+    return optuna.samplers.QMCSampler(
+        seed=seed, scramble=True, warn_independent_sampling=False,
+        independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+TOY_STRATEGY = Strategy(TOY, "a toy plug-in: Optuna's QMC sampler", qmc_sampler)
+NAMES = [*strategy_names(), TOY]  # every registered strategy, and the toy plug-in
 
 
 def objective(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
@@ -85,19 +108,29 @@ def run_contract(name: str, seed: int, tmp: Path) -> tuple[list[Any], list[str],
 
 
 @pytest.fixture(scope="module")
-def runs(ray_session, tmp_path_factory) -> dict[tuple[str, int], list[Any]]:
+def toy_registered():
+    """The toy strategy in the registry while this module runs, as a plug-in's import would put
+    it there; removed afterwards, so other tests see the built-ins only."""
+    register_strategy(TOY_STRATEGY)
+    yield TOY_STRATEGY
+    unregister_strategy(TOY)
+
+
+@pytest.fixture(scope="module")
+def runs(ray_session, toy_registered, tmp_path_factory) -> dict[tuple[str, int], list[Any]]:
     """Each strategy three times: seed 0 twice, seed 1 once."""
     # Ray workers cannot import this test module: ship `objective` by value.
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    assert strategy_names() == NAMES
     out = {}
-    for name in strategy_names():
+    for name in NAMES:
         for seed in (0, 0, 1):
             tmp = tmp_path_factory.mktemp(f"{name}-{seed}")
             out.setdefault((name, seed), []).append(run_contract(name, seed, tmp))
     return out
 
 
-@pytest.mark.parametrize("name", strategy_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_runs_every_trial_and_survives_nan_and_inf(runs, name: str) -> None:
     outcomes = runs[(name, 0)][0][0]
     assert len(outcomes) == TRIALS
@@ -131,7 +164,7 @@ def out_of_space(space: Any, config: dict[str, Any]) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("name", strategy_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_every_suggested_config_lies_in_the_space(runs, name: str) -> None:
     """Checked on what the strategy emits, every config each trial ran with (PBT's explored
     ones included), before decode: decode clamps, so a check after it could not fail."""
@@ -148,7 +181,7 @@ def test_every_suggested_config_lies_in_the_space(runs, name: str) -> None:
     assert checked >= 2 * TRIALS
 
 
-@pytest.mark.parametrize("name", strategy_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_the_first_trials_are_the_reference_arms(runs, name: str) -> None:
     """tpe and random open with the base arm (every slot Identity, so the sampler learns from
     it) and TrivialAugment; PBT's population holds the base arm as its first member."""
@@ -165,7 +198,7 @@ def test_the_first_trials_are_the_reference_arms(runs, name: str) -> None:
     assert {v for k, v in base.items() if k.count("_") == 1 and "_op" in k} == {"Identity"}
 
 
-@pytest.mark.parametrize("name", strategy_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_reproducible_under_a_seed(runs, name: str) -> None:
     """Same seed, same suggested configs; another seed, other configs. For PBT the seed fixes
     the initial population (the explore's draws too, but which trial Tune clones, and when,
