@@ -73,10 +73,11 @@ class Record:
 
 def seeds_of(job: Job) -> tuple[int, int]:
     """(common seed, augmentation seed) of a job under its regime."""
-    from search.references import BASE, REFERENCE_KEY
+    from search.references import BASE
     from search.trial import TrialContext, trial_seeds
+    from search.trials.config import TrialConfig, encode
 
-    config = job.config or {REFERENCE_KEY: BASE}
+    config = job.config or encode(TrialConfig(reference=BASE))
     if job.regime == "crn":
         return trial_seeds(TrialContext(job.space, job.seed), config)
     # augsearch before common random numbers: one seed from the search seed and the policy
@@ -92,7 +93,8 @@ def train(job: Job) -> Record:
     from children.batches import channel_stats, normalize
     from children.models import build_model
     from children.train import train_child
-    from search.references import policy_of
+    from search.references import BASE, policy_of
+    from search.trials.config import TrialConfig, encode
 
     torch.set_num_threads(1)
     space = job.space
@@ -121,8 +123,7 @@ def train(job: Job) -> Record:
 
     common, aug = seeds_of(job)
     started = time.perf_counter()
-    policy = policy_of(space, job.config) if job.config else policy_of(space, {"_reference":
-                                                                              "base"})
+    policy = policy_of(space, job.config or encode(TrialConfig(reference=BASE)))
     train_child(space.child, space.reward, policy, splits, seed=common, aug_seed=aug, threads=1,
                 on_epoch=on_epoch)
     return Record(job, np.array(rows), audits, trains, aug, time.perf_counter() - started)

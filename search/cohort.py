@@ -1,9 +1,10 @@
 """Cohorts: K policies trained together as one Tune trial, seen as K trials everywhere else.
 
-A cohort trial's config holds its members' configs under `COHORT_KEY`; each result holds one
-metrics dict per member under `MEMBERS`. Everything downstream of Tune (the searcher behind the
-cohort wrapper, progress, MLflow, the leaderboard, the confirmation) sees member `k` of Tune
-trial `t` as trial `t-k` with its own config and result (`expand`). Pure functions, no Ray.
+A cohort trial's config holds its members' configs (`search.trials.config.cohort_config`);
+each result holds one metrics dict per member under `MEMBERS`. Everything downstream of Tune (the
+searcher behind the cohort wrapper, progress, MLflow, the leaderboard, the confirmation) sees
+member `k` of Tune trial `t` as trial `t-k` with its own config and result (`expand`). Pure
+functions, no Ray.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-COHORT_KEY = "_cohort"  # a cohort trial's member configs
+from search.trials.config import cohort_config, cohort_members, decode
+
 MEMBERS = "members"  # a cohort result's per-member metrics
 # Tune's bookkeeping of the cohort trial that every member's result shares.
 _SHARED = ("time_total_s", "time_this_iter_s", "training_iteration", "node_id", "timestamp",
            "date", "hostname", "pid", "done", "time_since_restore", "iterations_since_restore")
 
-__all__ = ["COHORT_KEY", "MEMBERS", "cohort_result", "expand", "member_id", "member_results",
-           "members", "pack", "trials_of"]
+__all__ = ["MEMBERS", "cohort_result", "expand", "member_id", "member_results", "members",
+           "pack", "trials_of"]
 
 
 def member_id(trial_id: str, k: int) -> str:
@@ -28,8 +30,7 @@ def member_id(trial_id: str, k: int) -> str:
 
 def members(config: dict[str, Any]) -> list[dict[str, Any]] | None:
     """A cohort trial's member configs (None for a plain trial)."""
-    found = config.get(COHORT_KEY)
-    return [dict(c) for c in found] if found else None
+    return cohort_members(config)
 
 
 def expand(trial_id: str, config: dict[str, Any], result: dict[str, Any]
@@ -69,11 +70,11 @@ def trials_of(count: int, size: int) -> int:
     return -(-count // size)
 
 
-def pack(configs: list[dict[str, Any]], size: int, key: str) -> list[dict[str, Any]]:
-    """Fixed runs as cohort configs of at most `size` members sharing the value of `key` (a
+def pack(configs: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Fixed runs as cohort configs of at most `size` members sharing their replicate (a
     cohort's members share one common seed: the confirmation's replicate)."""
-    groups: dict[Any, list[dict[str, Any]]] = {}
+    groups: dict[int, list[dict[str, Any]]] = {}
     for config in configs:
-        groups.setdefault(config.get(key), []).append(config)
-    return [{COHORT_KEY: group[i:i + size]} for group in groups.values()
+        groups.setdefault(decode(config).replicate, []).append(config)
+    return [cohort_config(group[i:i + size]) for group in groups.values()
             for i in range(0, len(group), size)]

@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.references import BASE, REFERENCE_KEY
+from search.references import BASE, reference_of
 from search.stats import CONFIDENCE, Estimate, bonferroni, estimate
-from search.trial import REPLICATE_KEY, SCHEDULE_KEY
+from search.trials.config import TrialConfig, decode, encode, updated
 
-STAGE_KEY = "_stage"
-CANDIDATE_KEY = "_candidate"
 CONFIRM = "confirm"
 SEARCH = "search"
 DEFAULT_TOP = 3
@@ -56,7 +54,7 @@ class Candidate:
 
     @property
     def reference(self) -> str:
-        return str(self.config.get(REFERENCE_KEY) or "")
+        return reference_of(self.config)
 
     @property
     def is_base(self) -> bool:
@@ -93,7 +91,7 @@ def candidates(rows: list[dict[str, Any]], top: int, replay: bool,
           and (epochs is None or int(r.get("epochs") or 0) >= epochs)]
     base_row = next((r for r in ok if r.get("reference") == BASE and not replay), None)
     base = (_candidate(base_row, replay=False) if base_row is not None
-            else Candidate(BASE, {REFERENCE_KEY: BASE}))
+            else Candidate(BASE, encode(TrialConfig(reference=BASE))))
     others = [_candidate(r, replay) for r in ok if r.get("reference") != BASE][:top]
     return [base, *others]
 
@@ -140,25 +138,20 @@ def fresh_replicates(replicates: int) -> list[int]:
 def confirm_configs(cands: list[Candidate], replicates: int) -> list[dict[str, Any]]:
     """The runs the confirmation stage trains: every candidate, the base included, at each of
     the fresh replicates 1..r."""
-    configs = []
-    for c in cands:
-        for rep in fresh_replicates(replicates):
-            config = {**c.config, REPLICATE_KEY: rep, STAGE_KEY: CONFIRM, CANDIDATE_KEY: c.key}
-            if c.schedule:
-                config[SCHEDULE_KEY] = c.schedule
-            configs.append(config)
-    return configs
+    return [updated(c.config, replicate=rep, stage=CONFIRM, candidate=c.key,
+                    schedule=c.schedule or None)
+            for c in cands for rep in fresh_replicates(replicates)]
 
 
 def record(measured: dict[str, Measurement], outcomes: list[Any]) -> None:
     """Add the confirmation runs' results (Tune outcomes) to the measurements."""
     for o in outcomes:
-        key = o.config.get(CANDIDATE_KEY)
-        if key not in measured:
+        trial = decode(o.config)
+        if trial.candidate not in measured:
             continue
         reward = o.result.get("reward") if o.status == "ok" else math.nan
         audit = o.result.get("audit_accuracy", math.nan)
-        measured[key].add(int(o.config.get(REPLICATE_KEY, 0)), _num(reward), _num(audit))
+        measured[trial.candidate].add(trial.replicate, _num(reward), _num(audit))
 
 
 def _num(value: Any) -> float:

@@ -27,8 +27,8 @@ import numpy as np
 from search.confirm import Candidate
 from search.errors import SearchError
 from search.events import Progress, finite
-from search.references import BASE, POLICY_KEY, REFERENCE_KEY, policy_of, reference_of
-from search.trial import FOLD_KEY
+from search.references import BASE, policy_of, reference_of
+from search.trials.config import TrialConfig, decode, encode
 from spaces.policy import Policy, export_albumentations, policy_to_dict, save_policy
 from spaces.schema import Space
 
@@ -49,7 +49,8 @@ def held_out_rows(space: Space, y: np.ndarray, seed: int) -> list[np.ndarray]:
 
 def fold_configs(space: Space) -> list[dict[str, Any]]:
     """The fold stage's runs: the base policy (crop/flip only), one run per fold."""
-    return [{REFERENCE_KEY: BASE, FOLD_KEY: k} for k in range(space.reward.matching().folds)]
+    return [encode(TrialConfig(reference=BASE, fold=k))
+            for k in range(space.reward.matching().folds)]
 
 
 # ---------------------------------------------------------------- the fold stage
@@ -89,7 +90,7 @@ def collect(space: Space, splits: Any, seed: int, outcomes: list[Any],
     fold that did not train stops the search, since no policy could be scored without it."""
     from children.density import FoldModels
 
-    by_fold = {int(o.config[FOLD_KEY]): o for o in outcomes}
+    by_fold = {decode(o.config).fold: o for o in outcomes}
     for k in sorted(by_fold):
         o = by_fold[k]
         if o.status != "ok" or o.checkpoint is None:
@@ -154,7 +155,7 @@ def _fold_rewards(outcome: Any, folds: int) -> list[float]:
 
 def merged_config(merged: Policy) -> dict[str, Any]:
     """A config naming the merged policy explicitly (it is no point of the searched space)."""
-    return {POLICY_KEY: policy_to_dict(merged)}
+    return encode(TrialConfig(policy=policy_to_dict(merged)))
 
 
 def proposal_row(space: Space, merged: Policy | None) -> dict[str, Any] | None:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from search.confirm import Confirmation, Verdict, search_margin
-from search.references import BASE, POLICY_KEY, REFERENCE_KEY, policy_of, reference_of
-from search.trial import policy_config, schedule_to_json
+from search.references import BASE, policy_of, reference_of
+from search.trial import schedule_to_json
+from search.trials.config import decode, policy_config
 from spaces.policy import Policy, export_albumentations, save_policy
 from spaces.schema import Space
 
@@ -109,8 +110,8 @@ def confirmed_lines(verdict: Verdict, files: dict[str, Path]) -> list[str]:
 
 def _who(c: Any) -> str:
     """A candidate in words: the merged policy, a reference arm, or a trial."""
-    if c.config.get(POLICY_KEY):
-        return "the merged policy"
+    if decode(c.config).policy:  # a policy no trial trained: density matching's merge
+        return f"the {c.key} policy"
     if c.reference:
         return f"the {c.reference} arm (trial {c.key})"
     return f"trial {c.key}"
@@ -212,7 +213,7 @@ def _provenance(space: Space, searcher: str, row: dict[str, Any], rows: list[dic
            "reward": _rounded(row["reward"]), "audit_accuracy": _rounded(row["audit_accuracy"])}
     if verdict is not None:
         return {**out, **verdict.provenance(), "why": verdict.text()}
-    base = row["config"].get(REFERENCE_KEY) == BASE
+    base = reference_of(row["config"]) == BASE
     return {**out, **search_margin(rows, row), "exported": "base" if base else "candidate"}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from search.compile import Dim, flat_dimensions
-from search.references import REFERENCE_KEY
+from search.trials.config import with_fields
 from spaces.schema import Space
 
 RESAMPLE_PROBABILITY = 0.2  # PBA
@@ -39,8 +39,7 @@ class Explore:
         for dim in self.dims:
             if dim.name in out:
                 out[dim.name] = self.value(dim, out[dim.name])
-        out[REFERENCE_KEY] = ""  # an explored policy is no longer a reference arm
-        return out
+        return with_fields(out, reference="")  # an explored policy is no reference arm
 
     def value(self, dim: Dim, current: Any) -> Any:
         """The explored value of one dimension, always inside its declared range."""
@@ -64,5 +63,5 @@ def initial_population(space: Space, size: int, seed: int) -> list[dict[str, Any
     """PBT's starting configs, every value drawn inside its declared range from the seed."""
     rng = np.random.default_rng((seed, 0x5EED))
     dims = flat_dimensions(space)
-    return [{dim.name: sample(dim, rng) for dim in dims} | {REFERENCE_KEY: ""}
+    return [with_fields({dim.name: sample(dim, rng) for dim in dims}, reference="")
             for _ in range(size)]

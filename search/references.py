@@ -7,7 +7,7 @@ magnitude drawn uniformly from a grid over the op's declared range. A policy pic
 per image uniformly, so each (op, magnitude level) pair is one single-op sub-policy; ops without
 a magnitude are repeated as often, so every op is equally likely, as in TrivialAugment.
 
-A reference is named in a trial's config by the private key `_reference`; its policy comes from
+A reference is named in a trial's config by its `TrialConfig.reference`; its policy comes from
 here, not from the config's search dimensions, so a reference need not be expressible in the
 searched shape (a 3 x 2 policy cannot hold TrivialAugment).
 """
@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from search.compile import decode, slot
+from search.trials.config import decode as decode_trial
+from search.trials.config import dimensions
 from spaces.ops import get_op
 from spaces.policy import Op, Policy, SubPolicy, identity_policy
 from spaces.schema import Space
 
-REFERENCE_KEY = "_reference"
-POLICY_KEY = "_policy"  # a policy given explicitly (policy_to_dict), e.g. a merged one
 BASE = "base"
 TRIVIAL = "trivialaugment"
 # TrivialAugmentWide's ops (torchvision), by augsearch op name.
@@ -67,23 +67,24 @@ def identity_config(space: Space) -> dict[str, Any] | None:
 
 
 def policy_of(space: Space, config: dict[str, Any]) -> Policy:
-    """The policy a trial trains: its reference's, the one it names explicitly (`_policy`, a
-    policy that is no point of the searched space, such as density matching's merge), or its
-    search dimensions decoded."""
-    if config.get(POLICY_KEY):
+    """The policy a trial trains: its reference's, the one it names explicitly
+    (`TrialConfig.policy`, a policy that is no point of the searched space, such as density
+    matching's merge), or its search dimensions decoded."""
+    trial = decode_trial(config)
+    if trial.policy:
         from spaces.policy import policy_from_dict
 
-        return policy_from_dict(config[POLICY_KEY], "the policy in a trial config")
-    name = config.get(REFERENCE_KEY)
+        return policy_from_dict(trial.policy, "the policy in a trial config")
+    name = trial.reference
     if name:
         refs = reference_policies(space)
         if name not in refs:
             raise ValueError(f"unknown reference arm {name!r}; this space has: "
                              f"{', '.join(refs)}")
         return refs[name]
-    return decode(space, {k: v for k, v in config.items() if not k.startswith("_")})
+    return decode(space, dimensions(config))
 
 
 def reference_of(config: dict[str, Any]) -> str:
     """The reference arm a config names ('' for a searched policy)."""
-    return str(config.get(REFERENCE_KEY) or "")
+    return decode_trial(config).reference

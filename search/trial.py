@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 
 from search.compile import decode
-from search.references import POLICY_KEY, REFERENCE_KEY, policy_of
+from search.references import policy_of
+from search.trials.config import decode as decode_trial
+from search.trials.config import dimensions, policy_config, seed_config
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
 
-# Keys in a trial config that are not search dimensions start with "_".
-CRASH_ONCE_KEY = "_crash_once"  # test hook: path of a marker file; the worker dies once
-REPLICATE_KEY = "_replicate"  # 0 in the search; 1..r when the confirmation retrains a policy
-SCHEDULE_KEY = "_schedule"  # a PBT schedule (list of [first epoch, config]) to replay
-FOLD_KEY = "_fold"  # density matching's fold stage: train fold k's model (search.density)
+CRASH_ONCE_KEY = "_crash_once"  # TODO(#18): session.py's until it encodes TrialConfig itself
 
 
 @dataclass
@@ -55,26 +53,13 @@ def trial_seeds(ctx: TrialContext, config: dict[str, Any]) -> tuple[int, int]:
     trains identically and a repeated search reproduces every reward. With
     `reward.common_random_numbers: false`, both are the augmentation seed (independent draws).
     """
-    replicate = int(config.get(REPLICATE_KEY, 0))
-    keyed = {**policy_config(config), **({SCHEDULE_KEY: config[SCHEDULE_KEY]}
-                                         if config.get(SCHEDULE_KEY) else {})}
-    text = json.dumps(keyed, sort_keys=True, default=str)
+    replicate = decode_trial(config).replicate
+    text = json.dumps(seed_config(config), sort_keys=True, default=str)
     aug = (ctx.search_seed * 1_000_003 + replicate * 7_919 + zlib.crc32(text.encode())) % 2**31
     if not ctx.space.reward.common_random_numbers:
         return aug, aug
     common = int(np.random.SeedSequence((ctx.search_seed, replicate)).generate_state(1)[0])
     return common % 2**31, aug
-
-
-def policy_config(config: dict[str, Any]) -> dict[str, Any]:
-    """What names a config's policy: its search dimensions and, for a reference arm, its name
-    (`search.references`), or the explicit policy it carries; other private keys (replicate,
-    fold, test hooks) are dropped."""
-    out = {k: v for k, v in config.items() if not k.startswith("_")}
-    for key in (REFERENCE_KEY, POLICY_KEY):
-        if config.get(key):
-            out[key] = config[key]
-    return out
 
 
 def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
@@ -95,7 +80,7 @@ def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
 def scheduled_policy(space: Space, config: dict[str, Any]) -> Policy:
     """A schedule entry's policy: its search dimensions decoded, or, for an entry that holds
     none (the base exported as a one-entry schedule), the policy its config names."""
-    if any(not key.startswith("_") for key in config):
+    if dimensions(config):
         return decode(space, config)
     return policy_of(space, config)
 
@@ -114,7 +99,7 @@ def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
 
 def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
     """Fault-injection hook for tests: kill this worker process once, after epoch 1."""
-    marker = config.get(CRASH_ONCE_KEY)
+    marker = decode_trial(config).crash_once
     if marker and epoch == 1 and not os.path.exists(marker):
         with open(marker, "w", encoding="utf-8") as f:
             f.write(json.dumps(policy_config(config)))
@@ -142,8 +127,9 @@ def run_trial(
     from children.train import reward_from_history, train_child
 
     space, reward = ctx.space, ctx.space.reward
-    if config.get(FOLD_KEY) is not None:  # a density-matching fold model: its fold's data
-        splits, reward = fold_splits(ctx, splits, int(config[FOLD_KEY]))
+    fold = decode_trial(config).fold
+    if fold is not None:  # a density-matching fold model: its fold's data
+        splits, reward = fold_splits(ctx, splits, fold)
     cfg = policy_config(config)
     schedule = list(restored.schedule) if restored else []
     start = restored.state.epoch if restored and restored.state is not None else 0
@@ -248,7 +234,7 @@ def run_density_trial(config: dict[str, Any], ctx: TrialContext, splits: Any,
 def _schedule(ctx: TrialContext, config: dict[str, Any],
               recorded: list[tuple[int, dict[str, Any]]]) -> Callable[[int], Policy] | None:
     """The policy per epoch: a PBT schedule being recorded or one being replayed, else None."""
-    replay = config.get(SCHEDULE_KEY)
+    replay = decode_trial(config).schedule
     if replay:
         return schedule_policies(ctx.space, [(int(start), cfg) for start, cfg in replay])
     return schedule_policies(ctx.space, recorded) if ctx.record_schedule else None

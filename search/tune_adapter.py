@@ -26,16 +26,23 @@ from search.errors import SearchError
 from search.events import SearchListener
 from search.strategies import Strategy
 from search.trial import (
-    REPLICATE_KEY,
     Checkpointed,
     TrialContext,
     run_cohort,
     run_density_trial,
     run_trial,
 )
+from search.trials.config import (
+    TrialConfig,
+    cohort_config,
+    decode,
+    encode,
+    fixed_runs,
+    flat,
+    with_fields,
+)
 
 METRIC, MODE = "reward", "max"
-FIXED_KEY = "_run"  # a fixed run's whole config, as one grid value
 EXPERIMENT = "tune"
 STATE_FILE = "trial_state.pkl"
 WORKER_ENV = {
@@ -270,7 +277,7 @@ def density_trainable(config: dict[str, Any], ctx: TrialContext, splits: Any,
                       folds: Any) -> None:
     """Density matching's trainable: one scoring pass with the fold models (from the object
     store), one report, no checkpoint (there is nothing to resume within a trial)."""
-    result = run_density_trial(flat_config(config), ctx, splits, folds)
+    result = run_density_trial(flat(config), ctx, splits, folds)
     tune.report({**result, "node_id": current_node_id()})
 
 
@@ -279,12 +286,12 @@ def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
     reporting every epoch."""
     from children.train import DivergedError
 
-    configs = cohort.members(flat_config(config))
+    configs = cohort.members(flat(config))
     if configs is not None:  # members diverge alone: a cohort reports them, never raises
         run_cohort(configs, ctx, splits, report=report_epoch, restored=load_checkpoint())
         return
     try:
-        run_trial(flat_config(config), ctx, splits, report=report_epoch,
+        run_trial(flat(config), ctx, splits, report=report_epoch,
                   restored=load_checkpoint())
     except DivergedError as err:
         # A diverging child is a failed trial, not a crash to retry: report it and go on.
@@ -326,7 +333,7 @@ def _searcher(plan: TunePlan) -> Searcher:
     from ray.tune.search.optuna import OptunaSearch
 
     from search.compile import define_by_run
-    from search.references import BASE, REFERENCE_KEY, identity_config, reference_policies
+    from search.references import BASE, identity_config, reference_policies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -337,19 +344,19 @@ def _searcher(plan: TunePlan) -> Searcher:
                          points_to_evaluate=[identity] if identity else None)
     if not plan.references:
         return _ReferencesFirst(inner, [], set())
-    refs = [{REFERENCE_KEY: name} for name in reference_policies(space)]
+    refs = [encode(TrialConfig(reference=name)) for name in reference_policies(space)]
     told = {BASE} if identity else set()
     return _ReferencesFirst(inner, refs, told)
 
 
 def _population(plan: TunePlan) -> list[dict[str, Any]]:
     from search.pbt import initial_population
-    from search.references import BASE, REFERENCE_KEY, identity_config
+    from search.references import BASE, identity_config
 
     population = initial_population(plan.ctx.space, plan.trials, plan.seed)
     identity = identity_config(plan.ctx.space) if plan.references else None
     if identity and population:  # PBA starts from the base; so does one member here
-        population[0] = {**population[0], **identity, REFERENCE_KEY: BASE}
+        population[0] = with_fields({**population[0], **identity}, reference=BASE)
     return [{**member, **plan.extra_config} for member in population]
 
 
@@ -376,12 +383,10 @@ class _ReferencesFirst(Searcher):
         return self.inner.set_max_concurrency(max_concurrent)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        from search.references import REFERENCE_KEY
-
         if not self.pending:
             return self.inner.suggest(trial_id)
         ref = self.pending.pop(0)
-        if ref[REFERENCE_KEY] in self.told:
+        if decode(ref).reference in self.told:
             config = self.inner.suggest(trial_id)
             return None if config is None else {**config, **ref}
         self.own.add(trial_id)
@@ -431,7 +436,7 @@ class _Cohorts(Searcher):
             return None
         self.left -= len(configs)
         self.ids[trial_id] = ids
-        return {cohort.COHORT_KEY: configs}
+        return cohort_config(configs)
 
     def _members(self, trial_id: str, result: dict[str, Any] | None
                  ) -> list[tuple[str, dict[str, Any] | None]]:
@@ -527,24 +532,16 @@ def _param_space(plan: TunePlan) -> dict[str, Any]:
     if plan.configs is not None:
         size = _cohort_size(plan)
         runs = ([dict(c) for c in plan.configs] if size == 1 else
-                cohort.pack(plan.configs, size, REPLICATE_KEY))
-        return {FIXED_KEY: tune.grid_search(runs), **plan.extra_config}
+                cohort.pack(plan.configs, size))
+        return {**fixed_runs(tune.grid_search(runs)), **plan.extra_config}
     if not plan.strategy.population_based:
         return dict(plan.extra_config)
     from search.compile import flat_dimensions
-    from search.references import BASE, REFERENCE_KEY
+    from search.references import BASE
 
     dims = {d.name: tune.choice(list(d.choices)) if d.categorical else tune.uniform(d.low, d.high)
             for d in flat_dimensions(plan.ctx.space)}
-    return {**dims, REFERENCE_KEY: tune.choice(["", BASE]), **plan.extra_config}
-
-
-def flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config with a fixed run's entries lifted to the top level."""
-    if FIXED_KEY not in config:
-        return dict(config)
-    rest = {k: v for k, v in config.items() if k != FIXED_KEY}
-    return {**config[FIXED_KEY], **rest}
+    return {**with_fields(dims, reference=tune.choice(["", BASE])), **plan.extra_config}
 
 
 # ---------------------------------------------------------------- events and running
@@ -592,7 +589,7 @@ class _Events(Callback):
 def _trials(trial: Any, result: dict[str, Any] | None
             ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """The trials a Tune trial stands for (a cohort's members, or itself), with their results."""
-    return cohort.expand(trial.trial_id, flat_config(trial.config), dict(result or {}))
+    return cohort.expand(trial.trial_id, flat(trial.config), dict(result or {}))
 
 
 def _error_text(trial: Any) -> str:
@@ -700,7 +697,7 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
         metrics = dict(res.metrics or {})
         tune_status = getattr(trial, "status", "TERMINATED")
         trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
-        config = flat_config(res.config or {})
+        config = flat(res.config or {})
         whole = cohort.members(config) is None  # a cohort's checkpoint is no member's
         for tid, mine_config, mine in cohort.expand(trial_id, config, metrics):
             status = _status(tune_status, mine, res.error, last_epoch)

@@ -13,6 +13,7 @@ from ray.tune.search import Searcher
 from search import cohort
 from search.api import search
 from search.errors import SearchError
+from search.trials.config import TrialConfig, cohort_config, decode, encode
 from search.tune_adapter import _Cohorts
 
 
@@ -41,8 +42,8 @@ def test_each_member_is_a_trial_of_the_wrapped_searcher() -> None:
     inner = _Recorder()
     outer = _Cohorts(inner, size=3, total=5)
     first, second = outer.suggest("t1"), outer.suggest("t2")
-    assert first == {cohort.COHORT_KEY: [{"n": 1}, {"n": 2}, {"n": 3}]}
-    assert second == {cohort.COHORT_KEY: [{"n": 4}, {"n": 5}]}  # 5 trials in all
+    assert cohort.members(first) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert cohort.members(second) == [{"n": 4}, {"n": 5}]  # 5 trials in all
     assert outer.suggest("t3") is None
     assert inner.suggested == ["t1-0", "t1-1", "t1-2", "t2-0", "t2-1"]
     outer.on_trial_result("t1", cohort.cohort_result(
@@ -57,7 +58,7 @@ def test_each_member_is_a_trial_of_the_wrapped_searcher() -> None:
 
 
 def test_expand_gives_members_their_configs_results_and_tunes_bookkeeping() -> None:
-    config = {cohort.COHORT_KEY: [{"a": 1}, {"a": 2}]}
+    config = cohort_config([{"a": 1}, {"a": 2}])
     result = {"time_total_s": 5.0, "node_id": "n", **cohort.cohort_result(
         [{"reward": 0.5, "epoch": 2}, {"reward": 0.7, "epoch": 2}])}
     members = cohort.expand("t", config, result)
@@ -69,11 +70,11 @@ def test_expand_gives_members_their_configs_results_and_tunes_bookkeeping() -> N
 
 
 def test_fixed_runs_pack_by_replicate() -> None:
-    runs = [{"_replicate": r, "c": c} for r in (1, 2) for c in "abc"]
-    packed = cohort.pack(runs, 2, "_replicate")
-    assert [len(p[cohort.COHORT_KEY]) for p in packed] == [2, 1, 2, 1]
+    runs = [{"c": c, **encode(TrialConfig(replicate=r))} for r in (1, 2) for c in "abc"]
+    packed = [cohort.members(p) for p in cohort.pack(runs, 2)]
+    assert [len(p) for p in packed] == [2, 1, 2, 1]
     for p in packed:
-        assert len({m["_replicate"] for m in p[cohort.COHORT_KEY]}) == 1
+        assert len({decode(m).replicate for m in p}) == 1
 
 
 @pytest.mark.parametrize("searcher, flags, why", [

@@ -12,7 +12,6 @@ import pytest
 from scipy import stats
 
 from search.confirm import (
-    CANDIDATE_KEY,
     Confirmation,
     Measurement,
     candidates,
@@ -22,15 +21,15 @@ from search.confirm import (
     search_margin,
     verdict,
 )
-from search.references import BASE, REFERENCE_KEY
-from search.trial import REPLICATE_KEY, SCHEDULE_KEY
+from search.references import BASE
+from search.trials.config import TrialConfig, decode, encode
 
 
 def row(trial: str, reward: float, audit: float, ref: str = "", status: str = "ok",
         **extra: Any) -> dict[str, Any]:
     config = {"sp0_op0": trial}
     if ref:
-        config = {REFERENCE_KEY: ref}
+        config = encode(TrialConfig(reference=ref))
     return {"trial_id": trial, "reference": ref, "status": status, "reward": reward,
             "audit_accuracy": audit, "config": config, **extra}
 
@@ -60,10 +59,11 @@ def test_the_search_trial_is_no_replicate_every_candidate_trains_fresh_ones():
     assert all(not m.rewards for m in measured.values())  # the search's 0.95 is not reused
     configs = confirm_configs(cands, replicates=2)
     assert len(configs) == 3 * 2  # base, t1, t2 at replicates 1 and 2, none at 0
-    assert {(c[CANDIDATE_KEY], c[REPLICATE_KEY]) for c in configs} == {
+    trials = [decode(c) for c in configs]
+    assert {(t.candidate, t.replicate) for t in trials} == {
         (k, r) for k in ("b", "t1", "t2") for r in (1, 2)}
-    base_runs = [c for c in configs if c[CANDIDATE_KEY] == "b"]
-    assert all(c[REFERENCE_KEY] == BASE for c in base_runs)
+    assert {t.stage for t in trials} == {"confirm"}
+    assert all(t.reference == BASE for t in trials if t.candidate == "b")
 
 
 def test_a_search_without_a_base_run_trains_the_base_at_the_same_fresh_replicates():
@@ -71,7 +71,7 @@ def test_a_search_without_a_base_run_trains_the_base_at_the_same_fresh_replicate
     cands = candidates(rows, top=1, replay=False)
     assert cands[0].key == BASE
     configs = confirm_configs(cands, 2)
-    assert sorted(c[REPLICATE_KEY] for c in configs if c[CANDIDATE_KEY] == BASE) == [1, 2]
+    assert sorted(t.replicate for t in map(decode, configs) if t.candidate == BASE) == [1, 2]
 
 
 def test_pbt_candidates_replay_their_schedule_from_scratch():
@@ -80,9 +80,9 @@ def test_pbt_candidates_replay_their_schedule_from_scratch():
     rows = [row("p1", 0.9, 0.9, schedule=json.dumps(schedule)), row("b", 0.8, 0.8, BASE)]
     cands = candidates(rows, top=1, replay=True)
     configs = confirm_configs(cands, 2)
-    replayed = [c for c in configs if c[CANDIDATE_KEY] == "p1"]
-    assert [c[REPLICATE_KEY] for c in replayed] == [1, 2]  # replicate 0 is not trained at all
-    assert replayed[0][SCHEDULE_KEY] == [[0, {"sp0_op0": "Rotate"}], [3, {"sp0_op0": "Invert"}]]
+    replayed = [t for t in map(decode, configs) if t.candidate == "p1"]
+    assert [t.replicate for t in replayed] == [1, 2]  # replicate 0 is not trained at all
+    assert replayed[0].schedule == [[0, {"sp0_op0": "Rotate"}], [3, {"sp0_op0": "Invert"}]]
 
 
 def _measure(values: dict[str, list[tuple[float, float]]]) -> dict[str, Measurement]:
@@ -203,9 +203,10 @@ def test_confirm_csv_rows_say_which_replicates_estimate_and_which_selected():
 def test_confirmation_results_are_recorded_by_candidate_and_replicate():
     cands = candidates(ROWS, top=1, replay=False)
     measured = measurements(cands)
-    outcomes = [Outcome({CANDIDATE_KEY: "t1", REPLICATE_KEY: 1}, {"reward": 0.9,
-                                                                 "audit_accuracy": 0.8}),
-                Outcome({CANDIDATE_KEY: "b", REPLICATE_KEY: 1}, {"reward": 0.7}, "error")]
+    outcomes = [Outcome(encode(TrialConfig(candidate="t1", replicate=1)),
+                        {"reward": 0.9, "audit_accuracy": 0.8}),
+                Outcome(encode(TrialConfig(candidate="b", replicate=1)), {"reward": 0.7},
+                        "error")]
     record(measured, outcomes)
     assert measured["t1"].rewards == {1: 0.9} and measured["t1"].audits[1] == 0.8
     assert math.isnan(measured["b"].rewards[1])

@@ -14,8 +14,10 @@ import yaml
 from search import confirm, density
 from search.compile import decode, sample_configs
 from search.outputs import leaderboard_rows, write_outputs
-from search.references import BASE, POLICY_KEY, REFERENCE_KEY, policy_of
-from search.trial import TrialContext, policy_config, trial_seeds
+from search.references import BASE, policy_of
+from search.trial import TrialContext, trial_seeds
+from search.trials.config import TrialConfig, encode, policy_config
+from search.trials.config import decode as decode_trial
 from search.tune_adapter import TrialOutcome
 from spaces.policy import policy_from_dict
 from spaces.schema import Space, load_space
@@ -38,7 +40,8 @@ def outcome(trial_id: str, config: dict, folds: list[float], status: str = "ok")
 def outcomes(space: Space) -> list[TrialOutcome]:
     configs = sample_configs(space, 5, seed=1)
     return [
-        outcome("base", {REFERENCE_KEY: BASE}, [0.99, 0.99, 0.99]),  # a reference: never merged
+        # a reference: never merged
+        outcome("base", encode(TrialConfig(reference=BASE)), [0.99, 0.99, 0.99]),
         outcome("a", configs[0], [0.90, 0.10, 0.10]),  # the best of fold 0 only
         outcome("b", configs[1], [0.80, 0.80, 0.20]),
         outcome("c", configs[2], [0.10, 0.70, 0.90]),
@@ -74,7 +77,7 @@ def test_an_explicit_policy_config_names_its_policy_and_its_seed(space, outcomes
     config = density.merged_config(merged)
     assert policy_of(space, config) == merged
     ctx = TrialContext(space, 0)
-    kept = policy_config({**config, "_replicate": 1, "_candidate": "merged"})
+    kept = policy_config({**config, **encode(TrialConfig(replicate=1, candidate="merged"))})
     assert kept == config
     other = density.merged_config(density.merged_policy(space.replace(
         **{"reward.density.top": 1}), outcomes))
@@ -94,8 +97,8 @@ def test_the_merged_policy_is_a_confirmation_candidate_that_survives_a_resume(
     assert policy_of(space, again[1].config) == merged
     runs = confirm.confirm_configs(again, 2)
     # every candidate at the fresh replicates 1..2, as for child training (replicate 0 never)
-    assert len(runs) == 4 * 2 and {r["_replicate"] for r in runs} == {1, 2}
-    assert {policy_of(space, r) for r in runs if r["_candidate"] == "merged"} == {merged}
+    assert len(runs) == 4 * 2 and {decode_trial(r).replicate for r in runs} == {1, 2}
+    assert {policy_of(space, r) for r in runs if decode_trial(r).candidate == "merged"} == {merged}
     single = space.replace(**{"reward.density.final": "single"})
     assert [c.key for c in density.with_proposal(single, confirm.candidates(rows, 3, True),
                                                  merged, 3)] == ["base", "b", "c", "d"]
@@ -120,4 +123,4 @@ def test_unconfirmed_the_merged_policy_is_exported_and_loads_with_albumentations
         assert pipeline(image=image)["image"].shape == shape
     single = space.replace(**{"reward.density.final": "single"})
     assert density.proposal_row(single, merged) is None
-    assert POLICY_KEY not in rows[0]["config"]
+    assert decode_trial(rows[0]["config"]).policy is None

@@ -17,8 +17,9 @@ from search.compile import decode, sample_configs
 from search.confirm import Confirmation, Measurement, candidates, verdict
 from search.evaluate.arms import policy_arm
 from search.outputs import leaderboard_rows, write_outputs
-from search.references import BASE, REFERENCE_KEY
+from search.references import BASE
 from search.trial import schedule_to_json
+from search.trials.config import TrialConfig, encode
 from search.tune_adapter import TrialOutcome
 from spaces.policy import identity_policy, load_policy
 from spaces.schema import Space, load_space
@@ -41,7 +42,7 @@ def leaderboard(space: Space, schedules: bool = False) -> tuple[list[dict[str, A
             result["schedule"] = json.dumps(schedule_to_json(
                 space, [(0, configs[(i + 1) % 4]), (3, config)], EPOCHS))
         outcomes.append(TrialOutcome(f"t{i}", config, result, "ok"))
-    outcomes.append(TrialOutcome("b", {REFERENCE_KEY: BASE},
+    outcomes.append(TrialOutcome("b", encode(TrialConfig(reference=BASE)),
                                  {"reward": 0.7, "audit_accuracy": 0.7, "epoch": EPOCHS}, "ok"))
     return leaderboard_rows(space, outcomes), configs
 

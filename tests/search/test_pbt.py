@@ -13,8 +13,9 @@ import pytest
 from children.datasets import load_dataset, make_splits
 from search.compile import decode, flat_dimensions, sample_configs
 from search.pbt import Explore, initial_population
-from search.references import REFERENCE_KEY
 from search.trial import Checkpointed, TrialContext, run_trial
+from search.trials.config import decode as decode_trial
+from search.trials.config import with_fields
 from spaces.schema import load_space
 
 
@@ -56,12 +57,13 @@ def test_explore_moves_values_by_steps_or_resamples(space):
 
 
 def test_explore_is_seeded_and_clears_the_reference_mark(space):
-    config = {**initial_population(space, 1, seed=2)[0], REFERENCE_KEY: "base"}
+    config = with_fields(initial_population(space, 1, seed=2)[0], reference="base")
     first = [Explore(space, seed=7)(dict(config)) for _ in range(1)]
     again = [Explore(space, seed=7)(dict(config)) for _ in range(1)]
     other = [Explore(space, seed=8)(dict(config)) for _ in range(1)]
     assert first == again and first != other
-    assert first[0][REFERENCE_KEY] == ""
+    assert decode_trial(first[0]).reference == ""
+    assert first[0] != {k: v for k, v in first[0].items() if k != "_reference"}  # written
 
 
 def test_initial_magnitudes_are_rescaled_into_the_op_range_not_clamped(space):

@@ -33,7 +33,6 @@ import numpy as np
 import pytest
 
 from search.confirm import (
-    CANDIDATE_KEY,
     DEFAULT_REPLICATES,
     candidates,
     confirm_configs,
@@ -41,8 +40,8 @@ from search.confirm import (
     record,
     verdict,
 )
-from search.references import BASE, REFERENCE_KEY
-from search.trial import REPLICATE_KEY
+from search.references import BASE
+from search.trials.config import TrialConfig, decode, encode
 
 POLICIES, TOP = 32, 3
 SD_D = 0.0125  # paired difference between two policies at one replicate
@@ -71,14 +70,15 @@ def one_search(rng: np.random.Generator, replicates: int, planted: float = 0.0) 
     reward = mu[:, None] + common[None, :] + rng.normal(0.0, SD_E, (POLICIES, replicates + 1))
     rows = [{"trial_id": f"p{i}", "reference": BASE if i == 0 else "", "status": "ok",
              "reward": float(reward[i, 0]), "audit_accuracy": float(reward[i, 0]),
-             "config": {REFERENCE_KEY: BASE} if i == 0 else {"sp0_op0": f"op{i}"}}
+             "config": encode(TrialConfig(reference=BASE)) if i == 0 else {"sp0_op0": f"op{i}"}}
             for i in range(POLICIES)]
     rows.sort(key=lambda r: -r["reward"])  # a leaderboard, best first
     cands = candidates(rows, top=TOP, replay=False)
     measured = measurements(cands)
     outcomes = []
     for config in confirm_configs(cands, replicates):
-        i, rep = int(config[CANDIDATE_KEY][1:]), int(config[REPLICATE_KEY])
+        trial = decode(config)
+        i, rep = int(trial.candidate[1:]), trial.replicate
         outcomes.append(Outcome(config, {"reward": float(reward[i, rep]),
                                          "audit_accuracy": float(reward[i, rep])}))
     record(measured, outcomes)

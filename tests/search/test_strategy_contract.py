@@ -19,7 +19,7 @@ import pytest
 
 from search.compile import flat_dimensions, slot
 from search.events import SearchListener
-from search.references import REFERENCE_KEY, policy_of
+from search.references import policy_of
 from search.strategies import (
     Strategy,
     get_strategy,
@@ -27,7 +27,8 @@ from search.strategies import (
     strategy_names,
     unregister_strategy,
 )
-from search.trial import Checkpointed, TrialContext, policy_config
+from search.trial import Checkpointed, TrialContext
+from search.trials.config import TrialConfig, decode, dimensions
 from search.tune_adapter import Resources, TunePlan, load_checkpoint, report_epoch, run_search
 from spaces.schema import load_space
 
@@ -150,9 +151,9 @@ def out_of_space(space: Any, config: dict[str, Any]) -> list[str]:
         for j in range(p.ops_per_sub_policy):
             domains.update({f"{slot(i, j)}_{op}_mag": rng for op, rng in ops.items()})
     bad = []
-    for key, value in policy_config(config).items():
-        if key == REFERENCE_KEY:
-            continue
+    if decode(config) not in (TrialConfig(), TrialConfig(reference=decode(config).reference)):
+        bad.append(f"more than a reference arm besides the dimensions: {decode(config)}")
+    for key, value in dimensions(config).items():
         domain = domains.get(key)
         if domain is None:
             bad.append(f"{key}: not a dimension of the space")
@@ -175,7 +176,7 @@ def test_every_suggested_config_lies_in_the_space(runs, name: str) -> None:
         for config in seen.every:
             assert out_of_space(space, config) == [], config
             checked += 1
-            if not config.get(REFERENCE_KEY):
+            if not decode(config).reference:
                 policy = policy_of(space, config)
                 assert len(policy.sub_policies) == space.policy.sub_policies
     assert checked >= 2 * TRIALS
@@ -187,14 +188,14 @@ def test_the_first_trials_are_the_reference_arms(runs, name: str) -> None:
     it) and TrivialAugment; PBT's population holds the base arm as its first member."""
     outcomes = runs[(name, 0)][0][0]
     expected = ["base"] if name == "pbt" else ["base", "trivialaugment"]
-    opening = [o.config.get(REFERENCE_KEY, "") for o in outcomes[:len(expected)]]
+    opening = [decode(o.config).reference for o in outcomes[:len(expected)]]
     if name == "pbt":  # PBT's explore turns an exploited reference into a searched policy
-        assert sum(bool(o.config.get(REFERENCE_KEY)) for o in outcomes) <= 1
+        assert sum(bool(decode(o.config).reference) for o in outcomes) <= 1
     else:
         assert opening == expected
-        assert all(not o.config.get(REFERENCE_KEY) for o in outcomes[len(expected):])
+        assert all(not decode(o.config).reference for o in outcomes[len(expected):])
     seen = runs[(name, 0)][0][2]
-    base = next(c for c in seen.every if c.get(REFERENCE_KEY) == "base")
+    base = next(c for c in seen.every if decode(c).reference == "base")
     assert {v for k, v in base.items() if k.count("_") == 1 and "_op" in k} == {"Identity"}
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 
+from search.trials.config import TrialConfig, encode
 from search.tune_adapter import _Generator, _ReferencesFirst, _Variants
 
 
 def _searcher() -> _ReferencesFirst:
-    return _ReferencesFirst(Searcher(metric="reward", mode="max"), [{"_reference": "base"}],
-                            set())
+    return _ReferencesFirst(Searcher(metric="reward", mode="max"),
+                            [encode(TrialConfig(reference="base"))], set())
 
 
 def _staging(tmp_path: Path) -> Path:
