@@ -78,15 +78,14 @@ def fold_state(job: tuple[Setting, int]) -> dict:
     """Fold k's model of seed 0 (base augmentation only), trained on one thread."""
     import torch
 
-    from children.density import fold_training_splits
+    from children.density import fold_training_splits, held_out_rows
     from children.train import train_child
-    from search.density import held_out_rows
     from spaces.policy import identity_policy
 
     s, k = job
     torch.set_num_threads(1)
     splits = splits_of(s)
-    held = held_out_rows(s.space, splits.train.y, seed=0)[k]
+    held = held_out_rows(s.space.reward.matching(), splits.train.y, seed=0)[k]
     reward = s.space.reward.model_copy(update={"validation": "pool"})
     kept: list = []
     train_child(s.space.child, reward, identity_policy(), fold_training_splits(splits, held),
@@ -96,10 +95,9 @@ def fold_state(job: tuple[Setting, int]) -> dict:
 
 def fold_models(s: Setting, splits, workers: int):
     """The K fold models of seed 0, trained here in `workers` processes."""
-    from children.density import FoldModels
-    from search.density import held_out_rows
+    from children.density import FoldModels, held_out_rows
 
-    rows = held_out_rows(s.space, splits.train.y, seed=0)
+    rows = held_out_rows(s.space.reward.matching(), splits.train.y, seed=0)
     with ProcessPoolExecutor(workers) as pool:
         states = list(pool.map(fold_state, [(s, k) for k in range(len(rows))]))
     return FoldModels.from_states(s.space.child, splits, rows, states)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from spaces.schema import BaseAug, ChildSpec, DensitySpec
 
 __all__ = ["DensityScore", "FoldModel", "FoldModels", "fold_rows", "fold_training_splits",
-           "score_policy"]
+           "held_out_rows", "score_policy"]
 
 CHUNK = 256  # images augmented and classified at once (measured faster than 1024 on CPU)
 _FOLD_STREAM = 11  # seed-sequence key of the fold assignment
@@ -56,6 +56,11 @@ def fold_rows(y: np.ndarray, folds: int, share: float, seed: int) -> list[np.nda
     size = max(1, round(n * share))
     order = stratified_order(y, _derived(seed, _FOLD_STREAM))
     return [np.sort(order[(round(k * n / folds) + np.arange(size)) % n]) for k in range(folds)]
+
+
+def held_out_rows(spec: DensitySpec, y: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The train-split rows each of `spec`'s folds holds out (deterministic from the seed)."""
+    return fold_rows(y, spec.folds, spec.held_out_share(), seed)
 
 
 def fold_training_splits(splits: Splits, held_out: np.ndarray) -> Splits:

@@ -96,6 +96,14 @@ def candidates(rows: list[dict[str, Any]], top: int, replay: bool,
     return [base, *others]
 
 
+def with_proposal(cands: list[Candidate], proposal: Any, top: int) -> list[Candidate]:
+    """The candidates with a reward kind's chosen proposal (`search.rewards.Proposal`, such as
+    density matching's merged policy) right after the base, `top` besides the base in all."""
+    if proposal is None or not proposal.chosen:
+        return cands
+    return [cands[0], Candidate(proposal.key, proposal.config()), *cands[1:]][:top + 1]
+
+
 def _candidate(row: dict[str, Any], replay: bool) -> Candidate:
     schedule = None
     if replay and row.get("schedule"):
@@ -329,4 +337,5 @@ def search_margin(rows: list[dict[str, Any]], best: dict[str, Any]) -> dict[str,
 
 
 __all__ = ["Candidate", "Confirmation", "Measurement", "Verdict", "candidates", "confirm_configs",
-           "fresh_replicates", "measurements", "record", "search_margin", "verdict"]
+           "fresh_replicates", "measurements", "record", "search_margin", "verdict",
+           "with_proposal"]

@@ -19,6 +19,7 @@ import numpy as np
 
 from search.compile import decode
 from search.events import finite
+from search.rewards import reward_kind
 from spaces.schema import Space
 
 TOP_FRACTION = 0.25  # the "top policies" of the op table: this share of the finished trials
@@ -85,7 +86,8 @@ def overfit_diagnostics(rows: list[dict[str, Any]], space: Space,
     ok = [(rw, au, row) for rw, au, row in zip(rewards, audits, rows, strict=True)
           if finite(rw)]
     if finite(best) and finite(best_audit):
-        if _accuracy_reward(space):  # a gap between -NLL and an accuracy would mean nothing
+        # a gap between an accuracy and another figure (density matching's -NLL) means nothing
+        if reward_kind(space).accuracy_reward(space):
             diag.selection_gap = best - best_audit
         diag.audit_regret = max(au for _, au, _ in ok if finite(au)) - best_audit
     paired = [(rw, au) for rw, au, _ in ok if finite(au)]
@@ -101,13 +103,6 @@ def overfit_diagnostics(rows: list[dict[str, Any]], space: Space,
         diag.top_policies = _top_count(len(finished))
         diag.rest_policies = len(finished) - diag.top_policies
     return diag
-
-
-def _accuracy_reward(space: Space) -> bool:
-    """The reward is an accuracy, like the audit accuracy it is compared with (not density
-    matching's -NLL)."""
-    r = space.reward
-    return not r.density_matching or r.matching().score == "accuracy"
 
 
 def _top_count(n: int, top_fraction: float = TOP_FRACTION) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from search.confirm import Confirmation, Verdict, search_margin
 from search.references import BASE, policy_of, reference_of
+from search.rewards import reward_kind
 from search.trial import schedule_to_json
 from search.trials.config import decode, policy_config
 from spaces.policy import Policy, export_albumentations, save_policy
@@ -44,6 +45,7 @@ class SearchResult:
     trials: int = 0  # trials the search asked for
     confirmation: Confirmation | None = None
     interrupted: bool = False  # a later stage (the confirmation) was interrupted
+    exported_text: str = ""  # what was exported in words, when it is no trial (a proposal)
 
     @property
     def complete(self) -> bool:
@@ -73,10 +75,8 @@ class SearchResult:
         """What the user should take away: the winner, and its margin over the base."""
         verdict = self.confirmation.verdict if self.confirmation is not None else None
         prov = self.best_policy.provenance if self.best_policy is not None else {}
-        merged = prov.get("merged_from")
         if verdict is None:
-            what = (f"merged policy of trials {', '.join(merged)} (the top "
-                    f"{prov.get('top_per_fold')} of each fold)" if merged else
+            what = (self.exported_text or
                     f"best reward {self.best_reward:.4f} (trial {self.best_trial})")
             head = [f"{what}, not confirmed (--confirm 0): one seed cannot tell a winner from "
                     f"noise"]
@@ -153,20 +153,21 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
 
 def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], output: Path,
                   trials: int, confirmation: Confirmation | None = None,
-                  proposal: dict[str, Any] | None = None) -> SearchResult:
+                  proposal: Any = None) -> SearchResult:
     """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt), and with a
     confirmation stage confirm.csv.
 
     Confirmed, the exported policy is the best candidate only when its margin over the base has
     a corrected interval above 0 (`Verdict.significant`), else the base; the best candidate is
     then still written as candidate_policy.json/.yaml (candidate_schedule.json for pbt) with
-    its margin. Unconfirmed, it is `proposal` (a row naming a policy that is no trial's: density
-    matching's merged policy) or the best reward."""
+    its margin. Unconfirmed, it is the reward kind's chosen `proposal` (`search.rewards.Proposal`,
+    a policy that is no trial's: density matching's merged policy) or the best reward."""
     output.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
     if confirmation is not None:
         files["confirm.csv"] = _write_csv(confirmation.rows(), output / "confirm.csv")
-    best = _chosen(rows, confirmation, proposal)
+    proposed = _proposal_row(proposal)
+    best = _chosen(rows, confirmation, proposed)
     if best is None:
         return SearchResult(None, float("nan"), "", rows, output, files, trials=trials,
                             confirmation=confirmation)
@@ -178,8 +179,9 @@ def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], outpu
         row = _row(rows, verdict.best)
         _export(space, row, _provenance(space, searcher, row, rows, verdict), output, files,
                 (CANDIDATE, CANDIDATE_SCHEDULE), pbt)
+    text = proposal.text if proposed is not None and best is proposed else ""
     return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule,
-                        trials, confirmation)
+                        trials, confirmation, exported_text=text)
 
 
 def _export(space: Space, row: dict[str, Any], provenance: dict[str, Any], output: Path,
@@ -208,13 +210,22 @@ def _provenance(space: Space, searcher: str, row: dict[str, Any], rows: list[dic
                 verdict: Verdict | None) -> dict[str, Any]:
     """Where a written policy came from, and (confirmed) the verdict and why the exported
     policy is what it is; unconfirmed, its one-seed margin over the base arm."""
-    kind = {"reward_kind": space.reward.kind} if space.reward.density_matching else {}
+    kind = reward_kind(space).provenance(space)
     out = {"space": space.name, "searcher": searcher, **kind, "trial": row["trial_id"],
            "reward": _rounded(row["reward"]), "audit_accuracy": _rounded(row["audit_accuracy"])}
     if verdict is not None:
         return {**out, **verdict.provenance(), "why": verdict.text()}
     base = reference_of(row["config"]) == BASE
     return {**out, **search_margin(rows, row), "exported": "base" if base else "candidate"}
+
+
+def _proposal_row(proposal: Any) -> dict[str, Any] | None:
+    """The row to export when nothing is confirmed: a chosen proposal's (None: the best
+    trial's)."""
+    if proposal is None or not proposal.chosen:
+        return None
+    return {"trial_id": proposal.key, "reward": math.nan, "audit_accuracy": math.nan,
+            "config": proposal.config(), "schedule": None}
 
 
 def _chosen(rows: list[dict[str, Any]], confirmation: Confirmation | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from search.compile import count_dimensions, sample_policies
 from search.prepare import Prepared
+from search.rewards import reward_kind
 from spaces.schema import Space
 
 
@@ -36,8 +37,8 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         "  batch ops " + (", ".join(
             f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in p.batch_ops.model_dump().items() if v)
             or "none"),
-        *_reward_lines(space),
-        f"  arms      {references_text(space, searcher)}",
+        *reward_kind(space).summary_lines(space),
+        f"  arms      {references_text(space, prepared.strategy.population_based)}",
         f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
@@ -60,32 +61,20 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
     return "\n".join(lines)
 
 
-def reward_text(space: Space) -> str:
-    """How a trial's reward is measured, in one line."""
-    r = space.reward
-    which = "last" if r.epochs == "last" else "best"
-    data = ("the whole validation pool (the same images for every trial)"
-            if r.validation == "pool" else f"a fresh sample of {r.val_sample_size} per trial")
-    seeds = ("common random numbers: every trial starts from the same weights, batch order and "
-             "dropout" if r.common_random_numbers else "independent seeds per trial")
-    return f"mean {r.metric} of the {which} {r.last_epochs} epochs on {data}; {seeds}"
-
-
-def references_text(space: Space, searcher: str) -> str:
+def references_text(space: Space, population_based: bool) -> str:
     """The reference arms the search opens with."""
     from search.references import reference_policies
 
     names = list(reference_policies(space))
-    if searcher == "pbt":
+    if population_based:
         return "base (crop/flip) as one member of the starting population"
     return "the first trials are the reference arms: " + ", ".join(names)
 
 
 def confirm_text(space: Space) -> str:
     s = space.search
-    if space.reward.density_matching:
-        spec = space.reward.matching()
-        proposal = "the merged policy" if spec.final == "merged" else "the best trial"
+    proposal = reward_kind(space).proposal_text(space)
+    if proposal is not None:
         if s.confirm == 0:
             return f"off: {proposal} is exported, unconfirmed"
         return (f"the base, {proposal} and the next best policies ({s.confirm} besides the "
@@ -101,26 +90,3 @@ def confirm_text(space: Space) -> str:
 def _export_rule(k: int) -> str:
     return (f"the best fresh mean is exported only if its margin over the base has a "
             f"simultaneous 95% interval (Bonferroni over {k}) above 0, else the base")
-
-
-def _reward_lines(space: Space) -> list[str]:
-    """The reward kind, and for density matching the fold plan."""
-    r = space.reward
-    if not r.density_matching:
-        return [f"  reward    child_training: {reward_text(space)}"]
-    spec, d, c = r.matching(), space.dataset, space.child
-    held = spec.held_out_size(d.train_size)
-    score = "accuracy" if spec.score == "accuracy" else "-NLL of the true class"
-    final = (f"merge of the top {spec.top} policies of each fold" if spec.final == "merged"
-             else "the single best policy")
-    return [
-        f"  reward    density_matching (Fast AutoAugment): {score} of each fold model on its "
-        f"held-out images under the policy ({spec.copies} augmented copies each), mean over "
-        f"folds; no child is trained per trial",
-        f"  folds     {spec.folds} fold models ({c.model}, {c.epochs} epochs, base augmentation "
-        f"only), each trained once before the search on {d.train_size - held} of the "
-        f"{d.train_size} train images and scoring the other {held}; {spec.folds} trainings "
-        f"with the search's resources, resumable",
-        f"  final     {final}; audit accuracy: the fold models on the {d.audit_size} audit "
-        f"images under the policy",
-    ]

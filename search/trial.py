@@ -17,8 +17,8 @@ import numpy as np
 
 from search.compile import decode
 from search.references import policy_of
+from search.trials.config import cohort_members, dimensions, policy_config, seed_config
 from search.trials.config import decode as decode_trial
-from search.trials.config import dimensions, policy_config, seed_config
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
 
@@ -106,13 +106,29 @@ def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
         os._exit(1)
 
 
-def run_trial(
-    config: dict[str, Any],
-    ctx: TrialContext,
-    splits: Any,
-    report: Callable[[dict[str, Any], Checkpointed], None],
-    restored: Checkpointed | None = None,
-) -> Any:
+Report = Callable[[dict[str, Any], "Checkpointed | None"], None]  # metrics, checkpoint or None
+
+
+def run_child(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Report,
+              restored: Checkpointed | None = None, reward: Any = None) -> Any:
+    """A trial of child training (`reward.kind: child_training`, the trial the Tune adapter
+    runs by default): a cohort's members trained together (`run_cohort`), or one child
+    (`run_trial`, scored by `reward`, default the space's). A diverging child is a failed trial,
+    not a crash to retry: it reports reward NaN and status `diverged` without a checkpoint."""
+    from children.train import DivergedError
+
+    members = cohort_members(config)
+    if members is not None:  # members diverge alone: a cohort reports them, never raises
+        return run_cohort(members, ctx, splits, report, restored)
+    try:
+        return run_trial(config, ctx, splits, report, restored, reward)
+    except DivergedError as err:
+        report({"reward": float("nan"), "status": "diverged", "error": str(err)}, None)
+        return None
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Report,
+              restored: Checkpointed | None = None, reward: Any = None) -> Any:
     """Train one child under the config's policy, calling `report` after every epoch.
 
     Every report carries the reward so far (the final reward at the last epoch), so schedulers
@@ -126,10 +142,7 @@ def run_trial(
     """
     from children.train import reward_from_history, train_child
 
-    space, reward = ctx.space, ctx.space.reward
-    fold = decode_trial(config).fold
-    if fold is not None:  # a density-matching fold model: its fold's data
-        splits, reward = fold_splits(ctx, splits, fold)
+    space, reward = ctx.space, reward or ctx.space.reward
     cfg = policy_config(config)
     schedule = list(restored.schedule) if restored else []
     start = restored.state.epoch if restored and restored.state is not None else 0
@@ -155,13 +168,8 @@ def run_trial(
     )
 
 
-def run_cohort(
-    configs: list[dict[str, Any]],
-    ctx: TrialContext,
-    splits: Any,
-    report: Callable[[dict[str, Any], Checkpointed], None],
-    restored: Checkpointed | None = None,
-) -> list[Any]:
+def run_cohort(configs: list[dict[str, Any]], ctx: TrialContext, splits: Any, report: Report,
+               restored: Checkpointed | None = None) -> list[Any]:
     """Train a cohort's members together (`children.cohort`), reporting every epoch one result
     holding each member's metrics (as `run_trial` reports them) and one checkpoint of all.
 
@@ -197,38 +205,6 @@ def run_cohort(
         ctx.space.child, reward, [policy_of(ctx.space, c) for c in configs], splits, seed=seed,
         aug_seeds=[aug for _, aug in seeds], threads=ctx.threads, on_epoch=on_epoch,
         states=restored.state if restored else None)
-
-
-def fold_splits(ctx: TrialContext, splits: Any, k: int) -> tuple[Any, Any]:
-    """Fold k's training data (the train split without its held-out rows, which become its
-    validation pool) and the reward spec that scores it on the whole of that pool."""
-    from children.density import fold_training_splits
-    from search.density import held_out_rows
-
-    rows = held_out_rows(ctx.space, splits.train.y, ctx.search_seed)[k]
-    return (fold_training_splits(splits, rows),
-            ctx.space.reward.model_copy(update={"validation": "pool"}))
-
-
-def run_density_trial(config: dict[str, Any], ctx: TrialContext, splits: Any,
-                      folds: Any) -> dict[str, Any]:
-    """Score one policy by density matching with the trained fold models (no training): the
-    one result the trial reports. Under common random numbers every policy is augmented from
-    the same draws (the common seed), so scores differ by the policy."""
-    from children.density import score_policy
-
-    space = ctx.space
-    seed, aug_seed = trial_seeds(ctx, config)
-    score = score_policy(policy_of(space, config), folds, splits, space.reward.matching(),
-                         space.child.base_augmentation, seed=seed, threads=ctx.threads,
-                         augmentation=space.child.augmentation)
-    return {"epoch": 1, "reward": score.reward, "val_accuracy": score.accuracy,
-            "val_nll": score.nll, "audit_accuracy": score.audit_accuracy,
-            "fold_rewards": score.fold_rewards, "images_per_s": score.images / score.seconds,
-            "score_seconds": score.seconds, "score_cpu_seconds": score.cpu_seconds,
-            "common_seed": seed, "aug_seed": aug_seed,
-            "tags": {"fold_rewards": " ".join(f"{v:.4f}" for v in score.fold_rewards),
-                     "augmentation": score.augmentation}}
 
 
 def _schedule(ctx: TrialContext, config: dict[str, Any],

@@ -25,13 +25,7 @@ from search import cohort
 from search.errors import SearchError
 from search.events import SearchListener
 from search.strategies import Strategy
-from search.trial import (
-    Checkpointed,
-    TrialContext,
-    run_cohort,
-    run_density_trial,
-    run_trial,
-)
+from search.trial import Checkpointed, TrialContext, run_child
 from search.trials.config import (
     TrialConfig,
     cohort_config,
@@ -85,13 +79,17 @@ class TunePlan:
     early_stop: bool = False
     max_failures: int = 2
     extra_config: dict[str, Any] = field(default_factory=dict)
-    trainable: Callable[..., None] | None = None  # default: `trainable` below (tests swap it)
+    trial: Callable[..., Any] | None = None  # how a trial scores its policy, without Ray (a
+    # reward kind's `trial`; default `search.trial.run_child`), run by `trainable` below
+    trainable: Callable[..., None] | None = None  # in place of `trainable` (tests swap it)
     references: bool = True  # the first trials are the reference arms (search.references)
     configs: list[dict[str, Any]] | None = None  # fixed configs to run instead of searching
     name: str = "tune"  # the Tune experiment's name under `storage`
     shared: dict[str, Any] = field(default_factory=dict)  # more trainable arguments, put in
     # Ray's object store once (density matching's fold models)
     epochs: int | None = None  # epochs a finished trial has reported (default child.epochs)
+    cohort: int | None = None  # members per Tune trial (default: the space's search.cohort
+    # for our trainable, 1 for one swapped in)
 
 
 # ---------------------------------------------------------------- Ray lifecycle and resources
@@ -258,9 +256,13 @@ def load_checkpoint() -> Checkpointed | None:
         return pickle.load(f)
 
 
-def report_epoch(metrics: dict[str, Any], saved: Checkpointed) -> None:
-    """Report one epoch's metrics to Tune with a checkpoint of the trial's state."""
+def report_epoch(metrics: dict[str, Any], saved: Checkpointed | None) -> None:
+    """Report one epoch's metrics to Tune with a checkpoint of the trial's state (none for a
+    trial with nothing to resume, such as a one-report trial or a diverged child)."""
     metrics = {**metrics, "node_id": current_node_id()}
+    if saved is None:
+        tune.report(metrics)
+        return
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, STATE_FILE), "wb") as f:
             pickle.dump(saved, f)
@@ -273,30 +275,13 @@ def final_state(outcome: TrialOutcome) -> Checkpointed:
         return pickle.load(f)
 
 
-def density_trainable(config: dict[str, Any], ctx: TrialContext, splits: Any,
-                      folds: Any) -> None:
-    """Density matching's trainable: one scoring pass with the fold models (from the object
-    store), one report, no checkpoint (there is nothing to resume within a trial)."""
-    result = run_density_trial(flat(config), ctx, splits, folds)
-    tune.report({**result, "node_id": current_node_id()})
-
-
-def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
-    """The Tune function trainable: one child training (or one cohort's, `search.cohort`),
-    reporting every epoch."""
-    from children.train import DivergedError
-
-    configs = cohort.members(flat(config))
-    if configs is not None:  # members diverge alone: a cohort reports them, never raises
-        run_cohort(configs, ctx, splits, report=report_epoch, restored=load_checkpoint())
-        return
-    try:
-        run_trial(flat(config), ctx, splits, report=report_epoch,
-                  restored=load_checkpoint())
-    except DivergedError as err:
-        # A diverging child is a failed trial, not a crash to retry: report it and go on.
-        tune.report({METRIC: float("nan"), "status": "diverged", "error": str(err),
-                     "node_id": current_node_id()})
+def trainable(config: dict[str, Any], ctx: TrialContext, splits: Any,
+              trial: Callable[..., Any] | None = None, **shared: Any) -> None:
+    """The Tune function trainable: the plan's trial (a reward kind's; by default one child
+    training, or one cohort's, `search.trial.run_child`), reporting through Tune, resumed from
+    its last checkpoint after a retry, a restore or a PBT exploit."""
+    run = trial or run_child
+    run(flat(config), ctx, splits, report=report_epoch, restored=load_checkpoint(), **shared)
 
 
 # ---------------------------------------------------------------- strategies -> Tune objects
@@ -321,8 +306,10 @@ def _search_alg(plan: TunePlan) -> Any:
 
 
 def _cohort_size(plan: TunePlan) -> int:
-    """Members per Tune trial: the space's `search.cohort` for child trainings (never for
-    density matching's fold models, which `search.prepare` keeps at 1 anyway)."""
+    """Members per Tune trial: the plan's, else the space's `search.cohort` for our trainable
+    (a reward kind whose trial is no child training sets 1)."""
+    if plan.cohort is not None:
+        return plan.cohort
     return plan.ctx.space.search.cohort if plan.trainable is None else 1
 
 
@@ -614,10 +601,11 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
-    wrapped = tune.with_resources(
-        tune.with_parameters(plan.trainable or trainable, ctx=plan.ctx, splits=plan.splits,
-                             **plan.shared),
-        {"cpu": plan.resources.cpus, "gpu": plan.resources.gpus})
+    params = {"ctx": plan.ctx, "splits": plan.splits, **plan.shared}
+    if plan.trainable is None and plan.trial is not None:
+        params["trial"] = plan.trial
+    wrapped = tune.with_resources(tune.with_parameters(plan.trainable or trainable, **params),
+                                  {"cpu": plan.resources.cpus, "gpu": plan.resources.gpus})
     path = experiment_path(plan.storage, plan.name)
     if resume:
         if not can_resume(plan.storage, plan.name):

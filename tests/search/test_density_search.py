@@ -121,14 +121,16 @@ def _refuse(*args, **kwargs):
 
 
 def guarded(config, ctx, splits, folds) -> None:
-    """The density-matching trainable in a worker where any child training raises."""
+    """The Tune trainable running density matching's trial, in a worker where any child
+    training raises."""
     import children.train
-    from search.tune_adapter import density_trainable
+    from search.rewards.density_matching import score_trial
+    from search.tune_adapter import trainable
 
     saved = children.train.train_child, children.train._Run.train_epoch
     children.train.train_child = children.train._Run.train_epoch = _refuse
     try:
-        density_trainable(config, ctx, splits, folds)
+        trainable(config, ctx, splits, trial=score_trial, folds=folds)
     finally:  # the worker is reused by other tests' trials
         children.train.train_child, children.train._Run.train_epoch = saved
 
@@ -136,12 +138,12 @@ def guarded(config, ctx, splits, folds) -> None:
 def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
         ray_session, tmp_path: Path) -> None:
     from children.datasets import load_dataset, make_splits
-    from children.density import FoldModels, fold_training_splits
+    from children.density import FoldModels, fold_training_splits, held_out_rows
     from children.train import train_child
-    from search import density
     from search.events import SearchListener
+    from search.rewards.density_matching import score_trial, search_plan
     from search.strategies import get_strategy
-    from search.trial import TrialContext, run_density_trial
+    from search.trial import TrialContext
     from search.tune_adapter import Resources, TunePlan, run_search
     from spaces.policy import identity_policy
 
@@ -149,7 +151,7 @@ def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
     space = dm_space().replace(**{"dataset.train_size": 90, "child.epochs": 4,
                                   "reward.last_epochs": 1})
     splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
-    rows = density.held_out_rows(space, splits.train.y, seed=0)
+    rows = held_out_rows(space.reward.matching(), splits.train.y, seed=0)
     states = []
     for held in rows:
         kept = []
@@ -161,11 +163,11 @@ def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
     ctx = TrialContext(space, 0, threads=1)
     plan = TunePlan(ctx=ctx, splits=splits, strategy=get_strategy("random"),
                     resources=Resources(1, 0), trials=4, concurrency=2, storage=tmp_path, seed=0)
-    plan = density.search_plan(plan, models)
+    plan = search_plan(plan, models)  # what the kind's `prepare` returns after the fold stage
     outcomes = run_search(dataclasses.replace(plan, trainable=guarded), [SearchListener()])
     assert [o.status for o in outcomes] == ["ok"] * 4, [o.error for o in outcomes]
     for o in outcomes:  # the same score as these fold models give here, in this process
-        expected = run_density_trial(o.config, ctx, splits, models)
+        expected = score_trial(o.config, ctx, splits, lambda *_: None, folds=models)
         assert o.result["reward"] == expected["reward"]
         assert o.result["fold_rewards"] == expected["fold_rewards"]
         assert o.result["audit_accuracy"] == expected["audit_accuracy"]
