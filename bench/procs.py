@@ -1,31 +1,48 @@
-"""This process and its descendants (Ray's processes, its workers), read from /proc, and a
-background thread that samples them: where the benches' CPU-time and memory figures come from."""
+"""This process and its descendants (Ray's processes, its workers), found and read with psutil,
+and a background thread that samples them: where the benches' CPU-time and memory figures come
+from."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
-
-def children(pid: int) -> list[int]:
-    """The direct children of `pid` (none if it has exited)."""
-    kids: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            kids.extend(int(c) for c in (task / "children").read_text().split())
-    except (OSError, ValueError):
-        pass
-    return kids
+import psutil
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and every descendant, parents first."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children(pid))
-    return out
+    """`root` and every descendant, parents first (none if `root` has exited)."""
+    try:
+        return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of `pid` (not of its children); None if it cannot be read."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of `pid` in MB (shared pages split among their users); 0 if it
+    cannot be read."""
+    try:
+        return psutil.Process(pid).memory_full_info().pss / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def command(pid: int) -> str | None:
+    """The first word of `pid`'s command line (Ray renames its workers `ray::...`); None if
+    it cannot be read."""
+    try:
+        words = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+    return words[0] if words else ""
 
 
 class Sampler:

@@ -45,7 +45,7 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procs import Sampler, process_tree  # noqa: E402
+from bench.procs import Sampler, cpu_seconds, process_tree  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
@@ -53,7 +53,6 @@ SECTION = "Search cost: density matching vs child training"
 CIFAR = SHARED / "cifar10_small.npz"
 PROJECTED_TRIALS = 200
 TARGET = 20.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- CPU time of the process tree
@@ -71,11 +70,9 @@ class TreeCPU(Sampler):
     def sample(self) -> None:
         found = {}
         for pid in process_tree(os.getpid()):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[pid] = (int(fields[11]) + int(fields[12])) / TICK
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                found[pid] = seconds
         with self.lock:
             for pid, seconds in found.items():
                 self.seen[pid] = max(seconds, self.seen.get(pid, 0.0))

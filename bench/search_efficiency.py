@@ -28,18 +28,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procs import Sampler, process_tree  # noqa: E402
+from bench.procs import Sampler, command, process_tree, pss_mb  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
-
-
-def _pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _kind(pid: int) -> str:
@@ -47,11 +37,8 @@ def _kind(pid: int) -> str:
     own processes: raylet, GCS, agents, ...)."""
     if pid == os.getpid():
         return "driver"
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return "ray"
-    return "worker" if cmdline.startswith("ray::") else "ray"
+    first = command(pid)
+    return "worker" if first is not None and first.startswith("ray::") else "ray"
 
 
 class PeakMemory(Sampler):
@@ -69,7 +56,7 @@ class PeakMemory(Sampler):
         by_kind: dict[str, tuple[float, int]] = {}
         for pid in process_tree(os.getpid()):
             mb, count = by_kind.get(_kind(pid), (0.0, 0))
-            by_kind[_kind(pid)] = (mb + _pss_mb(pid), count + 1)
+            by_kind[_kind(pid)] = (mb + pss_mb(pid), count + 1)
         total = sum(mb for mb, _ in by_kind.values())
         if total > self.peak:
             self.peak, self.at_peak = total, by_kind

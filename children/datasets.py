@@ -31,11 +31,14 @@ from children.sources import (
 if TYPE_CHECKING:
     from spaces.schema import DatasetSpec
 
-__all__ = ["Arrays", "DataError", "ImageData", "Splits", "load_dataset", "make_splits",
-           "stratified_order", "default_cache_dir"]
+__all__ = ["Arrays", "DataError", "ImageData", "Splits", "check_classes", "load_dataset",
+           "make_splits", "stratified_order", "default_cache_dir"]
 
 TEST_FRACTION = 1 / 6  # test share carved (seed 0) from data without a test split: digits, folders
 _TEST_SEED = 0
+# A split with at least this many images per declared class must hold every class: a stratified
+# draw that large includes each class of the data, but for one far rarer than the others.
+EVERY_CLASS_PER_CLASS = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class ImageData:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    origin: str = ""  # where it was read from (a path or a built-in name), for messages
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def _checked(raw: Raw, origin: str, spec: DatasetSpec) -> ImageData:
         y_test = _labels(raw.y_test, "y_test", origin, len(x_test), spec.num_classes)
     names = raw.class_names or [str(i) for i in range(spec.num_classes)]
     return ImageData(_fit(x_train, "x_train", origin, spec), y_train,
-                     _fit(x_test, "x_test", origin, spec), y_test, names)
+                     _fit(x_test, "x_test", origin, spec), y_test, names, origin)
 
 
 def _images(x: np.ndarray, key: str, origin: str) -> np.ndarray:
@@ -160,10 +164,17 @@ def _labels(y: np.ndarray, key: str, origin: str, n: int, num_classes: int) -> n
         raise DataError(f"{origin}: {x_key} has {n} images but {key} has {len(y)} labels; give "
                         f"one label per image")
     low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= num_classes:
+    if low < 0:
+        raise DataError(f"{origin}: {key} has negative labels ({int((y < 0).sum())} below 0, the "
+                        f"lowest {low}); labels must be class ids 0..{num_classes - 1} "
+                        f"(dataset.num_classes {num_classes}); relabel them, or drop the images "
+                        f"labelled below 0 (-1 often marks 'unlabelled')")
+    if high >= num_classes:
+        fix = (f"subtract 1 from the labels (they look 1-based: {low}..{high})"
+               if low == 1 and high == num_classes else "fix the labels")
         raise DataError(f"{origin}: {key} has labels in [{low}, {high}] but the space's "
-                        f"dataset.num_classes is {num_classes} (ids 0..{num_classes - 1}); fix the "
-                        f"labels or set dataset.num_classes to {max(high + 1, num_classes)}")
+                        f"dataset.num_classes is {num_classes} (ids 0..{num_classes - 1}); {fix} "
+                        f"or set dataset.num_classes to {high + 1}")
     return y.astype(np.int64)
 
 
@@ -234,3 +245,56 @@ def make_splits(data: ImageData, spec: DatasetSpec, seed: int) -> Splits:
         parts.append(Arrays(data.x_train[chosen], data.y_train[chosen]))
         start += size
     return Splits(parts[0], parts[1], parts[2], Arrays(data.x_test, data.y_test), spec.num_classes)
+
+
+def check_classes(data: ImageData, splits: Splits, spec: DatasetSpec) -> None:
+    """Refuse a split that holds fewer classes than `spec.num_classes` declares.
+
+    Every class must have images in the data a split is drawn from (`y_train` for the train
+    split, validation pool and audit set; `y_test` for the test set): a child trained or scored
+    on fewer classes measures nothing (labels all of one class give every trial reward 1.0).
+    A split of at least `EVERY_CLASS_PER_CLASS` images per class must also hold every class;
+    a smaller one may miss some by chance. Raises DataError naming the split, the classes present
+    and the fix.
+    """
+    n = spec.num_classes
+    parts = (("train split", splits.train, data.y_train, "y_train", "dataset.train_size"),
+             ("validation pool", splits.val_pool, data.y_train, "y_train",
+              "dataset.val_pool_size"),
+             ("audit set", splits.audit, data.y_train, "y_train", "dataset.audit_size"),
+             ("test set", splits.test, data.y_test, "y_test", None))
+    origin = data.origin or spec.name
+    for name, part, source, key, size_key in parts:
+        present = {int(c) for c in np.unique(part.y)}
+        missing = [c for c in range(n) if c not in present]
+        if not len(part) or not missing:
+            continue
+        held = (f"the {name} ({len(part)} images) holds {len(present)} of the {n} classes "
+                f"dataset.num_classes declares (present: {_ids(present)})")
+        had = {int(c) for c in np.unique(source)}
+        absent = [c for c in missing if c not in had]
+        if absent:
+            fix = "add images of every class"
+            if len(had) >= 2:
+                fix += (f", or set dataset.num_classes to {len(had)}"
+                        + ("" if had == set(range(len(had))) else
+                           f" and relabel the classes 0..{len(had) - 1}"))
+            raise DataError(f"{origin}: {held}; {key} has no image of "
+                            f"class{'es' if len(absent) > 1 else ''} {_ids(absent)}: {fix}")
+        if len(part) >= EVERY_CLASS_PER_CLASS * n:
+            counts = ", ".join(f"class {c}: {int((source == c).sum())}" for c in missing[:5])
+            raise DataError(f"{origin}: {held}; {key} has too few images of the missing "
+                            f"class{'es' if len(missing) > 1 else ''} ({counts}) for a stratified "
+                            f"split to include them; add images of "
+                            f"them{f' or raise {size_key}' if size_key else ''}")
+
+
+def _ids(values: set[int] | list[int]) -> str:
+    """Class ids as runs: 0-3, 7, 9."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)

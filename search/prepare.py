@@ -9,7 +9,6 @@ input fails the same way in both, and leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from search.options import (
     check_options,
     flag,
 )
-from search.paths import check_creatable, default_output
+from search.paths import cannot_write, check_creatable, default_output
 from search.resume import RUN_FILE, read_record, resume_options, space_key
 from search.strategies import Strategy, get_strategy
 from spaces.errors import SpaceError
@@ -177,11 +176,14 @@ def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
 
 
 def load_splits(space: Space, opts: SearchOptions) -> Any:
-    """Load the dataset once in the driver, check it against the space, and split it."""
-    from children.datasets import load_dataset, make_splits
+    """Load the dataset once in the driver, check it against the space, and split it; each
+    split must hold the classes the space declares (`children.datasets.check_classes`)."""
+    from children.datasets import check_classes, load_dataset, make_splits
 
     data = load_dataset(space.dataset, data=opts.data, data_dir=opts.data_dir)
-    return make_splits(data, space.dataset, seed=opts.seed or 0)
+    splits = make_splits(data, space.dataset, seed=opts.seed or 0)
+    check_classes(data, splits, space.dataset)
+    return splits
 
 
 # ---------------------------------------------------------------- the output directory
@@ -203,8 +205,10 @@ def _check_existing_output(output: Path) -> None:
     if not output.is_dir():
         raise SearchError(f"nothing to resume in {output}: no such directory; pass the --output "
                           f"of the interrupted search")
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise SearchError(f"--output {output} is not writable; fix its permissions to resume")
+    why = cannot_write(output)
+    if why:
+        raise SearchError(f"--output {output} is not writable ({why}); fix its permissions to "
+                          f"resume")
 
 
 def _check_new_output(output: Path, given: bool) -> None:
@@ -218,8 +222,10 @@ def _check_new_output(output: Path, given: bool) -> None:
         if found:
             raise SearchError(f"{what} already holds a search ({', '.join(found)}); add --resume "
                               f"to continue it, or pass --output with a new directory")
-        if not os.access(output, os.W_OK | os.X_OK):
-            raise SearchError(f"{what} is not writable; pass --output with a writable directory")
+        why = cannot_write(output)
+        if why:
+            raise SearchError(f"{what} is not writable ({why}); pass --output with a writable "
+                              f"directory")
         return
     check_creatable(output, what, "pass --output with a writable path")
 

@@ -4,7 +4,9 @@ The request was checked completely by `search.prepare` before this starts. Ray s
 attached to) first, and a cluster's resources are checked, before anything is written. Then the
 output directory, the MLflow store and the parent run are created; if that set-up fails, a
 directory this run created is removed again. Whatever finished is written out even when the
-search is interrupted.
+search is interrupted. Whatever stops the run after the tracker exists, writing the outputs
+included, ends its MLflow record (parent run FAILED, or KILLED on Ctrl-C) and writes every
+queued call before the exception reaches the caller unchanged.
 """
 
 from __future__ import annotations
@@ -49,27 +51,28 @@ class SearchSession:
         connection = tune_adapter.connect(self.opts.address)
         tracker = None
         try:
-            tune_adapter.check_resources(resources, cluster=connection.cluster)
-            tracker = self._set_up()
-            plan = self._plan(self.prepared.splits)
-            searching = self._density_plan(plan, tracker) if self.density else plan
-            outcomes = [] if searching is None else self._search(searching, tracker)
-            rows = leaderboard_rows(self.space, outcomes)
-            merged = density.merged_policy(self.space, outcomes) if self.density else None
-            confirmation, interrupted = self._confirm(plan, rows, tracker, merged)
-            interrupted = interrupted or searching is None
-        except BaseException:
+            try:
+                tune_adapter.check_resources(resources, cluster=connection.cluster)
+                tracker = self._set_up()
+                plan = self._plan(self.prepared.splits)
+                searching = self._density_plan(plan, tracker) if self.density else plan
+                outcomes = [] if searching is None else self._search(searching, tracker)
+                rows = leaderboard_rows(self.space, outcomes)
+                merged = density.merged_policy(self.space, outcomes) if self.density else None
+                confirmation, interrupted = self._confirm(plan, rows, tracker, merged)
+                interrupted = interrupted or searching is None
+            finally:
+                if connection.started:
+                    tune_adapter.shutdown()
+            proposal = density.proposal_row(self.space, merged) if self.density else None
+            result = write_outputs(self.space, self.strategy.name, rows, self.output,
+                                   self.space.search.trials, confirmation, proposal)
+            result.files.update(density.write_merged(self.space, merged, self.output))
+            result.interrupted = interrupted
+        except BaseException as err:
             if tracker is not None:
-                tracker.close()
+                tracker.abort(err)
             raise
-        finally:
-            if connection.started:
-                tune_adapter.shutdown()
-        result = write_outputs(self.space, self.strategy.name, rows, self.output,
-                               self.space.search.trials, confirmation,
-                               density.proposal_row(self.space, merged) if self.density else None)
-        result.files.update(density.write_merged(self.space, merged, self.output))
-        result.interrupted = interrupted
         tracker.finish(result)
         return result
 
@@ -152,6 +155,7 @@ class SearchSession:
         """Output directory, MLflow store and parent run, run record; undone if it fails."""
         from search.tracking import Tracker
 
+        tracker = None
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             tracker = Tracker.connect(self.opts.tracking_uri, self.opts.experiment, self.space,
@@ -165,7 +169,9 @@ class SearchSession:
                 RunRecord.of(self.prepared.space_key, self.strategy.name,
                              self.opts).write(self.output)
             return tracker
-        except BaseException:
+        except BaseException as err:
+            if tracker is not None:
+                tracker.abort(err)
             if not self.prepared.output_existed:
                 shutil.rmtree(self.output, ignore_errors=True)
             raise

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -44,8 +45,22 @@ def _unit_range(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
+def _pair(value: Any) -> Any:
+    """A range as YAML writes it, a list of two numbers; anything else says how to write one."""
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 2):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        fix = f"write [{value:g}, {value:g}] for a fixed value or [low, high] to search it"
+    else:
+        fix = "write [low, high]"
+    raise ValueError(f"a range is two numbers [low, high], got {value!r}; {fix}")
+
+
 # A searched range inside [0, 1] (magnitudes, probabilities); errors carry the key path.
-UnitRange = Annotated[tuple[float, float], AfterValidator(_unit_range)]
+UnitRange = Annotated[tuple[float, float], BeforeValidator(_pair),
+                      AfterValidator(_unit_range)]
+# A batch op's searched range, or null (off).
+OptionalRange = Annotated[tuple[float, float] | None, BeforeValidator(_pair)]
 
 
 class DatasetSpec(_Strict):
@@ -130,9 +145,9 @@ class OpChoice(_Strict):
 class BatchOpsSpec(_Strict):
     """Batch-level ops; each is a searched range [low, high] or null (off)."""
 
-    mixup_alpha: tuple[float, float] | None = None
-    cutmix_alpha: tuple[float, float] | None = None
-    sample_pairing: tuple[float, float] | None = None
+    mixup_alpha: OptionalRange = None
+    cutmix_alpha: OptionalRange = None
+    sample_pairing: OptionalRange = None
 
     @model_validator(mode="after")
     def _ranges(self) -> BatchOpsSpec:

@@ -4,7 +4,9 @@ The tracker is a search listener. Trial events go to the state machine of the se
 (`search.tracking.trials`), which queues the store calls; every store call runs on one writer
 thread (`search.tracking.writer`), so Tune's event loop never waits for MLflow and a SQLite store
 never sees two writers. `start` and `finish` wait for the writer; a failure while trials run is
-reported and counted, never fatal (the results also reach leaderboard.csv).
+reported and counted, never fatal (the results also reach leaderboard.csv). A search that stops
+by an exception is `abort`ed: its record is ended and everything queued is written before the
+exception goes on.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Tracker(SearchListener):
         self.errors: list[str] = []
         self.writer = Writer(self._failed, threaded)
         self.trials: TrialRuns | None = None
+        self._stages: list[TrialRuns] = []  # every stage of nested runs, the search's first
         self._images: Any = None
 
     @classmethod
@@ -120,6 +123,7 @@ class Tracker(SearchListener):
         `resume` takes over the stage's runs an interrupted search left in the store."""
         runs = TrialRuns(self.store, self.writer, self.parent_id, self.space, self._images,
                          tags, name)
+        self._stages.append(runs)
         if resume:
             self.writer.call(runs.restore)
         return runs
@@ -168,18 +172,47 @@ class Tracker(SearchListener):
 
     def finish(self, result: Any) -> None:
         """Best policy, leaderboard, diagnostics and plots on the parent run; end it."""
-        if self.trials is not None:
-            self.trials.end_unended()
+        self._end_unended()
         try:
             self.writer.call(self._finish, result)
         except (TrackingError, OSError) as err:
             self._failed("the parent run", err)
+        except BaseException as err:
+            self._end_parent(err)
+            raise
         finally:
             self.writer.close()
 
-    def close(self) -> None:
-        """Write what is queued and stop the writer (a search that ended by an exception)."""
+    def abort(self, error: BaseException) -> None:
+        """End the record of a search that stopped by `error`, then write everything queued and
+        stop the writer; raising `error` stays the caller's (a store failure here is only
+        reported). Runs Tune left unended end KILLED; the parent ends FAILED with the error as
+        a tag, or KILLED on Ctrl-C. A resumed search reopens them."""
+        self._end_unended()
+        self._end_parent(error)
         self.writer.close()
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer."""
+        self.writer.close()
+
+    def _end_unended(self) -> None:
+        for stage in self._stages:
+            stage.end_unended()
+
+    def _end_parent(self, error: BaseException) -> None:
+        if not self.parent_id:
+            return
+        interrupted = isinstance(error, KeyboardInterrupt)
+        tags = {"status": "interrupted" if interrupted else "failed"}
+        if not interrupted:
+            tags["error"] = f"{type(error).__name__}: {first_line(error)}"
+        self.writer.submit("the parent run", self._end_with, tags,
+                           "KILLED" if interrupted else "FAILED")
+
+    def _end_with(self, tags: dict[str, str], status: str) -> None:
+        self.store.log(self.parent_id, tags=tags)
+        self.store.end(self.parent_id, status)
 
     def _finish(self, result: Any) -> None:
         pid = self.parent_id

@@ -256,7 +256,73 @@ SEARCH_CASES = [
         "dataset 'npz' needs its data; pass --data PATH"),
     Case("empty image folder", S, lambda t: ["--data", str(folder(t)), *out(t)],
          "no class subfolders; put each class's images in its own folder"),
+    # classes: the data holds fewer than the space declares (every trial would score 1.0)
+    Case("labels all one class", S, lambda t: ["--data", str(_one_class(t)), *out(t)],
+         "the train split (50 images) holds 1 of the 10 classes dataset.num_classes declares "
+         "(present: 0); y_train has no image of classes 1-9: add images of every class"),
+    Case("labels all one class, dry run", S, lambda t: [
+        "--data", str(_one_class(t)), "--dry-run", *out(t)],
+        "the train split (50 images) holds 1 of the 10 classes"),
+    Case("labels of half the classes", S, lambda t: [
+        "--data", str(digits_npz(t, y_train=read_digits().y_train[:1500] % 5)), *out(t)],
+        "holds 5 of the 10 classes dataset.num_classes declares (present: 0-4); y_train has "
+        "no image of classes 5-9: add images of every class, or set dataset.num_classes to 5"),
+    Case("test set of one class", S, lambda t: [
+        "--data", str(digits_npz(t, y_test=np.zeros(297, np.int64))), *out(t)],
+        "the test set (297 images) holds 1 of the 10 classes dataset.num_classes declares "
+        "(present: 0); y_test has no image of classes 1-9"),
+    Case("a class too rare for the validation pool", S, lambda t: [
+        "--space", str(space_file(t, **{"dataset.train_size": 100,
+                                        "dataset.val_pool_size": 300,
+                                        "dataset.audit_size": 300,
+                                        "reward.val_sample_size": 200})),
+        "--data", str(_rare_class(t)), *out(t)],
+        "the validation pool (300 images) holds 9 of the 10 classes dataset.num_classes "
+        "declares (present: 0-6, 8-9); y_train has too few images of the missing class "
+        "(class 7: 3) for a stratified split to include them; add images of them or raise "
+        "dataset.val_pool_size"),
+    Case("negative labels", S, lambda t: ["--data", str(_negative_labels(t)), *out(t)],
+         "y_train has negative labels (20 below 0, the lowest -1); labels must be class ids "
+         "0..9 (dataset.num_classes 10); relabel them, or drop the images labelled below 0"),
+    # the output directory: root may write /sys by its permission bits, sysfs still refuses
+    Case("output under /sys", S, lambda t: ["--output", "/sys/augsearch-out"],
+         "cannot create --output /sys/augsearch-out: /sys is not writable ("),
+    Case("tracking store under /sys", S, lambda t: [
+        "--tracking-uri", "sqlite:////sys/augsearch/mlflow.db", *out(t)],
+        "cannot create the MLflow store sqlite:////sys/augsearch/mlflow.db: /sys is not "
+        "writable ("),
+    # a range written as one number
+    Case("scalar magnitude range", S, lambda t: [
+        "--space", str(space_file(t, **{"policy.ops": [{"name": "Rotate", "magnitude": 0.5},
+                                                       "Identity"]})), *out(t)],
+        "policy.ops[0].magnitude: a range is two numbers [low, high], got 0.5; write "
+        "[0.5, 0.5] for a fixed value or [low, high] to search it"),
+    Case("scalar batch op range, dry run", S, lambda t: [
+        "--space", str(space_file(t, **{"policy.batch_ops.mixup_alpha": 0.2})), "--dry-run",
+        *out(t)],
+        "policy.batch_ops.mixup_alpha: a range is two numbers [low, high], got 0.2; write "
+        "[0.2, 0.2]"),
 ]
+
+
+def _one_class(tmp: Path) -> Path:
+    return digits_npz(tmp, y_train=np.zeros(1500, np.int64), y_test=np.zeros(297, np.int64))
+
+
+def _rare_class(tmp: Path) -> Path:
+    """Digits with only 3 images of class 7 among the training images."""
+    raw = read_digits()
+    x, y = raw.x_train[:1500], raw.y_train[:1500]
+    keep = np.ones(len(y), bool)
+    keep[np.flatnonzero(y == 7)[3:]] = False
+    return digits_npz(tmp, x_train=x[keep], y_train=y[keep])
+
+
+def _negative_labels(tmp: Path) -> Path:
+    """Labels -1..9: the first 20 images marked -1 ("unlabelled")."""
+    y = read_digits().y_train[:1500].copy()
+    y[:20] = -1
+    return digits_npz(tmp, y_train=y)
 
 
 def _density_space(tmp: Path, **density) -> Path:
@@ -302,6 +368,13 @@ EVALUATE_CASES = [
     Case("policy is a list", E, _eval_with(lambda t: [
         "--policy", str(text_file(t, "p.yaml", "- Rotate\n")), "--space", "digits"]),
         "p.yaml: not a policy file (a list, not a mapping)"),
+    Case("space file given as the policy", E, _eval_with(lambda t: [
+        "--policy", str(space_file(t, "my_space.yaml"))]),
+        "my_space.yaml: not a policy file but a search space (it has dataset, child and policy "
+        "keys); pass it as --space, and as --policy the best_policy.yaml"),
+    Case("space file given as the policy, with --space", E, _eval_with(lambda t: [
+        "--policy", str(space_file(t)), "--space", "digits"]),
+        "space.yaml: not a policy file but a search space"),
     Case("policy of another kind", E, _eval_with(lambda t: [
         "--policy", str(text_file(t, "notes.yaml", "hello: world\n")), "--space", "digits"]),
         "notes.yaml: not a policy file; expected an augsearch policy"),

@@ -534,3 +534,61 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     assert len(client.get_metric_history(parent, "best_reward_so_far")) == 4
     assert {"leaderboard.csv", "best_policy.json", "best_policy.yaml", "space.yaml",
             "diagnostics"} <= artifact_names(client, parent)
+
+
+@pytest.mark.slow
+def test_a_failure_writing_the_outputs_still_ends_the_record_and_writes_every_queued_call(
+        ray_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real smoke search whose write_outputs fails (a full disk): the error reaches the caller
+    unchanged, the parent run ends FAILED with it, every nested run is ended, and everything the
+    trials' events queued (metrics, tags, policy files) is in the store. A slow store keeps the
+    last trials' files and ends queued at the moment of the failure."""
+    from search import session
+    from search.api import search
+    from search.tracking.trials import TrialRuns
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    upload = TrialRuns._log_policy_files
+
+    def slow_upload(self: TrialRuns, *args: Any) -> None:
+        time.sleep(1.0)
+        upload(self, *args)
+
+    seen: dict[str, dict[str, Any]] = {}
+    on_result, on_complete = Tracker.trial_result, Tracker.trial_complete
+
+    def spy_result(self: Tracker, trial_id: str, config: Any, result: dict[str, Any]) -> None:
+        seen.setdefault(trial_id, {"epochs": set()})["epochs"].add(result.get("epoch"))
+        on_result(self, trial_id, config, result)
+
+    def spy_complete(self: Tracker, trial_id: str, config: Any, result: dict[str, Any]) -> None:
+        seen.setdefault(trial_id, {"epochs": set()})["final"] = result
+        on_complete(self, trial_id, config, result)
+
+    monkeypatch.setattr(session, "write_outputs", disk_full)
+    monkeypatch.setattr(TrialRuns, "_log_policy_files", slow_upload)
+    monkeypatch.setattr(Tracker, "trial_result", spy_result)
+    monkeypatch.setattr(Tracker, "trial_complete", spy_complete)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left on device"):
+        search("digits", "random", smoke_test=True, confirm=0, seed=0, output=out)
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    runs = all_runs(client, client.get_experiment_by_name("augsearch-digits").experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = {r.data.tags["trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(parents) == 1
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["status"] == "failed"
+    assert parents[0].data.tags["error"] == "OSError: [Errno 28] No space left on device"
+    assert len(seen) == 4 and set(nested) == set(seen)
+    for trial_id, events in seen.items():
+        run = nested[trial_id]
+        assert run.info.status == "FINISHED", trial_id
+        assert run.data.tags["status"] == "ok"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert {m.step for m in history} == events["epochs"] == {1, 2}
+        assert run.data.metrics["reward"] == pytest.approx(events["final"]["reward"])
+        assert {"policy.json", "policy.yaml", "preview.png"} <= artifact_names(
+            client, run.info.run_id)
