@@ -220,7 +220,8 @@ def audit_rank(run: SearchRun) -> tuple[int, int]:
 # ---------------------------------------------------------------- evaluation
 
 
-def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path) -> Any:
+def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path,
+                   workers: int = 2) -> Any:
     from search.evaluate import evaluate
 
     policies = {arm: path for r in runs for arm, path in r.policies.items()}
@@ -231,7 +232,7 @@ def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path
 
         shutil.rmtree(out)
     return evaluate(policies, space=space, baselines=setup.baselines, seeds=setup.eval_seeds,
-                    threads=1, workers=2, train_size=space.dataset.train_size,
+                    threads=1, workers=workers, train_size=space.dataset.train_size,
                     output=out, quiet=False, **data)
 
 
@@ -425,7 +426,8 @@ def budget_line(space: Space, setup: Setup) -> str:
             f"on the search's {d.train_size} training images, tested on the test set.")
 
 
-def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False) -> list[str]:
+def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False,
+              workers: int = 2) -> list[str]:
     if setup.data is not None and not setup.data.exists():
         return [f"**{setup.name}**: unmeasured ({setup.data} is absent)."]
     space = load_space(setup.name)
@@ -443,12 +445,13 @@ def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False) -> lis
         if setup.density:
             runs.append(run_density(space, setup, seed, root, reuse))
     started = time.perf_counter()
-    ev = run_evaluation(space, setup, runs, root)
+    ev = run_evaluation(space, setup, runs, root, workers)
     minutes = (time.perf_counter() - started) / 60
     cost = sum(r.minutes for r in runs) + minutes
     found = agreements(ev, runs)
     return [budget_line(space, setup), "", *search_lines(runs), "",
-            f"Evaluation ({minutes:.0f} min):", "", *eval_lines(ev, runs), "",
+            f"Evaluation ({minutes:.0f} min, {workers} trainings at a time):", "",
+            *eval_lines(ev, runs), "",
             *agreement_lines(found, setup.eval_seeds), "",
             *target_lines(space, ev, runs, found), f"- {space.name} cost: {cost:.0f} min on "
             f"this machine (searches {sum(r.minutes for r in runs):.0f}, evaluation "
@@ -463,6 +466,8 @@ def main() -> None:
                         help="where the searches and evaluations are written")
     parser.add_argument("--random", action="store_true",
                         help="also random search with as many child trainings")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="evaluation trainings at a time (1 thread each)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the finished searches already under --root and resume "
                              "interrupted ones (the evaluation runs again)")
@@ -472,13 +477,14 @@ def main() -> None:
         if setup.name in args.spaces.split(","):
             if args.random:
                 setup = replace(setup, random=True)
-            report(setup, root / setup.name, args.quick, args.reuse)
+            report(setup, root / setup.name, args.quick, args.reuse, args.workers)
 
 
-def report(setup: Setup, root: Path, quick: bool, reuse: bool = False) -> None:
+def report(setup: Setup, root: Path, quick: bool, reuse: bool = False,
+           workers: int = 2) -> None:
     """One space's section (each space is its own section: they can run apart)."""
     started = time.perf_counter()
-    body = run_space(setup, root, quick, reuse)
+    body = run_space(setup, root, quick, reuse, workers)
     minutes = (time.perf_counter() - started) / 60
     label = "QUICK pipeline check (toy budget: figures say nothing about quality). " \
         if quick else ""

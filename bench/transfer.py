@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="the cifar10 data (default: ../shared/data/"
                                        "cifar10_small.npz); a full CIFAR-10 .npz for --gpu")
     parser.add_argument("--seeds", type=int, help="seeds per arm (default: the profile's)")
+    parser.add_argument("--workers", type=int, help="trainings at a time (default: the "
+                                                     "profile's)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--gpu", action="store_true", help="the CUDA profile")
     group.add_argument("--quick", action="store_true", help="a toy budget; writes no section")
@@ -321,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     profile = GPU if args.gpu else QUICK if args.quick else CPU
     if args.seeds:
         profile = replace(profile, seeds=args.seeds)
+    if args.workers:
+        profile = replace(profile, workers=args.workers)
     spaces = [s for s in args.spaces.split(",") if s]
     given = parse_policies(args.policy, spaces)
     for name in spaces:
