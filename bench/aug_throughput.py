@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from bench.report import cifar_images, machine, write_section  # noqa: E402
 from children import tensor_ops as T  # noqa: E402
 from children.tensor_aug import BATCHED, BatchedPipeline, Draws  # noqa: E402
-from search.compile import sample_policies  # noqa: E402
+from search.trials.compile import sample_policies  # noqa: E402
 from spaces.ops import OPS, build_op, get_op  # noqa: E402
 from spaces.policy import Op, Policy, SubPolicy, build_pipeline  # noqa: E402
 from spaces.schema import load_space  # noqa: E402

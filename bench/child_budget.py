@@ -96,7 +96,7 @@ def measure(space: Space, data: str | None, seeds: int, workers: int) -> list[Ru
 
 def search_minutes(space: Space, seconds: float, cpus: int) -> tuple[int, float]:
     """Child trainings of a default search (trials + confirmation) and its wall minutes here."""
-    from search.confirm import DEFAULT_REPLICATES, DEFAULT_TOP
+    from search.stages.confirm import DEFAULT_REPLICATES, DEFAULT_TOP
 
     trainings = space.search.trials + (DEFAULT_TOP + 1) * DEFAULT_REPLICATES
     per_cpu = space.search.cpus_per_trial

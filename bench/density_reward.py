@@ -104,7 +104,7 @@ def fold_models(s: Setting, splits, workers: int):
 
 
 def policies(space: Space, n: int):
-    from search.compile import sample_policies
+    from search.trials.compile import sample_policies
     from spaces.policy import identity_policy
 
     return [identity_policy(), *sample_policies(space, n, seed=7)]

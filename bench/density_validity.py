@@ -103,7 +103,7 @@ def train_children(name: str, space: Space, rows: list[dict[str, Any]], root: Pa
     """A real child per picked policy and seed (search.evaluate: the space's child and budget,
     the search's training images, the test set)."""
     from search.evaluate import evaluate
-    from search.references import policy_of
+    from search.trials.references import policy_of
     from spaces.policy import save_policy
 
     child_space = space.replace(**{"reward.kind": "child_training"})

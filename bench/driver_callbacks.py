@@ -48,15 +48,15 @@ def _timed(method: Callable[..., Any], name: str, log: dict[str, list[float]]) -
 
 def run(threaded: bool, trials: int, epochs: int, out: Path) -> dict[str, Any]:
     """One search; returns the callback durations (s) by event, and the search's wall time."""
-    from search import tune_adapter
     from search.api import search
     from search.tracking import Tracker
+    from search.tune import callbacks
 
     log: dict[str, list[float]] = defaultdict(list)
-    originals = {name: getattr(tune_adapter._Events, name) for name in EVENTS}
+    originals = {name: getattr(callbacks.Events, name) for name in EVENTS}
     connect = Tracker.__dict__["connect"]
     for name, method in originals.items():
-        setattr(tune_adapter._Events, name, _timed(method, name, log))
+        setattr(callbacks.Events, name, _timed(method, name, log))
     Tracker.connect = classmethod(
         lambda cls, *a, **k: connect.__func__(cls, *a, **{**k, "threaded": threaded}))
     try:
@@ -66,7 +66,7 @@ def run(threaded: bool, trials: int, epochs: int, out: Path) -> dict[str, Any]:
         wall = time.perf_counter() - started
     finally:
         for name, method in originals.items():
-            setattr(tune_adapter._Events, name, method)
+            setattr(callbacks.Events, name, method)
         Tracker.connect = connect
     ok = sum(r["status"] == "ok" for r in result.leaderboard)
     return {"log": dict(log), "wall": wall, "ok": ok}

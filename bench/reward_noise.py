@@ -73,9 +73,10 @@ class Record:
 
 def seeds_of(job: Job) -> tuple[int, int]:
     """(common seed, augmentation seed) of a job under its regime."""
-    from search.references import BASE
-    from search.trial import TrialContext, trial_seeds
     from search.trials.config import TrialConfig, encode
+    from search.trials.context import TrialContext
+    from search.trials.references import BASE
+    from search.trials.seeds import trial_seeds
 
     config = job.config or encode(TrialConfig(reference=BASE))
     if job.regime == "crn":
@@ -93,8 +94,8 @@ def train(job: Job) -> Record:
     from children.batches import channel_stats, normalize
     from children.models import build_model
     from children.train import train_child
-    from search.references import BASE, policy_of
     from search.trials.config import TrialConfig, encode
+    from search.trials.references import BASE, policy_of
 
     torch.set_num_threads(1)
     space = job.space
@@ -196,7 +197,7 @@ def _se(values: list[float]) -> float:
 
 
 def jobs(space: Space, data: str | None, policies: int, seeds: int) -> list[Job]:
-    from search.compile import sample_configs
+    from search.trials.compile import sample_configs
 
     configs = [{}] + sample_configs(space, policies - 1, seed=1234)
     return [Job(space, data, k, cfg, s, regime) for regime in REGIMES for s in range(seeds)

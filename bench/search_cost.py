@@ -103,14 +103,14 @@ class Phase:
 
 
 class Phases:
-    """Wraps `tune_adapter.run_search` to time every Tune experiment a search runs."""
+    """Wraps `tune.run_search` to time every Tune experiment a search runs."""
 
     def __init__(self, meter: TreeCPU) -> None:
-        from search import tune_adapter
+        from search import tune
 
         self.meter = meter
         self.phases: list[Phase] = []
-        self._run = tune_adapter.run_search
+        self._run = tune.run_search
 
         def timed(plan: Any, listeners: Any, resume: bool = False) -> Any:
             cpu, wall = meter.total(), time.perf_counter()
@@ -121,7 +121,7 @@ class Phases:
                                       if "score_cpu_seconds" in o.result]))
             return outcomes
 
-        tune_adapter.run_search = timed
+        tune.run_search = timed
 
     def take(self) -> dict[str, Phase]:
         out = {p.name: p for p in self.phases}
@@ -207,12 +207,12 @@ def fixed_cost(trials: int, meter: TreeCPU, phases: Phases, root: Path) -> Phase
     import ray
 
     from children.datasets import load_dataset, make_splits
-    from search import tune_adapter
+    from search import tune
     from search.events import Progress
     from search.options import SearchOptions
     from search.strategies import get_strategy
     from search.tracking import Tracker
-    from search.trial import TrialContext
+    from search.trials.context import TrialContext
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     space = density_space(load_space("digits").replace(**{"policy.batch_ops": {}}))
@@ -220,11 +220,11 @@ def fixed_cost(trials: int, meter: TreeCPU, phases: Phases, root: Path) -> Phase
     output = Path(tempfile.mkdtemp(dir=root, prefix="noop-"))
     tracker = Tracker.connect(None, None, space, output)
     tracker.start(space, "tpe", SearchOptions(seed=0), splits, resume=False)
-    plan = tune_adapter.TunePlan(
+    plan = tune.TunePlan(
         ctx=TrialContext(space, 0), splits=None, strategy=get_strategy("tpe"),
-        resources=tune_adapter.Resources(1, 0), trials=trials, concurrency=2,
-        storage=tune_adapter.storage_of(output), seed=0, trainable=noop_trainable, epochs=1)
-    tune_adapter.run_search(plan, [Progress(trials, stream=open(os.devnull, "w")), tracker])
+        resources=tune.Resources(1, 0), trials=trials, concurrency=2,
+        storage=tune.storage_of(output), seed=0, trainable=noop_trainable, epochs=1)
+    tune.run_search(plan, [Progress(trials, stream=open(os.devnull, "w")), tracker])
     tracker.flush()  # the record is part of the cost
     phase = phases.take()["tune"]
     tracker.close()
@@ -330,7 +330,7 @@ def main() -> None:
     b = QUICK if args.quick else FULL
     import ray
 
-    from search.tune_adapter import WORKER_ENV
+    from search.tune import WORKER_ENV
 
     load_start, started = os.getloadavg(), time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

@@ -31,7 +31,7 @@ from bench.aug_throughput import Run, measure  # noqa: E402
 from bench.report import cifar_images, machine, write_section  # noqa: E402
 from children.augment import load_augment  # noqa: E402
 from children.tensor_aug import BatchedPipeline, Draws  # noqa: E402
-from search.compile import sample_policies  # noqa: E402
+from search.trials.compile import sample_policies  # noqa: E402
 from spaces.policy import BatchOps, Policy, export_albumentations, save_policy  # noqa: E402
 from spaces.schema import load_space  # noqa: E402
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from search.options import SearchOptions, option_names
-from search.outputs import SearchResult
 from search.prepare import Prepared, prepare
 from search.session import SearchSession
+from search.stages.outputs import SearchResult
 from spaces.schema import Space
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.confirm import Candidate
-from search.confirm import with_proposal as _with_proposal
 from search.rewards.density_matching import (
     FOLD_EXPERIMENT,
     FOLDS_FILE,
@@ -16,6 +14,8 @@ from search.rewards.density_matching import (
     train_fold_models,
     write_merged,
 )
+from search.stages.confirm import Candidate
+from search.stages.confirm import with_proposal as _with_proposal
 from spaces.policy import Policy
 from spaces.schema import Space
 

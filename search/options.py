@@ -47,7 +47,7 @@ class SearchOptions:
     confirm: int | None = None  # top-k policies retrained after the search (0: off)
     confirm_seeds: int | None = None  # more seeds each confirmed policy is retrained with
     max_failures: int = 2
-    crash_once: str | None = None  # test hook: a worker dies once (see search.trial)
+    crash_once: str | None = None  # test hook: a worker dies once (TrialConfig.crash_once)
 
     @classmethod
     def build(cls, options: dict[str, Any]) -> SearchOptions:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from search.compile import count_dimensions, sample_policies
 from search.prepare import Prepared
 from search.rewards import reward_kind
+from search.trials.compile import count_dimensions, sample_policies
 from spaces.schema import Space
 
 
@@ -63,7 +63,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
 
 def references_text(space: Space, population_based: bool) -> str:
     """The reference arms the search opens with."""
-    from search.references import reference_policies
+    from search.trials.references import reference_policies
 
     names = list(reference_policies(space))
     if population_based:

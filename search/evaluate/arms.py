@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.baselines import AlbumentationsFn, ImageFn, baseline
 from search.errors import SearchError
-from search.trial import schedule_policies
+from search.evaluate.baselines import AlbumentationsFn, ImageFn, baseline
+from search.trials.schedule import schedule_policies
 from spaces.policy import (
     POLICY_FILE_FIX,
     Policy,

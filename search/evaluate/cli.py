@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from search.baselines import BASELINES
 from search.errors import run_cli
+from search.evaluate.baselines import BASELINES
 from search.evaluate.plan import TTA_COPIES
 
 

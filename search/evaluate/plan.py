@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.baselines import BASELINES
 from search.errors import SearchError
+from search.evaluate.baselines import BASELINES
 from spaces.errors import SpaceError
 from spaces.policy import read_policy_file
 from spaces.schema import CHILD_MODELS, Space, load_space, parse_space

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search.baselines import ImageFn, parse_baselines
 from search.errors import SearchError
 from search.evaluate.arms import Arm, baseline_arm, policy_arm
+from search.evaluate.baselines import ImageFn, parse_baselines
 from search.evaluate.plan import (
     EvaluateOptions,
     Plan,

@@ -82,7 +82,7 @@ class RewardKind:
 
     def prepare(self, plan: Any, tracker: Any, output: Path, resume: bool) -> Any:
         """What the kind trains or prepares once per search, and the search's Tune plan
-        (`search.tune_adapter.TunePlan`) that uses it, its trials running `trial`; None when that
+        (`search.tune.TunePlan`) that uses it, its trials running `trial`; None when that
         stage was interrupted."""
         return replace(plan, trial=self.trial)
 

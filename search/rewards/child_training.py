@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from search.rewards.base import RewardKind, register_reward_kind
-from search.trial import run_child
+from search.trials.trial import run_child
 from spaces.schema import Space
 
 

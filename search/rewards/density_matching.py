@@ -24,10 +24,12 @@ from typing import Any, ClassVar
 
 from search.errors import SearchError
 from search.events import Progress, finite
-from search.references import BASE, policy_of, reference_of
 from search.rewards.base import Proposal, RewardKind, register_reward_kind
-from search.trial import TrialContext, run_child, trial_seeds
 from search.trials.config import TrialConfig, decode, encode
+from search.trials.context import TrialContext
+from search.trials.references import BASE, policy_of, reference_of
+from search.trials.seeds import trial_seeds
+from search.trials.trial import run_child
 from spaces.policy import Policy, export_albumentations, save_policy
 from spaces.schema import Space
 
@@ -88,7 +90,7 @@ def fold_configs(space: Space) -> list[dict[str, Any]]:
 def train_fold_models(plan: Any, tracker: Any, output: Path, resume: bool) -> Any:
     """The K fold models: read back from `fold_models.pkl`, or trained now (a resumed fold stage
     continues from its checkpoints). None when the stage was interrupted."""
-    from search import tune_adapter
+    from search import tune
     from search.tracking.trials import STAGE_TAG
 
     path = output / FOLDS_FILE
@@ -100,15 +102,15 @@ def train_fold_models(plan: Any, tracker: Any, output: Path, resume: bool) -> An
     stage = replace(plan, configs=configs, name=FOLD_EXPERIMENT, trials=len(configs),
                     references=False, early_stop=False, extra_config={}, trial=train_fold,
                     cohort=1, ctx=replace(plan.ctx, record_schedule=False))
-    again = resume and tune_adapter.can_resume(plan.storage, FOLD_EXPERIMENT)
+    again = resume and tune.can_resume(plan.storage, FOLD_EXPERIMENT)
     print(f"[augsearch] training {len(configs)} fold models (density matching), "
           f"{plan.resources.cpus:g} CPU / {plan.resources.gpus:g} GPU each", flush=True)
     listeners = [Progress(len(configs), stage=FOLD_STAGE),
                  tracker.stage({STAGE_TAG: FOLD_STAGE}, name="fold-{}", resume=again)]
-    outcomes = tune_adapter.run_search(stage, listeners, resume=again)
+    outcomes = tune.run_search(stage, listeners, resume=again)
     if len(outcomes) < len(configs) or any(o.status == "interrupted" for o in outcomes):
         return None
-    models = collect(space, plan.splits, plan.seed, outcomes, tune_adapter.final_state)
+    models = collect(space, plan.splits, plan.seed, outcomes, tune.final_state)
     save_fold_models(models, path)
     return models
 
@@ -237,10 +239,10 @@ class DensityMatching(RewardKind):
         return None if models is None else search_plan(plan, models)
 
     def resumable(self, output: Path) -> bool:
-        from search import tune_adapter
+        from search import tune
 
-        storage = tune_adapter.storage_of(output)
-        return (output / FOLDS_FILE).exists() or tune_adapter.can_resume(storage,
+        storage = tune.storage_of(output)
+        return (output / FOLDS_FILE).exists() or tune.can_resume(storage,
                                                                          FOLD_EXPERIMENT)
 
     def trial_epochs(self, space: Space) -> int:

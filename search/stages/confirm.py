@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.references import BASE, reference_of
 from search.stats import CONFIDENCE, Estimate, bonferroni, estimate
 from search.trials.config import TrialConfig, decode, encode, updated
+from search.trials.references import BASE, reference_of
 
 CONFIRM = "confirm"
 SEARCH = "search"

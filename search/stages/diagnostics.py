@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from search.compile import decode
 from search.events import finite
 from search.rewards import reward_kind
+from search.trials.compile import decode
 from spaces.schema import Space
 
 TOP_FRACTION = 0.25  # the "top policies" of the op table: this share of the finished trials

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.confirm import Confirmation, Verdict, search_margin
-from search.references import BASE, policy_of, reference_of
 from search.rewards import reward_kind
-from search.trial import schedule_to_json
+from search.stages.confirm import Confirmation, Verdict, search_margin
 from search.trials.config import decode, policy_config
+from search.trials.references import BASE, policy_of, reference_of
+from search.trials.schedule import schedule_to_json
 from spaces.policy import Policy, export_albumentations, save_policy
 from spaces.schema import Space
 

@@ -1,5 +1,5 @@
 """Population-based augmentation (PBA): a Tune PBT scheduler evolves a population of policies
-(`search.pbt`'s explore); the result is a policy schedule."""
+(`search.trials.pbt`'s explore); the result is a policy schedule."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from search.compile import Dim, flat_dimensions
+from search.trials.compile import Dim, flat_dimensions
 from search.trials.config import with_fields
 from spaces.schema import Space
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.compile import decode, slot
+from search.trials.compile import decode, slot
 from search.trials.config import decode as decode_trial
 from search.trials.config import dimensions
 from spaces.ops import get_op

@@ -1,105 +1,30 @@
-"""One trial, without Ray: decode the config, train the child, report each epoch.
+"""One trial of child training, without Ray: decode the config, train the child (or a cohort's
+children), report each epoch with a checkpoint.
 
-The Ray adapter wraps `run_trial` with Tune's report/checkpoint calls; keeping this part free of
-Ray lets it be tested and debugged by calling it directly.
+The Tune adapter's trainable runs a trial function like `run_child` with Tune's report and
+checkpoint calls; keeping this part free of Ray lets it be tested and debugged by calling it
+directly.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
-from search.compile import decode
-from search.references import policy_of
-from search.trials.config import cohort_members, dimensions, policy_config, seed_config
-from search.trials.config import decode as decode_trial
-from spaces.policy import Policy, policy_to_dict
-from spaces.schema import Space
-
-CRASH_ONCE_KEY = "_crash_once"  # TODO(#18): session.py's until it encodes TrialConfig itself
-
-
-@dataclass
-class TrialContext:
-    """What a trial needs besides its config; built once in the driver, shared by all trials."""
-
-    space: Space
-    search_seed: int
-    threads: int | None = None
-    record_schedule: bool = False
-
-
-@dataclass
-class Checkpointed:
-    """What goes into a trial checkpoint: the child's state and, for PBT, its policy schedule."""
-
-    state: Any
-    schedule: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-
-
-def trial_seeds(ctx: TrialContext, config: dict[str, Any]) -> tuple[int, int]:
-    """A trial's (common seed, augmentation seed).
-
-    The common seed fixes the child's initial weights, batch order and dropout; it comes from the
-    search seed and the replicate alone, so every trial of a search shares it (common random
-    numbers) and a reward difference is the policies' difference. The augmentation seed comes
-    from the policy's content as well (never Tune's trial id), so the same policy in two trials
-    trains identically and a repeated search reproduces every reward. With
-    `reward.common_random_numbers: false`, both are the augmentation seed (independent draws).
-    """
-    replicate = decode_trial(config).replicate
-    text = json.dumps(seed_config(config), sort_keys=True, default=str)
-    aug = (ctx.search_seed * 1_000_003 + replicate * 7_919 + zlib.crc32(text.encode())) % 2**31
-    if not ctx.space.reward.common_random_numbers:
-        return aug, aug
-    common = int(np.random.SeedSequence((ctx.search_seed, replicate)).generate_state(1)[0])
-    return common % 2**31, aug
-
-
-def schedule_policies(space: Space, schedule: list[tuple[int, dict[str, Any]]]
-                      ) -> Callable[[int], Policy]:
-    """Policy for an epoch from a schedule of (first epoch, config) entries."""
-    decoded = [(start, scheduled_policy(space, cfg)) for start, cfg in schedule]
-
-    def at(epoch: int) -> Policy:
-        current = decoded[0][1]
-        for start, policy in decoded:
-            if start <= epoch:
-                current = policy
-        return current
-
-    return at
-
-
-def scheduled_policy(space: Space, config: dict[str, Any]) -> Policy:
-    """A schedule entry's policy: its search dimensions decoded, or, for an entry that holds
-    none (the base exported as a one-entry schedule), the policy its config names."""
-    if dimensions(config):
-        return decode(space, config)
-    return policy_of(space, config)
-
-
-def schedule_to_json(space: Space, schedule: list[tuple[int, dict[str, Any]]],
-                     epochs: int) -> dict[str, Any]:
-    """A replayable policy schedule: a policy per epoch range."""
-    entries = []
-    for k, (start, cfg) in enumerate(schedule):
-        end = schedule[k + 1][0] if k + 1 < len(schedule) else epochs
-        if end > start:
-            entries.append({"epochs": [start, end], "config": cfg,
-                            "policy": policy_to_dict(scheduled_policy(space, cfg))})
-    return {"format": "augsearch-schedule", "version": 1, "epochs": epochs, "entries": entries}
+from search.trials.config import cohort_members, decode, policy_config
+from search.trials.context import Checkpointed, TrialContext
+from search.trials.references import policy_of
+from search.trials.schedule import schedule_policies, schedule_to_json
+from search.trials.seeds import trial_seeds
+from spaces.policy import Policy
 
 
 def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
     """Fault-injection hook for tests: kill this worker process once, after epoch 1."""
-    marker = decode_trial(config).crash_once
+    marker = decode(config).crash_once
     if marker and epoch == 1 and not os.path.exists(marker):
         with open(marker, "w", encoding="utf-8") as f:
             f.write(json.dumps(policy_config(config)))
@@ -136,8 +61,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Re
     reward averages only epochs trained under the current policy (since its last explore, not
     the donor's epochs or the old policy's); until one of them is scored it is NaN. Ray's PBT
     reads the reward only at a perturbation, which falls on a scored epoch (its interval is a
-    multiple of the validation interval, `tune_adapter._aligned`, and an exploit carries the
-    donor's perturbation time over), and it leaves NaN scores out of its quantiles. Returns
+    multiple of the validation interval, `search.tune.schedulers._aligned`, and an exploit
+    carries the donor's perturbation time over), and it leaves NaN scores out of its quantiles.
+    Returns
     the child's `Metrics`.
     """
     from children.train import reward_from_history, train_child
@@ -179,7 +105,7 @@ def run_cohort(configs: list[dict[str, Any]], ctx: TrialContext, splits: Any, re
     """
     from children.cohort import train_cohort
     from children.train import reward_from_history
-    from search.cohort import cohort_result
+    from search.trials.cohort import cohort_result
 
     seeds = [trial_seeds(ctx, c) for c in configs]
     if len({common for common, _ in seeds}) != 1:
@@ -210,7 +136,7 @@ def run_cohort(configs: list[dict[str, Any]], ctx: TrialContext, splits: Any, re
 def _schedule(ctx: TrialContext, config: dict[str, Any],
               recorded: list[tuple[int, dict[str, Any]]]) -> Callable[[int], Policy] | None:
     """The policy per epoch: a PBT schedule being recorded or one being replayed, else None."""
-    replay = decode_trial(config).schedule
+    replay = decode(config).schedule
     if replay:
         return schedule_policies(ctx.space, [(int(start), cfg) for start, cfg in replay])
     return schedule_policies(ctx.space, recorded) if ctx.record_schedule else None

@@ -78,7 +78,7 @@ def test_the_bootstrap_interval_of_spearman_tells_order_from_noise() -> None:
 
 @pytest.mark.slow
 def test_transfer_quick_runs_three_arms_per_child_and_writes_no_section(tmp_path) -> None:
-    from search.compile import sample_policies
+    from search.trials.compile import sample_policies
     from spaces.policy import save_policy
     from spaces.schema import load_space
 

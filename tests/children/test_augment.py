@@ -24,9 +24,9 @@ from children.augment import PolicyAugment, load_augment, mix_on_device
 from children.batches import draw_mix
 from children.tensor_aug import BATCHED, Draws
 from children.train import cpu_threads
-from search.compile import sample_configs
 from search.evaluate.arms import policy_arm
-from search.trial import schedule_policies, schedule_to_json
+from search.trials.compile import sample_configs
+from search.trials.schedule import schedule_policies, schedule_to_json
 from spaces.errors import SpaceError
 from spaces.policy import BatchOps, Op, Policy, SubPolicy, export_albumentations, save_policy
 from spaces.schema import BaseAug, load_space

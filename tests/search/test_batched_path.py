@@ -18,7 +18,8 @@ import pytest
 from search.api import SearchOptions, search
 from search.evaluate import EvaluateOptions, evaluate, make_plan
 from search.prepare import load_splits
-from search.trial import TrialContext, run_trial
+from search.trials.context import TrialContext
+from search.trials.trial import run_trial
 from spaces.schema import parse_space
 from tests.conftest import SHARED_DATA
 

@@ -10,11 +10,11 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune.search import Searcher
 
-from search import cohort
 from search.api import search
 from search.errors import SearchError
+from search.trials import cohort
 from search.trials.config import TrialConfig, cohort_config, decode, encode
-from search.tune_adapter import _Cohorts
+from search.tune.searchers import _Cohorts
 
 
 class _Recorder(Searcher):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from search.confirm import (
+from search.stages.confirm import (
     Confirmation,
     Measurement,
     candidates,
@@ -21,8 +21,8 @@ from search.confirm import (
     search_margin,
     verdict,
 )
-from search.references import BASE
 from search.trials.config import TrialConfig, decode, encode
+from search.trials.references import BASE
 
 
 def row(trial: str, reward: float, audit: float, ref: str = "", status: str = "ok",

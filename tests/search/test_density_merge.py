@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import yaml
 
-from search import confirm
-from search.compile import decode, sample_configs
-from search.outputs import leaderboard_rows, write_outputs
-from search.references import BASE, policy_of
 from search.rewards import get_reward_kind
 from search.rewards.density_matching import merged_policy
-from search.trial import TrialContext, trial_seeds
+from search.stages import confirm
+from search.stages.outputs import leaderboard_rows, write_outputs
+from search.trials.compile import decode, sample_configs
 from search.trials.config import TrialConfig, encode, policy_config
 from search.trials.config import decode as decode_trial
-from search.tune_adapter import TrialOutcome
+from search.trials.context import TrialContext
+from search.trials.references import BASE, policy_of
+from search.trials.seeds import trial_seeds
+from search.tune import TrialOutcome
 from spaces.policy import policy_from_dict
 from spaces.schema import Space, load_space
 

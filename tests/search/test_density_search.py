@@ -125,7 +125,7 @@ def guarded(config, ctx, splits, folds) -> None:
     training raises."""
     import children.train
     from search.rewards.density_matching import score_trial
-    from search.tune_adapter import trainable
+    from search.tune import trainable
 
     saved = children.train.train_child, children.train._Run.train_epoch
     children.train.train_child = children.train._Run.train_epoch = _refuse
@@ -143,8 +143,8 @@ def test_trials_never_train_and_score_with_the_fold_models_they_were_given(
     from search.events import SearchListener
     from search.rewards.density_matching import score_trial, search_plan
     from search.strategies import get_strategy
-    from search.trial import TrialContext
-    from search.tune_adapter import Resources, TunePlan, run_search
+    from search.trials.context import TrialContext
+    from search.tune import Resources, TunePlan, run_search
     from spaces.policy import identity_policy
 
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])

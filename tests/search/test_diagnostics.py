@@ -15,13 +15,8 @@ from typing import Any
 
 import pytest
 
-from search.compile import sample_configs
-from search.diagnostics import (
-    completion_order,
-    overfit_diagnostics,
-    summary,
-    write_plots,
-)
+from search.stages.diagnostics import completion_order, overfit_diagnostics, summary, write_plots
+from search.trials.compile import sample_configs
 from spaces.schema import Space, load_space
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

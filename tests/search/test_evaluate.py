@@ -21,8 +21,6 @@ import yaml
 from mlflow import MlflowClient
 from scipy.stats import t
 
-from search.baselines import BASELINES, baseline
-from search.compile import decode, sample_configs
 from search.errors import SearchError
 from search.evaluate import (
     EvaluateOptions,
@@ -35,7 +33,9 @@ from search.evaluate import (
     run_arm,
     scale_schedule,
 )
-from search.trial import schedule_to_json
+from search.evaluate.baselines import BASELINES, baseline
+from search.trials.compile import decode, sample_configs
+from search.trials.schedule import schedule_to_json
 from spaces.policy import BatchOps, Op, Policy, SubPolicy, export_albumentations, save_policy
 from spaces.schema import BaseAug, Space, load_space
 from tests.conftest import shared_file

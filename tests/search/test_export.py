@@ -13,14 +13,14 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from search.compile import decode, sample_configs
-from search.confirm import Confirmation, Measurement, candidates, verdict
 from search.evaluate.arms import policy_arm
-from search.outputs import leaderboard_rows, write_outputs
-from search.references import BASE
-from search.trial import schedule_to_json
+from search.stages.confirm import Confirmation, Measurement, candidates, verdict
+from search.stages.outputs import leaderboard_rows, write_outputs
+from search.trials.compile import decode, sample_configs
 from search.trials.config import TrialConfig, encode
-from search.tune_adapter import TrialOutcome
+from search.trials.references import BASE
+from search.trials.schedule import schedule_to_json
+from search.tune import TrialOutcome
 from spaces.policy import identity_policy, load_policy
 from spaces.schema import Space, load_space
 

@@ -49,10 +49,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y "
                     f"chromium) to run the browser check")
     from children.datasets import load_dataset, make_splits
-    from search.compile import sample_configs
     from search.options import SearchOptions
-    from search.outputs import leaderboard_rows, write_outputs
+    from search.stages.outputs import leaderboard_rows, write_outputs
     from search.tracking import Tracker
+    from search.trials.compile import sample_configs
     from spaces.schema import load_space
 
     space = load_space("digits").replace(**{"child.epochs": 3, "reward.last_epochs": 1})
@@ -198,9 +198,9 @@ def test_tracker_logs_through_a_tracking_server(ui: str, tmp_path: Path) -> None
     from mlflow import MlflowClient
 
     from children.datasets import load_dataset, make_splits
-    from search.compile import sample_configs
     from search.options import SearchOptions
     from search.tracking import Tracker
+    from search.trials.compile import sample_configs
     from spaces.schema import load_space
 
     space = load_space("digits").replace(**{"child.epochs": 1, "reward.last_epochs": 1})

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from children.datasets import load_dataset, make_splits
-from search.compile import decode, flat_dimensions, sample_configs
-from search.pbt import Explore, initial_population
-from search.trial import Checkpointed, TrialContext, run_trial
+from search.trials.compile import decode, flat_dimensions, sample_configs
 from search.trials.config import decode as decode_trial
 from search.trials.config import with_fields
+from search.trials.context import Checkpointed, TrialContext
+from search.trials.pbt import Explore, initial_population
+from search.trials.trial import run_trial
 from spaces.schema import load_space
 
 

@@ -65,7 +65,7 @@ def test_searcher_end_to_end_writes_outputs(ray_session, tmp_path: Path, searche
 
 
 def test_pbt_writes_a_replayable_schedule(ray_session, tmp_path: Path) -> None:
-    from search.trial import schedule_policies
+    from search.trials.schedule import schedule_policies
     from spaces.schema import parse_space
 
     result = run(tmp_path, "pbt", epochs=4, confirm=0)  # the best trial's schedule is exported
@@ -233,8 +233,8 @@ def test_a_failing_trial_is_one_console_line_with_the_path_of_its_log(ray_sessio
 
     from search.events import Progress
     from search.strategies import get_strategy
-    from search.trial import TrialContext
-    from search.tune_adapter import Resources, TunePlan, run_search
+    from search.trials.context import TrialContext
+    from search.tune import Resources, TunePlan, run_search
 
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     plan = TunePlan(ctx=TrialContext(load_space("digits"), 0), splits=None,

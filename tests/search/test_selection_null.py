@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search.confirm import (
+from search.stages.confirm import (
     DEFAULT_REPLICATES,
     candidates,
     confirm_configs,
@@ -40,8 +40,8 @@ from search.confirm import (
     record,
     verdict,
 )
-from search.references import BASE
 from search.trials.config import TrialConfig, decode, encode
+from search.trials.references import BASE
 
 POLICIES, TOP = 32, 3
 SD_D = 0.0125  # paired difference between two policies at one replicate

@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from search.compile import flat_dimensions, slot
 from search.events import SearchListener
-from search.references import policy_of
 from search.strategies import (
     Strategy,
     get_strategy,
@@ -27,9 +25,11 @@ from search.strategies import (
     strategy_names,
     unregister_strategy,
 )
-from search.trial import Checkpointed, TrialContext
+from search.trials.compile import flat_dimensions, slot
 from search.trials.config import TrialConfig, decode, dimensions
-from search.tune_adapter import Resources, TunePlan, load_checkpoint, report_epoch, run_search
+from search.trials.context import Checkpointed, TrialContext
+from search.trials.references import policy_of
+from search.tune import Resources, TunePlan, load_checkpoint, report_epoch, run_search
 from spaces.schema import load_space
 
 pytestmark = pytest.mark.slow

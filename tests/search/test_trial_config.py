@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from search.trial import TrialContext, trial_seeds
 from search.trials.config import (
     TrialConfig,
     cohort_config,
@@ -20,6 +19,8 @@ from search.trials.config import (
     updated,
     with_fields,
 )
+from search.trials.context import TrialContext
+from search.trials.seeds import trial_seeds
 from spaces.policy import Op, Policy, SubPolicy, policy_to_dict
 from spaces.schema import load_space
 
@@ -33,7 +34,7 @@ MERGED = policy_to_dict(Policy((SubPolicy((Op("Rotate", 0.2, 0.5),)),),
                                provenance={"merged_from": ["a", "b"]}))
 SCHEDULE = [[0, DIMS], [5, {**DIMS, "sp0_op0_Rotate_mag": 0.3}]]
 # Configs as the modules wrote them before the typed config existed (private keys by hand), with
-# the seeds search.trial.trial_seeds gave them then: (search seed 3, common random numbers) and
+# the seeds trial_seeds gave them then: (search seed 3, common random numbers) and
 # (search seed 0, independent seeds). A default search's outputs depend on these staying equal.
 PINNED = {
     "searched": (DIMS, (1576890651, 1325270535), 1322270526),

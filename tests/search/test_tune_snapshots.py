@@ -16,7 +16,7 @@ import pytest
 from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 
 from search.trials.config import TrialConfig, encode
-from search.tune_adapter import _Generator, _ReferencesFirst, _Variants
+from search.tune.searchers import _Generator, _ReferencesFirst, _Variants
 
 
 def _searcher() -> _ReferencesFirst:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.compile import count_dimensions, decode, sample_configs, sample_policies
+from search.trials.compile import count_dimensions, decode, sample_configs, sample_policies
 from spaces.errors import SpaceError
 from spaces.policy import (
     BatchOps,
