@@ -209,7 +209,7 @@ def fixed_cost(trials: int, meter: TreeCPU, phases: Phases, root: Path) -> Phase
     from children.datasets import load_dataset, make_splits
     from search import tune
     from search.events import Progress
-    from search.options import SearchOptions
+    from search.prepare.options import SearchOptions
     from search.strategies import get_strategy
     from search.tracking import Tracker
     from search.trials.context import TrialContext

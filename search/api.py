@@ -2,7 +2,7 @@
 
 The CLI is a thin layer over the same two steps: `search.prepare.prepare` checks everything
 (flags, space, data, resources, output, tracking) without creating anything, then
-`search.session.SearchSession` runs the checked request.
+`search.stages.session.SearchSession` runs the checked request.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from search.options import SearchOptions, option_names
-from search.prepare import Prepared, prepare
-from search.session import SearchSession
+from search.prepare.checks import Prepared, prepare
+from search.prepare.options import SearchOptions, option_names
 from search.stages.outputs import SearchResult
+from search.stages.session import SearchSession
 from spaces.schema import Space
 
 

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
     prepared = prepare_from_args(args)
     if args.dry_run:
-        from search.summary import dry_run
+        from search.prepare.summary import dry_run
 
         print(dry_run(prepared))
         return 0

@@ -8,6 +8,7 @@ Unknown keys are refused and every error names the file, the key path and the fi
 from __future__ import annotations
 
 import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,6 +62,18 @@ UnitRange = Annotated[tuple[float, float], BeforeValidator(_pair),
                       AfterValidator(_unit_range)]
 # A batch op's searched range, or null (off).
 OptionalRange = Annotated[tuple[float, float] | None, BeforeValidator(_pair)]
+
+
+def _kind_name(value: str) -> str:
+    """A reward kind's name: lower-case letters, digits and underscores."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise ValueError(f"a reward kind's name is lower-case letters, digits and underscores, "
+                         f"got {value!r}; use child_training, density_matching or a registered "
+                         f"kind's name")
+    return value
+
+
+RewardKindName = Annotated[str, AfterValidator(_kind_name)]
 
 
 class DatasetSpec(_Strict):
@@ -226,7 +239,10 @@ class DensitySpec(_Strict):
 class RewardSpec(_Strict):
     """How a policy becomes a reward: `kind: child_training` (the default) trains a child under
     it; `kind: density_matching` scores it with children trained once before the search
-    (`density`, see DensitySpec). The rest of this section is about child training.
+    (`density`, see DensitySpec). A kind is a plug-in of the search (`search.rewards`), so the
+    schema only checks that `kind` is a name; the search's preparation refuses one it does not
+    have, listing those it has (spaces/ never imports search/). The rest of this section is
+    about child training.
 
     `validation: pool` scores every trial on the whole validation pool; `fresh` on a sample of
     `val_sample_size` drawn afresh per trial (DeepAugment). `epochs: last` averages the last
@@ -237,7 +253,10 @@ class RewardSpec(_Strict):
     train split, scoring it every epoch would cost more than the training.
     """
 
-    kind: Literal["child_training", "density_matching"] = "child_training"
+    kind: RewardKindName = Field("child_training", description="how a policy becomes a "
+                                 "reward: child_training, density_matching or another kind "
+                                 "registered with search.rewards (checked when a search is "
+                                 "prepared)")
     density: DensitySpec | None = Field(None, description="density matching's settings "
                                         "(kind: density_matching; defaults when absent)")
     metric: Literal["val_accuracy"] = "val_accuracy"

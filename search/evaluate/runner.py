@@ -35,7 +35,7 @@ from search.evaluate.report import (
     write_files,
 )
 from search.evaluate.statistics import RunResult, summarize
-from search.paths import check_creatable, default_output
+from search.prepare.paths import check_creatable, default_output
 from spaces.schema import Space
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
 """Everything a search is checked against before anything is created.
 
-`prepare` validates the flags, the space, the searcher, the output directory, the tracking URI,
-the data and the resources, without writing a file, opening an MLflow store or starting Ray. A
-dry run stops after it; a real search (`search.session`) starts from what it returns, so a bad
-input fails the same way in both, and leaves nothing behind.
+`prepare` validates the flags, the space, the searcher, the reward kind, the output directory,
+the tracking URI, the data and the resources, without writing a file, opening an MLflow store or
+starting Ray. A dry run stops after it; a real search (`search.stages.session`) starts from what
+it returns, so a bad input fails the same way in both, and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,23 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import SearchError
-from search.options import (
+from search.prepare.options import (
     DEFAULT_SEARCHER,
     DEFAULT_SPACE,
     SearchOptions,
     check_options,
     flag,
 )
-from search.paths import cannot_write, check_creatable, default_output
-from search.resume import RUN_FILE, read_record, resume_options, space_key
+from search.prepare.output import (
+    DB_FILE,
+    check_existing_output,
+    check_new_output,
+    given_output,
+    saved_space,
+)
+from search.prepare.paths import default_output
+from search.prepare.resume import read_record, resume_options, space_key
+from search.rewards import RewardKind, get_reward_kind
 from search.strategies import Strategy, get_strategy
 from spaces.errors import SpaceError
-from spaces.schema import Space, load_space, parse_space
+from spaces.schema import Space, load_space
 
-SPACE_FILE = "space.yaml"
-DB_FILE = "mlflow.db"  # the default store, in the output directory
-# What a search leaves in its output directory; any of them means "a search is here".
-SEARCH_FILES = (RUN_FILE, SPACE_FILE, "ray", DB_FILE, "leaderboard.csv")
 # Search options that override a key of the space.
 SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
               "cpus_per_trial": "search.cpus_per_trial",
@@ -41,7 +45,7 @@ SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked search request: what `search.session` runs and a dry run summarises."""
+    """A checked search request: what `search.stages.session` runs and a dry run summarises."""
 
     space: Space
     space_key: str  # how the space was named (recorded for --resume)
@@ -63,13 +67,14 @@ def prepare(space: str | Path | Space | None = None, searcher: str | None = None
         searcher, opts, resolved, key, output = _fresh(space, searcher, opts)
     strategy = get_strategy(searcher)
     check_strategy(strategy, opts)
-    check_reward(resolved, strategy, opts)
-    check_cohort(resolved, strategy, opts)
+    kind = reward_kind_of(resolved)
+    kind.check(resolved, strategy, opts)
+    check_cohort(resolved, strategy, opts, kind)
     if not opts.resume:
-        _check_new_output(output, given=opts.output is not None)
+        check_new_output(output, given=opts.output is not None)
     check_tracking(opts.tracking_uri, opts.experiment or f"augsearch-{resolved.name}", output)
     splits = load_splits(resolved, opts)
-    _check_ray(resolved, opts, output)
+    _check_ray(resolved, opts, output, kind)
     return Prepared(resolved, key, strategy, opts, output, output.exists(), splits)
 
 
@@ -80,21 +85,21 @@ def _fresh(space: Any, searcher: str | None, opts: SearchOptions
     opts = dataclasses.replace(opts, seed=0 if opts.seed is None else opts.seed)
     space = space if space is not None else DEFAULT_SPACE
     resolved = apply_options(_space(space), opts)
-    output = _given_output(opts) or default_output(f"{resolved.name}-{searcher}")
+    output = given_output(opts) or default_output(f"{resolved.name}-{searcher}")
     return searcher, opts, resolved, space_key(space), output
 
 
 def _resumed(space: Any, searcher: str | None, opts: SearchOptions
              ) -> tuple[str, SearchOptions, Space, str, Path]:
     """An interrupted search: its record's searcher and flags, its saved space."""
-    output = _given_output(opts)
+    output = given_output(opts)
     if output is None:
         raise SearchError("--resume needs --output DIR; pass the directory of the "
                           "interrupted search")
-    _check_existing_output(output)
+    check_existing_output(output)
     record = read_record(output)
     searcher, opts = resume_options(record, space, searcher, opts, output)
-    resolved = _saved_space(output)
+    resolved = saved_space(output)
     return searcher, opts, resolved, record.space or resolved.name, output
 
 
@@ -130,7 +135,9 @@ def _smoke_changes(space: Space) -> dict[str, Any]:
             "reward.val_sample_size": min(sample, pool) if sample else None,
             "child.epochs": 2, "reward.last_epochs": 1, "search.trials": 4,
             "search.concurrency": 2, "search.confirm": 1,
-            "search.confirm_seeds": 2}  # the fewest fresh seeds that give a margin an interval
+            "search.confirm_seeds": 2,  # the fewest fresh seeds that give a margin an interval
+            **({"dataset.labelled_size": min(d.labelled_size, 100)}
+               if d.labelled_size is not None else {})}
 
 
 def check_strategy(strategy: Strategy, opts: SearchOptions) -> None:
@@ -139,23 +146,17 @@ def check_strategy(strategy: Strategy, opts: SearchOptions) -> None:
                           f"--searcher {strategy.name} (PBT is already a scheduler); drop one")
 
 
-def check_reward(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
-    """Density matching scores a policy in one pass: nothing for PBT to evolve during a child's
-    training, no epochs for ASHA to stop early."""
-    if not space.reward.density_matching:
-        return
-    if strategy.population_based:
-        raise SearchError(f"--searcher {strategy.name} cannot search with reward.kind: "
-                          f"density_matching (space {space.name}): it changes policies while a "
-                          f"child trains, and density matching trains none per trial; use "
-                          f"--searcher tpe or random, or reward.kind: child_training")
-    if opts.early_stop:
-        raise SearchError(f"--early-stop {opts.early_stop} has nothing to stop with reward.kind: "
-                          f"density_matching (a trial is one scoring pass, without epochs); "
-                          f"drop --early-stop")
+def reward_kind_of(space: Space) -> RewardKind:
+    """The space's reward kind from the registry; an unknown name is one line listing them."""
+    try:
+        return get_reward_kind(space.reward.kind)
+    except SearchError as err:
+        name, _, rest = str(err).partition("; ")
+        raise SearchError(f"{name} (space {space.name}); {rest}") from None
 
 
-def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
+def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions,
+                 kind: RewardKind) -> None:
     """A cohort trains its children in lockstep from one batch order and one dropout stream:
     it needs common random numbers, whole trainings (no scheduler that stops or swaps a member)
     and a child per trial (not density matching's scoring)."""
@@ -165,8 +166,8 @@ def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions) -> None:
     why = ("--searcher pbt changes a member's policy and weights on its own schedule"
            if strategy.population_based else
            f"--early-stop {opts.early_stop} would stop single members" if opts.early_stop else
-           "reward.kind: density_matching trains no child per trial"
-           if space.reward.density_matching else
+           f"reward.kind: {kind.name} trains no child per trial"
+           if not kind.child_per_trial else
            "its members share one batch order and dropout stream, which needs "
            "reward.common_random_numbers: true" if not space.reward.common_random_numbers
            else "")
@@ -186,50 +187,6 @@ def load_splits(space: Space, opts: SearchOptions) -> Any:
     return splits
 
 
-# ---------------------------------------------------------------- the output directory
-
-
-def _given_output(opts: SearchOptions) -> Path | None:
-    return None if opts.output is None else Path(opts.output).expanduser().resolve()
-
-
-def _saved_space(output: Path) -> Space:
-    path = output / SPACE_FILE
-    if not path.is_file():
-        raise SearchError(f"nothing to resume in {output}: no {SPACE_FILE} there; drop --resume "
-                          f"to start a new search")
-    return parse_space(path.read_text(encoding="utf-8"), str(path))
-
-
-def _check_existing_output(output: Path) -> None:
-    if not output.is_dir():
-        raise SearchError(f"nothing to resume in {output}: no such directory; pass the --output "
-                          f"of the interrupted search")
-    why = cannot_write(output)
-    if why:
-        raise SearchError(f"--output {output} is not writable ({why}); fix its permissions to "
-                          f"resume")
-
-
-def _check_new_output(output: Path, given: bool) -> None:
-    """A new search needs a directory it can create, or an empty-of-searches one."""
-    what = f"--output {output}" if given else f"the output directory {output}"
-    if output.exists() and not output.is_dir():
-        raise SearchError(f"{what} is a file, not a directory; pass --output with a directory "
-                          f"path")
-    if output.is_dir():
-        found = [name for name in SEARCH_FILES if (output / name).exists()]
-        if found:
-            raise SearchError(f"{what} already holds a search ({', '.join(found)}); add --resume "
-                              f"to continue it, or pass --output with a new directory")
-        why = cannot_write(output)
-        if why:
-            raise SearchError(f"{what} is not writable ({why}); pass --output with a writable "
-                              f"directory")
-        return
-    check_creatable(output, what, "pass --output with a writable path")
-
-
 # ---------------------------------------------------------------- tracking and Ray
 
 
@@ -246,29 +203,17 @@ def check_tracking(uri: str | None, experiment: str, output: Path) -> None:
     check_experiment(uri or default_uri(output), experiment)
 
 
-def _resumable(space: Space, output: Path) -> bool:
-    """Tune kept state of the search, or (density matching) of its fold stage."""
-    from search import tune_adapter
-    from search.density import FOLD_EXPERIMENT, FOLDS_FILE
-
-    storage = tune_adapter.storage_of(output)
-    if tune_adapter.can_resume(storage):
-        return True
-    return space.reward.density_matching and (
-        (output / FOLDS_FILE).exists() or tune_adapter.can_resume(storage, FOLD_EXPERIMENT))
-
-
-def _check_ray(space: Space, opts: SearchOptions, output: Path) -> None:
+def _check_ray(space: Space, opts: SearchOptions, output: Path, kind: RewardKind) -> None:
     """The resources one trial needs exist (a local Ray, or the one already running), and a
-    cluster address answers; Ray is not started."""
-    from search import tune_adapter
+    cluster address answers; Ray is not started. A resumed search needs Tune's state of the
+    search, or of the reward kind's own stage (density matching's fold models)."""
+    from search import tune
 
-    if opts.resume and not _resumable(space, output):
+    if opts.resume and not (tune.can_resume(tune.storage_of(output)) or kind.resumable(output)):
         raise SearchError(f"nothing to resume in {output}: Ray Tune kept no state there (the "
                           f"search stopped before its first trial); start a new search with "
                           f"another --output")
     if opts.address:
-        tune_adapter.probe_address(opts.address)
+        tune.probe_address(opts.address)
     s = space.search
-    tune_adapter.precheck_resources(tune_adapter.Resources(s.cpus_per_trial, s.gpus_per_trial),
-                                    opts.address)
+    tune.precheck_resources(tune.Resources(s.cpus_per_trial, s.gpus_per_trial), opts.address)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import SearchError
-from search.options import SearchOptions, flag
+from search.prepare.options import SearchOptions, flag
 
 RUN_FILE = "run.json"
 # The options a resumed search takes from its record (everything but where Ray runs and the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.prepare import Prepared
+from search.prepare.checks import Prepared
 from search.rewards import reward_kind
 from search.trials.compile import count_dimensions, sample_policies
 from spaces.schema import Space

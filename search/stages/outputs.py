@@ -1,10 +1,10 @@
 """What a search leaves in its output directory: best policy, leaderboard, schedule.
 
 With a confirmation, the exported policy (best_policy.*, schedule.json for PBT) is the base unless
-the best candidate's confirmed margin over it has a corrected interval above 0 (search.confirm);
-a candidate that did not prove itself is still written beside it (candidate_policy.*,
-candidate_schedule.json) with its margin, and the provenance and summary say which was exported
-and why.
+the best candidate's confirmed margin over it has a corrected interval above 0
+(`search.stages.confirm`); a candidate that did not prove itself is still written beside it
+(candidate_policy.*, candidate_schedule.json) with its margin, and the provenance and summary say
+which was exported and why.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""One checked search run end to end: Ray, the output directory, tracking, Tune, the outputs.
+"""One checked search run end to end: Ray, the output directory, tracking, the reward kind's own
+stage, Tune, the confirmation, the outputs.
 
 The request was checked completely by `search.prepare` before this starts. Ray starts (or is
 attached to) first, and a cluster's resources are checked, before anything is written. Then the
 output directory, the MLflow store and the parent run are created; if that set-up fails, a
-directory this run created is removed again. Whatever finished is written out even when the
-search is interrupted. Whatever stops the run after the tracker exists, writing the outputs
-included, ends its MLflow record (parent run FAILED, or KILLED on Ctrl-C) and writes every
-queued call before the exception reaches the caller unchanged.
+directory this run created is removed again. The reward kind (`search.rewards`) prepares what
+it needs once (density matching's fold models) and names the trial each Tune trial runs; after
+the search it may propose a policy of its own and export files. Whatever finished is written out
+even when the search is interrupted. Whatever stops the run after the tracker exists, writing
+the outputs included, ends its MLflow record (parent run FAILED, or KILLED on Ctrl-C) and writes
+every queued call before the exception reaches the caller unchanged.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from typing import Any
 
 import yaml
 
-from search import density
 from search.events import Progress
-from search.outputs import SearchResult, leaderboard_rows, write_outputs
-from search.prepare import SPACE_FILE, Prepared
-from search.resume import RunRecord
+from search.prepare.checks import Prepared
+from search.prepare.output import SPACE_FILE
+from search.prepare.resume import RunRecord
+from search.rewards import Proposal, reward_kind
+from search.stages import confirm
+from search.stages.outputs import SearchResult, leaderboard_rows, write_outputs
 from search.tracking.trials import STAGE_TAG
-from search.trial import CRASH_ONCE_KEY, TrialContext
+from search.trials.config import TrialConfig, encode
+from search.trials.context import TrialContext
 
 CONFIRM_EXPERIMENT = "confirm"  # the confirmation stage's Tune experiment, beside the search's
 CONFIRM_FILE = "confirm_candidates.json"  # what the confirmation retrains (read on resume)
@@ -40,34 +46,28 @@ class SearchSession:
         self.prepared = prepared
         self.space = prepared.space
         self.strategy = prepared.strategy
+        self.kind = reward_kind(prepared.space)
         self.opts = prepared.opts
         self.output = prepared.output
 
     def run(self) -> SearchResult:
-        from search import tune_adapter
+        from search import tune
 
         s = self.space.search
-        resources = tune_adapter.Resources(s.cpus_per_trial, s.gpus_per_trial)
-        connection = tune_adapter.connect(self.opts.address)
+        connection = tune.connect(self.opts.address)
         tracker = None
         try:
             try:
-                tune_adapter.check_resources(resources, cluster=connection.cluster)
+                tune.check_resources(tune.Resources(s.cpus_per_trial, s.gpus_per_trial),
+                                     cluster=connection.cluster)
                 tracker = self._set_up()
-                plan = self._plan(self.prepared.splits)
-                searching = self._density_plan(plan, tracker) if self.density else plan
-                outcomes = [] if searching is None else self._search(searching, tracker)
-                rows = leaderboard_rows(self.space, outcomes)
-                merged = density.merged_policy(self.space, outcomes) if self.density else None
-                confirmation, interrupted = self._confirm(plan, rows, tracker, merged)
-                interrupted = interrupted or searching is None
+                rows, proposal, confirmation, interrupted = self._stages(tracker)
             finally:
                 if connection.started:
-                    tune_adapter.shutdown()
-            proposal = density.proposal_row(self.space, merged) if self.density else None
-            result = write_outputs(self.space, self.strategy.name, rows, self.output,
-                                   self.space.search.trials, confirmation, proposal)
-            result.files.update(density.write_merged(self.space, merged, self.output))
+                    tune.shutdown()
+            result = write_outputs(self.space, self.strategy.name, rows, self.output, s.trials,
+                                   confirmation, proposal)
+            result.files.update(self.kind.export(self.space, proposal, self.output))
             result.interrupted = interrupted
         except BaseException as err:
             if tracker is not None:
@@ -76,78 +76,92 @@ class SearchSession:
         tracker.finish(result)
         return result
 
+    def _stages(self, tracker: Any) -> tuple[list[dict[str, Any]], Proposal | None, Any, bool]:
+        """The reward kind's own stage, the search and the confirmation: the leaderboard rows,
+        the kind's proposal, the confirmation and whether a stage was interrupted."""
+        plan = self._plan(self.prepared.splits)
+        searching = self.kind.prepare(plan, tracker, self.output, self.opts.resume)
+        outcomes = [] if searching is None else self._search(searching, tracker)
+        rows = leaderboard_rows(self.space, outcomes)
+        proposal = self.kind.propose(self.space, outcomes)
+        confirmation, interrupted = self._confirm(plan, rows, tracker, proposal)
+        return rows, proposal, confirmation, interrupted or searching is None
+
     def _search(self, plan: Any, tracker: Any) -> list[Any]:
-        from search import tune_adapter
+        from search import tune
 
         print(f"[augsearch] {self.strategy.name} search on space {self.space.name}: "
               f"{plan.trials} trials, {plan.resources.cpus:g} CPU / "
               f"{plan.resources.gpus:g} GPU each; outputs in {self.output}", flush=True)
         listeners = [Progress(plan.trials, already_done=self._ended_before()), tracker]
-        # density matching: a search interrupted while its fold models trained has no state yet
-        resume = self.opts.resume and tune_adapter.can_resume(plan.storage, plan.name)
-        return tune_adapter.run_search(plan, listeners, resume=resume)
-
-    # ------------------------------------------------------------ density matching
-
-    @property
-    def density(self) -> bool:
-        return self.space.reward.density_matching
-
-    def _density_plan(self, plan: Any, tracker: Any) -> Any:
-        """The fold models (trained now, or restored), and the search plan that scores with
-        them; None when the fold stage was interrupted."""
-        models = density.train_fold_models(plan, tracker, self.output, self.opts.resume)
-        return None if models is None else density.search_plan(plan, models)
+        # a search interrupted in its reward kind's own stage (fold models) has no state yet
+        resume = self.opts.resume and tune.can_resume(plan.storage, plan.name)
+        return tune.run_search(plan, listeners, resume=resume)
 
     # ------------------------------------------------------------ confirmation
 
     def _confirm(self, plan: Any, rows: list[dict[str, Any]], tracker: Any,
-                 merged: Any = None) -> tuple[Any, bool]:
+                 proposal: Proposal | None) -> tuple[Any, bool]:
         """Train the top policies and the base under fresh seeds (a second Tune experiment,
         nested MLflow runs tagged stage=confirm); the search's rewards chose the candidates and
         are no replicate. Returns the confirmation (None when off, the search is unfinished or
         the stage was interrupted) and whether it was interrupted."""
-        from search import confirm, tune_adapter
-
         s = self.space.search
         unfinished = any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials
         if s.confirm == 0 or unfinished:
             return None, False
         # The search's reward is no child's (PBT's changed policy mid-training, replayed from
-        # its schedule; density matching trained none): confirm.csv leaves it out.
-        replay = self.strategy.population_based or self.density
-        saved = self.output / CONFIRM_FILE
-        if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
-            cands = confirm.load_candidates(saved)
-        else:
-            # a density-matching trial reports once: it "trained" its one epoch
-            epochs = 1 if self.density else self.space.child.epochs
-            cands = confirm.candidates(rows, s.confirm, replay, epochs)
-            if self.density:  # the merged policy, under reward.density.final: merged
-                cands = density.with_proposal(self.space, cands, merged, s.confirm)
-            if len(cands) < 2:  # no searched policy finished: nothing to confirm
-                return None, False
-            confirm.save_candidates(cands, saved)
+        # its schedule; a reward kind that trains no child per trial): confirm.csv leaves it out.
+        replay = self.strategy.population_based or not self.kind.child_per_trial
+        cands = self._candidates(rows, proposal, replay)
+        if cands is None:  # no searched policy finished: nothing to confirm
+            return None, False
         measured = confirm.measurements(cands)
         configs = confirm.confirm_configs(cands, s.confirm_seeds)
         if configs:
-            print(f"[augsearch] confirming the {len(cands) - 1} best policies and the base with "
-                  f"{s.confirm_seeds} fresh seeds: {len(configs)} trainings", flush=True)
-            stage = replace(plan, configs=configs, name=CONFIRM_EXPERIMENT, trials=len(configs),
-                            references=False, early_stop=False, extra_config={},
-                            ctx=replace(plan.ctx, record_schedule=False))
-            resume = self.opts.resume and tune_adapter.can_resume(plan.storage,
-                                                                  CONFIRM_EXPERIMENT)
-            listeners = [Progress(len(configs), stage="confirm"),
-                         tracker.stage({STAGE_TAG: confirm.CONFIRM}, name="confirm-{}",
-                                       resume=resume)]
-            outcomes = tune_adapter.run_search(stage, listeners, resume=resume)
-            if len(outcomes) < len(configs) or any(o.status == "interrupted"
-                                                   for o in outcomes):
+            outcomes = self._retrain(plan, configs, tracker, len(cands) - 1)
+            if outcomes is None:
                 return None, True
             confirm.record(measured, outcomes)
         return confirm.Confirmation(cands, measured, confirm.verdict(cands, measured),
                                     replay), False
+
+    def _candidates(self, rows: list[dict[str, Any]], proposal: Proposal | None,
+                    replay: bool) -> list[Any] | None:
+        """What the confirmation retrains: the base, the kind's chosen proposal and the best
+        policies (saved, so that a resume confirms the same ones); None when only the base."""
+        saved = self.output / CONFIRM_FILE
+        if self.opts.resume and saved.exists():  # the same candidates as before the interrupt
+            return confirm.load_candidates(saved)
+        top = self.space.search.confirm
+        cands = confirm.candidates(rows, top, replay, self.kind.trial_epochs(self.space))
+        cands = confirm.with_proposal(cands, proposal, top)
+        if len(cands) < 2:
+            return None
+        confirm.save_candidates(cands, saved)
+        return cands
+
+    def _retrain(self, plan: Any, configs: list[dict[str, Any]], tracker: Any,
+                 best: int) -> Any:
+        """The confirmation's Tune experiment: every config trained by the reward kind's
+        confirmation plan (a child, or the kind's own model per trial); None when it was
+        interrupted."""
+        from search import tune
+
+        print(f"[augsearch] confirming the {best} best policies and the base with "
+              f"{self.space.search.confirm_seeds} fresh seeds: {len(configs)} trainings",
+              flush=True)
+        stage = replace(self.kind.confirmation(plan), configs=configs, name=CONFIRM_EXPERIMENT,
+                        trials=len(configs), references=False, early_stop=False, extra_config={},
+                        ctx=replace(plan.ctx, record_schedule=False))
+        resume = self.opts.resume and tune.can_resume(plan.storage, CONFIRM_EXPERIMENT)
+        listeners = [Progress(len(configs), stage="confirm"),
+                     tracker.stage({STAGE_TAG: confirm.CONFIRM}, name="confirm-{}",
+                                   resume=resume)]
+        outcomes = tune.run_search(stage, listeners, resume=resume)
+        if len(outcomes) < len(configs) or any(o.status == "interrupted" for o in outcomes):
+            return None
+        return outcomes
 
     # ------------------------------------------------------------ set-up
 
@@ -177,18 +191,19 @@ class SearchSession:
             raise
 
     def _plan(self, splits: Any) -> Any:
-        from search import tune_adapter
-        from search.tune_adapter import Resources, TunePlan
+        """The search's Tune plan, before the reward kind names its trial."""
+        from search import tune
+        from search.tune import Resources, TunePlan
 
         s = self.space.search
-        extra = {CRASH_ONCE_KEY: self.opts.crash_once} if self.opts.crash_once else {}
+        extra = encode(TrialConfig(crash_once=self.opts.crash_once or ""))
         return TunePlan(
             ctx=TrialContext(self.space, self.opts.seed or 0,
                              threads=max(1, int(s.cpus_per_trial)),
                              record_schedule=self.strategy.population_based),
             splits=splits, strategy=self.strategy,
             resources=Resources(s.cpus_per_trial, s.gpus_per_trial), trials=s.trials,
-            concurrency=s.concurrency, storage=tune_adapter.storage_of(self.output),
+            concurrency=s.concurrency, storage=tune.storage_of(self.output),
             seed=self.opts.seed or 0,
             early_stop=bool(self.opts.early_stop), max_failures=self.opts.max_failures,
             extra_config=extra)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from search.rewards import reward_kind
 from spaces.schema import Space
 
 VERSIONED = ("augsearch", "ray", "optuna", "torch", "albumentations", "mlflow", "numpy")
@@ -47,7 +48,7 @@ def search_params(space: Space, searcher: str, opts: Any, output: Path) -> dict[
         "epochs": c.epochs, "batch_size": c.batch_size, "reward_metric": space.reward.metric,
         "reward_last_epochs": space.reward.last_epochs,
         "val_sample_size": space.reward.val_sample_size, "reward_kind": space.reward.kind,
-        **_density_params(space),
+        **reward_kind(space).params(space),
         "sub_policies": space.policy.sub_policies,
         "ops_per_sub_policy": space.policy.ops_per_sub_policy,
         "ops": ",".join(o.name for o in space.policy.ops), "output": str(output),
@@ -57,12 +58,6 @@ def search_params(space: Space, searcher: str, opts: Any, output: Path) -> dict[
         if value not in (None, False, ""):
             params[key] = value
     return params
-
-
-def _density_params(space: Space) -> dict[str, Any]:
-    if not space.reward.density_matching:
-        return {}
-    return {f"density_{k}": v for k, v in space.reward.matching().model_dump().items()}
 
 
 def preview_images(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from search.errors import SearchError
-from search.paths import check_creatable
+from search.prepare.paths import check_creatable
 
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"

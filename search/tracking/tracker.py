@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from search.diagnostics import (
+from search.errors import SearchError
+from search.events import SearchListener, finite
+from search.stages.diagnostics import (
     Diagnostics,
     completion_order,
     op_importance,
@@ -28,8 +30,6 @@ from search.diagnostics import (
     summary,
     write_plots,
 )
-from search.errors import SearchError
-from search.events import SearchListener, finite
 from search.tracking.metadata import preview_images, run_tags, search_params
 from search.tracking.store import Store, TrackingError, default_uri, first_line
 from search.tracking.trials import SEARCH_STAGE, STAGE_TAG, TRIAL_TAG, TrialRuns, one_line
@@ -40,8 +40,9 @@ PARENT_FILE = "mlflow_parent.json"
 PREVIEW_IMAGES = 8
 
 
-# The best candidate's margin over the base on fresh replicates (search.confirm), logged on the
-# parent run with its simultaneous interval's correction (k candidates, each interval's level).
+# The best candidate's margin over the base on fresh replicates (search.stages.confirm), logged
+# on the parent run with its simultaneous interval's correction (k candidates, each interval's
+# level).
 MARGIN_METRICS = ("margin_reward", "margin_audit", "mean_reward", "base_mean_reward",
                   "confirmed_over_seeds", "correction_k", "interval_level")
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from search.events import SearchListener, finite
-from search.references import policy_of
 from search.tracking.store import PARENT_TAG, TAG_MAX, Point, Store, now_ms
 from search.tracking.writer import Writer
-from search.trial import policy_config
+from search.trials.config import decode as decode_trial
+from search.trials.config import policy_config
+from search.trials.references import policy_of
 from spaces.policy import Policy, export_albumentations, flat_params, save_policy
 from spaces.schema import Space
 
@@ -305,18 +306,18 @@ class TrialRuns(SearchListener):
             return None
 
 
-# A trial's seeds (search.trial.trial_seeds), as tags: enough to retrain it identically.
+# A trial's seeds (search.trials.seeds.trial_seeds), as tags: enough to retrain it identically.
 SEED_TAGS = ("common_seed", "aug_seed")
-# Private config keys shown as run tags: a reference arm, a confirmation run's candidate and
-# replicate, a density-matching fold model's fold.
-_CONFIG_TAGS = {"_reference": "reference", "_candidate": "candidate", "_replicate": "replicate",
-                "_fold": "fold"}
 
 
 def config_tags(config: dict[str, Any]) -> dict[str, str]:
-    """Tags a trial's config carries (reference arm, confirmation candidate and replicate)."""
-    return {tag: str(config[key]) for key, tag in _CONFIG_TAGS.items()
-            if config.get(key) not in (None, "")}
+    """Tags of what a trial's config carries besides its dimensions (`TrialConfig`): a reference
+    arm, a confirmation run's candidate and fresh replicate, a density-matching fold model's
+    fold."""
+    trial = decode_trial(config)
+    values = {"reference": trial.reference, "candidate": trial.candidate,
+              "replicate": trial.replicate or None, "fold": trial.fold}
+    return {tag: str(value) for tag, value in values.items() if value not in (None, "")}
 
 
 def one_line(policy: Policy | None) -> str:

@@ -4,8 +4,8 @@ Ray's own explore multiplies continuous values by 0.8 or 1.2 and never clips, wh
 probability or magnitude out of its declared range. PBA's explore replaces it: each value is
 resampled with probability 0.2, else shifted by 0, 1, 2 or 3 steps (a tenth of its range) up or
 down and kept inside its range; an op slot is resampled with probability 0.2, else kept.
-Magnitudes are searched as a level in [0, 1] that `search.compile.decode` rescales into the op's
-own range, so no value is ever clamped.
+Magnitudes are searched as a level in [0, 1] that `search.trials.compile.decode` rescales into
+the op's own range, so no value is ever clamped.
 
 The explore draws from a generator seeded by the search seed, so a PBT search explores the same
 values in the same order of calls; which trial PBT clones, and when, depends on how the trials

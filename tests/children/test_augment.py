@@ -40,7 +40,7 @@ NO_BASE = BaseAug(crop=False, flip=False)
 
 
 def _write_space(directory, **changes) -> None:
-    """The resolved space a search leaves in its output directory (as search.session does)."""
+    """The resolved space a search leaves in its output directory (as the session does)."""
     space = load_space("cifar10").replace(**changes)
     text = yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
     (directory / "space.yaml").write_text(text, encoding="utf-8")

@@ -24,8 +24,8 @@ import yaml
 
 from children.sources import read_digits
 from search.evaluate import main as evaluate_main
-from search.options import SearchOptions
-from search.resume import RunRecord
+from search.prepare.options import SearchOptions
+from search.prepare.resume import RunRecord
 from search.run import main as search_main
 from spaces.policy import Op, Policy, SubPolicy, policy_to_dict, save_policy
 from spaces.schema import load_space

@@ -17,7 +17,7 @@ import pytest
 
 from search.api import SearchOptions, search
 from search.evaluate import EvaluateOptions, evaluate, make_plan
-from search.prepare import load_splits
+from search.prepare.checks import load_splits
 from search.trials.context import TrialContext
 from search.trials.trial import run_trial
 from spaces.schema import parse_space
@@ -26,7 +26,7 @@ from tests.conftest import SHARED_DATA
 
 def test_the_flag_sets_the_space_and_a_bad_value_is_one_clear_line() -> None:
     from search.errors import SearchError
-    from search.prepare import apply_options
+    from search.prepare.checks import apply_options
     from search.run import build_parser, main
     from spaces.schema import load_space
 

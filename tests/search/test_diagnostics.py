@@ -78,7 +78,7 @@ def test_write_plots_writes_pngs(space: Space, tmp_path: Path) -> None:
 
 
 def test_diagnostics_never_import_mlflow() -> None:
-    code = ("import sys; from search.diagnostics import overfit_diagnostics; "
+    code = ("import sys; from search.stages.diagnostics import overfit_diagnostics; "
             "assert 'mlflow' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 

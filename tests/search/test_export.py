@@ -1,7 +1,7 @@
 """What a confirmed search exports: the base unless the best candidate's corrected interval lies
 above 0; an unproven candidate is written beside it as candidate_policy.* (candidate_schedule.json
 for PBT). Real outputs (albumentations files, policy YAML, schedules read back as the evaluation
-reads them) from leaderboards and confirmations built with search.confirm's own functions."""
+reads them) from leaderboards and confirmations built with search.stages.confirm's own functions."""
 
 from __future__ import annotations
 

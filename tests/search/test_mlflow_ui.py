@@ -49,7 +49,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y "
                     f"chromium) to run the browser check")
     from children.datasets import load_dataset, make_splits
-    from search.options import SearchOptions
+    from search.prepare.options import SearchOptions
     from search.stages.outputs import leaderboard_rows, write_outputs
     from search.tracking import Tracker
     from search.trials.compile import sample_configs
@@ -198,7 +198,7 @@ def test_tracker_logs_through_a_tracking_server(ui: str, tmp_path: Path) -> None
     from mlflow import MlflowClient
 
     from children.datasets import load_dataset, make_splits
-    from search.options import SearchOptions
+    from search.prepare.options import SearchOptions
     from search.tracking import Tracker
     from search.trials.compile import sample_configs
     from spaces.schema import load_space

@@ -1,6 +1,6 @@
 """The whole confirmation rule on synthetic rewards: false wins on null data, and power.
 
-Each repetition runs search.confirm's real functions: `candidates` picks the top 3 of a
+Each repetition runs search.stages.confirm's real functions: `candidates` picks the top 3 of a
 leaderboard of 32 policies (the base among them) by their search rewards, `confirm_configs`
 says which runs to train, `record` takes their rewards, `verdict` decides. Only the rewards are
 synthetic, drawn as a search under common random numbers makes them: policy i at replicate s
@@ -62,8 +62,8 @@ class Outcome:
 
 
 def one_search(rng: np.random.Generator, replicates: int, planted: float = 0.0) -> Any:
-    """A synthetic search and its confirmation, decided by search.confirm; policy p0 is the base
-    and p1 is `planted` above it."""
+    """A synthetic search and its confirmation, decided by search.stages.confirm; policy p0 is
+    the base and p1 is `planted` above it."""
     mu = np.zeros(POLICIES)
     mu[1] = planted
     common = rng.normal(0.0, SD_C, replicates + 1)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from search.errors import SearchError
-from search.options import SearchOptions
-from search.prepare import prepare
-from search.resume import RunRecord, read_record, resume_options
+from search.prepare.checks import prepare
+from search.prepare.options import SearchOptions
+from search.prepare.resume import RunRecord, read_record, resume_options
 
 
 def test_resume_needs_an_earlier_search(tmp_path: Path) -> None:
@@ -73,8 +73,8 @@ def test_progress_counts_a_trial_once_when_it_ends_not_when_tune_retries_it() ->
 
 def test_a_resume_counts_only_trials_that_ended(tmp_path: Path) -> None:
     """Errored and interrupted trials run again after --resume: they are not done yet."""
-    from search.prepare import Prepared
-    from search.session import SearchSession
+    from search.prepare.checks import Prepared
+    from search.stages.session import SearchSession
     from search.strategies import get_strategy
     from spaces.schema import load_space
 

@@ -1,7 +1,7 @@
 """The MLflow tracker against a real SQLite store, queried back with MlflowClient.
 
 The tracker is driven with the events Tune's driver callback delivers (result dicts with the
-keys `search.trial.run_trial` reports plus Tune's own), with real digits images for the
+keys `search.trials.trial.run_trial` reports plus Tune's own), with real digits images for the
 previews, real albumentations for the exported policies and, in one test, real child training.
 """
 
@@ -19,12 +19,12 @@ import pytest
 from mlflow import MlflowClient
 
 from children.datasets import load_dataset, make_splits
-from search.compile import decode, sample_configs
 from search.errors import SearchError
-from search.options import SearchOptions
-from search.outputs import leaderboard_rows, write_outputs
+from search.prepare.options import SearchOptions
+from search.stages.outputs import leaderboard_rows, write_outputs
 from search.tracking import PARENT_FILE, Tracker
-from search.tune_adapter import TrialOutcome
+from search.trials.compile import decode, sample_configs
+from search.tune import TrialOutcome
 from spaces.policy import flat_params, load_policy
 from spaces.schema import Space, load_space
 
@@ -447,7 +447,8 @@ class TuneLikeEvents:
 def test_real_child_training_events(recorded: Recorded, space: Space, splits: Any,
                                     tmp_path: Path) -> None:
     """Results reported by real child trainings (no Ray) go into the store as they come."""
-    from search.trial import TrialContext, run_trial
+    from search.trials.context import TrialContext
+    from search.trials.trial import run_trial
 
     small = space.replace(**{"dataset.train_size": 100, "child.epochs": 2,
                              "reward.last_epochs": 1})
@@ -543,8 +544,8 @@ def test_a_failure_writing_the_outputs_still_ends_the_record_and_writes_every_qu
     unchanged, the parent run ends FAILED with it, every nested run is ended, and everything the
     trials' events queued (metrics, tags, policy files) is in the store. A slow store keeps the
     last trials' files and ends queued at the moment of the failure."""
-    from search import session
     from search.api import search
+    from search.stages import session
     from search.tracking.trials import TrialRuns
 
     def disk_full(*_args: Any, **_kwargs: Any) -> Any:

@@ -83,7 +83,8 @@ MALFORMED = [
      ["child.model", "unknown child model 'resnet9000'", "known models: basiccnn"]),
     ("misspelt child model", "child.model", "basicnn", ["did you mean 'basiccnn'?"]),
     ("unknown optimiser", "child.optimizer.name", "adagrad", ["child.optimizer.name"]),
-    ("unknown reward kind", "reward.kind", "distillation", ["reward.kind", "'distillation'"]),
+    ("malformed reward kind", "reward.kind", "Distillation!",
+     ["reward.kind", "a reward kind's name is lower-case", "'Distillation!'"]),
     ("density matching with batch ops", "reward.kind", "density_matching",
      ["`reward.kind: density_matching` cannot score batch ops (mixup_alpha)",
       "set `policy.batch_ops: {}`"]),
@@ -104,6 +105,13 @@ def test_malformed_space_is_refused_with_its_own_message(case: tuple) -> None:
     assert "\n" not in message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_a_reward_kind_is_any_name_the_search_may_have_registered() -> None:
+    """spaces/ does not import search/: a well-formed kind passes here, and the search's
+    preparation refuses one its registry lacks (tests/search/test_reward_kinds.py)."""
+    text = yaml.safe_dump(_set(_base(), "reward.kind", "distillation"))
+    assert parse_space(text, "s.yaml").reward.kind == "distillation"
 
 
 def test_malformed_messages_are_distinct() -> None:
@@ -168,7 +176,7 @@ def test_cli_bad_space_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_cli_unknown_space_and_searcher_exit_2() -> None:
     proc = _cli("--space", "nope", "--dry-run")
     assert proc.returncode == 2
-    assert "built-in spaces: cifar10, cifar100, digits, svhn" in proc.stderr
+    assert "built-in spaces: cifar10, cifar100, cifar10_ssl, digits, svhn" in proc.stderr
     proc = _cli("--searcher", "grid", "--dry-run")
     assert proc.returncode == 2 and "choose one of: tpe, random, pbt" in proc.stderr
 
