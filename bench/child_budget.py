@@ -133,8 +133,8 @@ def rows_for(space: Space, described: str, runs: list[Run]) -> tuple[list[str], 
                f"{len(seeds)} seeds (95% CI [{gain.ci_low:+.4f}, {gain.ci_high:+.4f}]): "
                f"target (≥ {TARGET_GAIN:+.2f}, CI above 0) **{why}**. A default search "
                f"({space.search.trials} trials + confirmation, {trainings} trainings of "
-               f"~{seconds:.0f} s on 1 thread) takes ~{minutes:.0f} min on "
-               f"{os.cpu_count()} CPUs.")
+               f"~{seconds:.0f} s on 1 thread) would take ~{minutes:.0f} min on "
+               f"{os.cpu_count()} idle CPUs (projected from the training time, not measured).")
     return lines, verdict
 
 
