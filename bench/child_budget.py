@@ -149,7 +149,9 @@ def _arm(space: Space, arm: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--spaces", default=",".join(builtin_spaces()))
+    supervised = [n for n in builtin_spaces()  # a self-supervised space trains no classifier
+                  if load_space(n).reward.kind == "child_training"]
+    parser.add_argument("--spaces", default=",".join(supervised))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     started = time.perf_counter()

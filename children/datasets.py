@@ -10,7 +10,7 @@ test set is the data's own and the search never touches it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +21,13 @@ from children.sources import (
     TORCHVISION,
     Raw,
     Shape,
+    has_labels,
     mismatch,
     read_digits,
     read_folder,
     read_npz,
     read_torchvision,
+    read_unlabelled,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class ImageData:
     y_test: np.ndarray
     class_names: list[str]
     origin: str = ""  # where it was read from (a path or a built-in name), for messages
+    labelled: bool = True  # False: images without labels (every label -1; self-supervised)
+    x_unlabelled: np.ndarray | None = None  # dataset.unlabelled: images for pre-training only
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,15 @@ class Splits:
     audit: Arrays
     test: Arrays
     num_classes: int | None = None  # the spec's class count (labels may not show every class)
+    labelled: int | None = None  # dataset.labelled_size: the first rows of `train` keep their
+    # labels (a stratified draw); None: all of them
+    unlabelled: Arrays | None = None  # dataset.unlabelled's images (labels -1): pre-training only
+
+    def labelled_set(self) -> Arrays:
+        """The train split's labelled images (all of it unless dataset.labelled_size)."""
+        if self.labelled is None:
+            return self.train
+        return Arrays(self.train.x[:self.labelled], self.train.y[:self.labelled])
 
 
 def default_cache_dir(name: str) -> Path:
@@ -90,6 +103,11 @@ def load_dataset(
     or channels differ from the spec's (unless `spec.resize`).
     """
     source = data or spec.path
+    if source and _without_labels(Path(source).expanduser(), spec):
+        path = Path(source).expanduser()
+        shape = Shape(spec.image_size, spec.channels, spec.resize)
+        return _with_unlabelled(_unlabelled_data(read_unlabelled(path, shape), str(path), spec),
+                                spec)
     if source:
         path = Path(source).expanduser()
         origin = str(path)
@@ -113,7 +131,42 @@ def load_dataset(
     else:
         raise DataError(f"dataset '{spec.name}' needs its data; pass --data PATH (an .npz file "
                         f"or an image folder) or set dataset.path")
-    return _checked(raw, origin, spec)
+    return _with_unlabelled(_checked(raw, origin, spec), spec)
+
+
+def _without_labels(path: Path, spec: DatasetSpec) -> bool:
+    """Whether `path` holds images without labels that the space can use (self-supervised with
+    `dataset.labelled_size: 0`); a space that needs labels is refused, naming the label-free
+    alternative."""
+    if spec.labelled_size is None or not path.exists() or has_labels(path):
+        return False
+    if spec.labelled_size == 0:
+        return True
+    raise DataError(f"{path}: has no labels (no y_train, no class folders) but "
+                    f"dataset.labelled_size is {spec.labelled_size}: a probe needs labelled "
+                    f"images; set dataset.labelled_size: 0 and reward.ssl.score: rotation "
+                    f"(label-free), or add labels")
+
+
+def _unlabelled_data(x: np.ndarray, origin: str, spec: DatasetSpec) -> ImageData:
+    """Images without labels as a dataset: labels -1, a test share carved off (seed 0)."""
+    x = _fit(_images(x, "x", origin), "x", origin, spec)
+    order = np.random.default_rng(_TEST_SEED).permutation(len(x))
+    n_test = max(1, round(len(x) * TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return ImageData(x[train], np.full(len(train), -1, dtype=np.int64), x[test],
+                     np.full(len(test), -1, dtype=np.int64),
+                     [str(i) for i in range(spec.num_classes)], origin, labelled=False)
+
+
+def _with_unlabelled(data: ImageData, spec: DatasetSpec) -> ImageData:
+    """`data` with dataset.unlabelled's images, checked against the space's shape."""
+    if not spec.unlabelled:
+        return data
+    path = Path(spec.unlabelled).expanduser()
+    origin = f"{path} (dataset.unlabelled)"
+    x = read_unlabelled(path, Shape(spec.image_size, spec.channels, spec.resize))
+    return replace(data, x_unlabelled=_fit(_images(x, "x", origin), "x", origin, spec))
 
 
 def _checked(raw: Raw, origin: str, spec: DatasetSpec) -> ImageData:
@@ -240,11 +293,19 @@ def make_splits(data: ImageData, spec: DatasetSpec, seed: int) -> Splits:
     rng = np.random.default_rng((seed, 1))
     order = stratified_order(data.y_train, seed)
     parts, start = [], 0
+    labelled = spec.labelled_size
     for size in sizes:
-        chosen = rng.permutation(order[start:start + size])
+        if start == 0 and labelled is not None:  # the labelled images first: a stratified chunk
+            chosen = np.concatenate([rng.permutation(order[:labelled]),
+                                     rng.permutation(order[labelled:size])])
+        else:
+            chosen = rng.permutation(order[start:start + size])
         parts.append(Arrays(data.x_train[chosen], data.y_train[chosen]))
         start += size
-    return Splits(parts[0], parts[1], parts[2], Arrays(data.x_test, data.y_test), spec.num_classes)
+    extra = data.x_unlabelled
+    return Splits(parts[0], parts[1], parts[2], Arrays(data.x_test, data.y_test), spec.num_classes,
+                  labelled, None if extra is None else
+                  Arrays(extra, np.full(len(extra), -1, dtype=np.int64)))
 
 
 def check_classes(data: ImageData, splits: Splits, spec: DatasetSpec) -> None:
@@ -257,6 +318,10 @@ def check_classes(data: ImageData, splits: Splits, spec: DatasetSpec) -> None:
     a smaller one may miss some by chance. Raises DataError naming the split, the classes present
     and the fix.
     """
+    if not data.labelled:
+        return  # self-supervised images without labels: nothing to check
+    if splits.labelled:
+        _check_labelled(splits, spec, data.origin or spec.name)
     n = spec.num_classes
     parts = (("train split", splits.train, data.y_train, "y_train", "dataset.train_size"),
              ("validation pool", splits.val_pool, data.y_train, "y_train",
@@ -287,6 +352,21 @@ def check_classes(data: ImageData, splits: Splits, spec: DatasetSpec) -> None:
                             f"class{'es' if len(missing) > 1 else ''} ({counts}) for a stratified "
                             f"split to include them; add images of "
                             f"them{f' or raise {size_key}' if size_key else ''}")
+
+
+def _check_labelled(splits: Splits, spec: DatasetSpec, origin: str) -> None:
+    """Refuse a labelled set (dataset.labelled_size) without every class: a probe cannot
+    predict a class it was never shown."""
+    y = splits.labelled_set().y
+    present = {int(c) for c in np.unique(y)}
+    missing = [c for c in range(spec.num_classes) if c not in present]
+    if missing:
+        need = (f"raise dataset.labelled_size (now {len(y)}) to at least {spec.num_classes} "
+                if len(y) < spec.num_classes else "raise dataset.labelled_size ")
+        raise DataError(f"{origin}: the labelled set (dataset.labelled_size {len(y)}) holds "
+                        f"{len(present)} of the {spec.num_classes} classes (missing: "
+                        f"{_ids(missing)}); a probe cannot predict a class it never saw; "
+                        f"{need}or add images of the missing classes")
 
 
 def _ids(values: set[int] | list[int]) -> str:

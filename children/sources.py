@@ -63,9 +63,13 @@ def read_npz(path: Path) -> Raw:
     with archive:
         missing = [key for key in NPZ_KEYS if key not in archive.files]
         if missing:
+            unlabelled = ("; images without labels can pre-train views: reward.kind: "
+                          "self_supervised with dataset.labelled_size: 0 and reward.ssl.score: "
+                          "rotation" if "y_train" in missing and {"x", "x_train"} & set(
+                              archive.files) else "")
             raise DataError(f"{path}: missing key(s) {', '.join(missing)} (found: "
                             f"{', '.join(archive.files) or 'none'}); an .npz needs "
-                            f"{', '.join(NPZ_KEYS)}")
+                            f"{', '.join(NPZ_KEYS)}{unlabelled}")
         arrays = [_npz_array(archive, key, path) for key in NPZ_KEYS]
         names = None
         if "class_names" in archive.files:
@@ -166,6 +170,45 @@ def _read_image(file: Path, shape: Shape) -> np.ndarray:
     if image.shape[:2] != (shape.size, shape.size):
         image = cv2.resize(image, (shape.size, shape.size), interpolation=cv2.INTER_AREA)
     return image.reshape(shape.size, shape.size, shape.channels)
+
+
+def has_labels(path: Path) -> bool:
+    """Whether an .npz holds y_train or a folder holds class subfolders (labelled data); images
+    without them are unlabelled (`read_unlabelled`)."""
+    if path.is_dir():
+        return any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "y_train" in archive.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return True  # not readable as an .npz: read_npz names the problem
+
+
+def read_unlabelled(path: Path, shape: Shape) -> np.ndarray:
+    """Images without labels: an .npz's `x` (or `x_train`; labels ignored) or every image file
+    under a folder (class folders ignored), uint8 N×H×W(×C) as stored or converted to `shape`
+    (resize). Raises DataError naming the file and the fix."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file()
+                       and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: holds no images ({', '.join(IMAGE_SUFFIXES)}); put the "
+                            f"unlabelled images in it")
+        return np.stack([_read_image(f, shape) for f in files])
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder; give an .npz holding x or an image "
+                        f"folder")
+    fix = "save it with np.savez(path, x=images) (uint8 N×H×W×C)"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npz archive ({_reason(err)}); {fix}") from None
+    with archive:
+        key = next((k for k in ("x", "x_train") if k in archive.files), None)
+        if key is None:
+            raise DataError(f"{path}: has no images under x or x_train (found: "
+                            f"{', '.join(archive.files) or 'none'}); {fix}")
+        return _npz_array(archive, key, path)
 
 
 def mismatch(origin: str, found: str, shape: Shape, data_shape: tuple[int, ...]) -> str:

@@ -91,6 +91,15 @@ class DatasetSpec(_Strict):
     resize: bool = Field(False, description="resize the data's images (and convert gray <-> "
                                             "RGB) to image_size x channels; off: a mismatch is "
                                             "an error")
+    labelled_size: int | None = Field(None, ge=0, description="reward.kind: self_supervised: "
+                                      "how many train-split images keep their labels for the "
+                                      "probe (a stratified draw); the rest are used unlabelled; "
+                                      "0: no labels at all (reward.ssl.score: rotation); "
+                                      "default: all")
+    unlabelled: str | None = Field(None, description="reward.kind: self_supervised: more "
+                                   "images for pre-training only: an .npz holding x (or "
+                                   "x_train) or an image folder (labels and class folders "
+                                   "ignored)")
 
 
 class OptimizerSpec(_Strict):
@@ -236,6 +245,29 @@ class DensitySpec(_Strict):
         return max(1, round(train_size * self.held_out_share()))
 
 
+class SSLSpec(_Strict):
+    """Self-supervised views (`reward.kind: self_supervised`, SimCLR and SelfAugment): the
+    settings of contrastive pre-training and of how its frozen features are scored.
+
+    The child's trunk (its model without the last linear layer, `child.epochs`, `batch_size`,
+    `optimizer`, `schedule`) is pre-trained with NT-Xent at `temperature` through a projection
+    head (`hidden_dim`, default the trunk's width, then `projection_dim`) on two views of each
+    image drawn from the trial's policy. `score`: `probe`, a linear classifier fitted with
+    `probe_steps` full-batch steps on the labelled images (dataset.labelled_size) and scored on
+    the validation pool; `knn`, a weighted `knn_k`-nearest-neighbour vote among them; `rotation`
+    (SelfAugment, no labels), a linear classifier of the 4 rotations fitted on
+    `rotation_images` images of the pre-training pool and scored on the rotated validation pool.
+    """
+
+    score: Literal["probe", "knn", "rotation"] = "probe"
+    temperature: float = Field(0.5, gt=0, le=10)
+    projection_dim: int = Field(64, ge=2, le=8192)
+    hidden_dim: int | None = Field(None, ge=2, le=8192)
+    probe_steps: int = Field(300, ge=1, le=100_000)
+    knn_k: int = Field(20, ge=1, le=10_000)
+    rotation_images: int = Field(1000, ge=4, le=1_000_000)
+
+
 class RewardSpec(_Strict):
     """How a policy becomes a reward: `kind: child_training` (the default) trains a child under
     it; `kind: density_matching` scores it with children trained once before the search
@@ -259,6 +291,8 @@ class RewardSpec(_Strict):
                                  "prepared)")
     density: DensitySpec | None = Field(None, description="density matching's settings "
                                         "(kind: density_matching; defaults when absent)")
+    ssl: SSLSpec | None = Field(None, description="self-supervised pre-training's settings "
+                                "(kind: self_supervised; defaults when absent)")
     metric: Literal["val_accuracy"] = "val_accuracy"
     last_epochs: int = Field(3, ge=1)
     epochs: Literal["last", "best"] = "last"
@@ -288,6 +322,14 @@ class RewardSpec(_Strict):
         """Density matching's settings (its defaults when the section is absent)."""
         return self.density or DensitySpec()
 
+    @property
+    def self_supervised(self) -> bool:
+        return self.kind == SELF_SUPERVISED
+
+    def contrastive(self) -> SSLSpec:
+        """Self-supervised pre-training's settings (its defaults when the section is absent)."""
+        return self.ssl or SSLSpec()
+
     @model_validator(mode="after")
     def _sample_size(self) -> RewardSpec:
         if self.validation == "fresh" and self.val_sample_size is None:
@@ -296,10 +338,14 @@ class RewardSpec(_Strict):
         if self.density is not None and not self.density_matching:
             raise ValueError("`density` applies to `kind: density_matching`, but kind is "
                              f"{self.kind}; set `kind: density_matching` or remove `density`")
+        if self.ssl is not None and not self.self_supervised:
+            raise ValueError("`ssl` applies to `kind: self_supervised`, but kind is "
+                             f"{self.kind}; set `kind: self_supervised` or remove `ssl`")
         return self
 
 
 DENSITY_MATCHING = "density_matching"
+SELF_SUPERVISED = "self_supervised"
 
 
 class SearchDefaults(_Strict):
@@ -350,6 +396,7 @@ class Space(_Strict):
             )
         if self.reward.density_matching:
             _check_density(self)
+        _check_self_supervised(self)
         return self
 
     def replace(self, **changes: Any) -> Space:
@@ -380,6 +427,36 @@ def _check_density(space: Space) -> None:
             f"{d.train_size} train images and trains on {d.train_size - held}, but both must "
             f"hold at least dataset.num_classes={d.num_classes}; raise dataset.train_size or "
             f"change reward.density.folds / held_out")
+
+
+def _check_self_supervised(space: Space) -> None:
+    """The data settings only self-supervised views read, and what they cannot do: batch ops
+    (no labels to mix), a probe without labels, more labelled images than the train split."""
+    d, kind = space.dataset, space.reward.kind
+    if not space.reward.self_supervised:
+        given = [k for k in ("labelled_size", "unlabelled") if getattr(d, k) is not None]
+        if given:
+            raise ValueError(f"`dataset.{given[0]}` applies to `reward.kind: self_supervised`, "
+                             f"but kind is {kind}; set `reward.kind: self_supervised` or remove "
+                             f"`dataset.{given[0]}`")
+        return
+    batch = [k for k, v in space.policy.batch_ops.model_dump().items() if v is not None]
+    if batch:
+        raise ValueError(
+            f"`reward.kind: self_supervised` cannot use batch ops ({', '.join(batch)}): they mix "
+            f"labels, and contrastive pre-training has none; set `policy.batch_ops: {{}}`")
+    if d.labelled_size is not None and d.labelled_size > d.train_size:
+        raise ValueError(f"`dataset.labelled_size <= dataset.train_size` must hold (the labelled "
+                         f"images are part of the train split), but got labelled_size="
+                         f"{d.labelled_size}, train_size={d.train_size}")
+    score = space.reward.contrastive().score
+    if d.labelled_size == 0 and score != "rotation":
+        raise ValueError(f"`reward.ssl.score: {score}` fits on labelled images, but "
+                         f"dataset.labelled_size is 0 (no labels); use `reward.ssl.score: "
+                         f"rotation` (label-free) or give labelled images")
+    if space.child.augmentation == "albumentations":
+        raise ValueError("`reward.kind: self_supervised` draws its views on the batched path; "
+                         "set `child.augmentation: auto` or `batched`")
 
 
 def builtin_spaces() -> list[str]:

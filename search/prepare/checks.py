@@ -135,7 +135,9 @@ def _smoke_changes(space: Space) -> dict[str, Any]:
             "reward.val_sample_size": min(sample, pool) if sample else None,
             "child.epochs": 2, "reward.last_epochs": 1, "search.trials": 4,
             "search.concurrency": 2, "search.confirm": 1,
-            "search.confirm_seeds": 2}  # the fewest fresh seeds that give a margin an interval
+            "search.confirm_seeds": 2,  # the fewest fresh seeds that give a margin an interval
+            **({"dataset.labelled_size": min(d.labelled_size, 100)}
+               if d.labelled_size is not None else {})}
 
 
 def check_strategy(strategy: Strategy, opts: SearchOptions) -> None:

@@ -86,6 +86,12 @@ class RewardKind:
         stage was interrupted."""
         return replace(plan, trial=self.trial)
 
+    def confirmation(self, plan: Any) -> Any:
+        """The Tune plan the confirmation retrains its candidates with: the kind's own trial
+        where a trial trains a model (`child_per_trial`: fresh replicates measure what the
+        search's reward measured), else real children (`search.trials.trial.run_child`)."""
+        return replace(plan, trial=self.trial) if self.child_per_trial else plan
+
     def resumable(self, output: Path) -> bool:
         """An interrupted search in `output` left state of this kind's own stage to resume."""
         return False

@@ -151,8 +151,8 @@ class SearchSession:
         print(f"[augsearch] confirming the {best} best policies and the base with "
               f"{self.space.search.confirm_seeds} fresh seeds: {len(configs)} trainings",
               flush=True)
-        stage = replace(plan, configs=configs, name=CONFIRM_EXPERIMENT, trials=len(configs),
-                        references=False, early_stop=False, extra_config={},
+        stage = replace(self.kind.confirmation(plan), configs=configs, name=CONFIRM_EXPERIMENT,
+                        trials=len(configs), references=False, early_stop=False, extra_config={},
                         ctx=replace(plan.ctx, record_schedule=False))
         resume = self.opts.resume and tune.can_resume(plan.storage, CONFIRM_EXPERIMENT)
         listeners = [Progress(len(configs), stage="confirm"),

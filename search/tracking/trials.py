@@ -36,7 +36,9 @@ SEARCH_STAGE = "search"
 RESULT_TAGS = "tags"  # a result's own tags for its run: {name: value}
 # Reward first: the UI's compare view plots the first metric a run logged by default.
 EPOCH_METRICS = ("reward", "val_accuracy", "audit_accuracy", "train_accuracy", "train_loss",
-                 "train_val_gap", "images_per_s", "val_nll")
+                 "train_val_gap", "images_per_s", "val_nll",
+                 # reward.kind: self_supervised, every score of its last epoch
+                 "probe_accuracy", "knn_accuracy", "rotation_accuracy")
 FINAL_METRICS = ("reward", "audit_accuracy", "train_val_gap", "val_accuracy", "train_accuracy")
 
 

@@ -9,7 +9,9 @@ a magnitude are repeated as often, so every op is equally likely, as in TrivialA
 
 A reference is named in a trial's config by its `TrialConfig.reference`; its policy comes from
 here, not from the config's search dimensions, so a reference need not be expressible in the
-searched shape (a 3 x 2 policy cannot hold TrivialAugment).
+searched shape (a 3 x 2 policy cannot hold TrivialAugment). A self-supervised space
+(`reward.kind: self_supervised`) has SimCLR's default views in place of TrivialAugment
+(`simclr`, written in its ops by `search.trials.simclr`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 from search.trials.compile import decode, slot
 from search.trials.config import decode as decode_trial
 from search.trials.config import dimensions
+from search.trials.simclr import simclr_policy
 from spaces.ops import get_op
 from spaces.policy import Op, Policy, SubPolicy, identity_policy
 from spaces.schema import Space
 
 BASE = "base"
 TRIVIAL = "trivialaugment"
+SIMCLR = "simclr"  # reward.kind: self_supervised (search.rewards.self_supervised)
 # TrivialAugmentWide's ops (torchvision), by augsearch op name.
 TRIVIAL_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
                "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast",
@@ -51,6 +55,9 @@ def trivial_policy(space: Space) -> Policy | None:
 def reference_policies(space: Space) -> dict[str, Policy]:
     """The reference arms this space can express, by name, base first."""
     refs = {BASE: identity_policy()}
+    if space.reward.self_supervised:  # contrastive views: SimCLR's in place of TrivialAugment
+        simclr = simclr_policy(space)
+        return refs if simclr is None else {**refs, SIMCLR: simclr}
     trivial = trivial_policy(space)
     if trivial is not None:
         refs[TRIVIAL] = trivial

@@ -116,7 +116,7 @@ S = "search"
 SEARCH_CASES = [
     # the space
     Case("unknown space name", S, lambda t: ["--space", "cifar11", *out(t)],
-         "unknown space 'cifar11'; built-in spaces: cifar10, cifar100, digits, svhn"),
+         "unknown space 'cifar11'; built-in spaces: cifar10, cifar100, cifar10_ssl, digits, svhn"),
     Case("missing space file", S, lambda t: ["--space", str(t / "nope.yaml"), *out(t)],
          "nope.yaml: no such space file; give an existing path or one of the built-in"),
     Case("space file not UTF-8", S, lambda t: [

@@ -176,7 +176,7 @@ def test_cli_bad_space_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_cli_unknown_space_and_searcher_exit_2() -> None:
     proc = _cli("--space", "nope", "--dry-run")
     assert proc.returncode == 2
-    assert "built-in spaces: cifar10, cifar100, digits, svhn" in proc.stderr
+    assert "built-in spaces: cifar10, cifar100, cifar10_ssl, digits, svhn" in proc.stderr
     proc = _cli("--searcher", "grid", "--dry-run")
     assert proc.returncode == 2 and "choose one of: tpe, random, pbt" in proc.stderr
 
