@@ -147,7 +147,14 @@ def make_plan(space: Space, opts: EvaluateOptions, splits: Splits | None = None)
 
 
 def evaluation_child(space: Space, opts: EvaluateOptions) -> ChildSpec:
-    """The space's child with --model and --epochs applied, checked."""
+    """The space's child with --model and --epochs applied, checked (a self-supervised space's
+    views are refused: supervised children do not measure them)."""
+    if space.reward.self_supervised:
+        raise SearchError(f"space {space.name} searched views for contrastive pre-training "
+                          f"(reward.kind: self_supervised), which supervised children do not "
+                          f"measure; evaluate them with bench/ssl_quality.py, or pass --space "
+                          f"with a supervised space to test the policy as a supervised "
+                          f"augmentation")
     check_counts(opts)
     epochs = opts.epochs if opts.epochs is not None else space.child.epochs
     model = opts.model or space.child.model

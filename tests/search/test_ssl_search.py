@@ -122,6 +122,11 @@ def test_the_kind_refuses_pbt_and_cohorts_and_says_what_it_does(tmp_path: Path) 
     with pytest.raises(SearchError, match=r"--cohort 2 .*pre-trains one model per trial"):
         prepare(space, "tpe", SearchOptions.build({"cohort": 2, "output": str(tmp_path / "b")}))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    from search.evaluate import evaluate
+
+    with pytest.raises(SearchError, match=r"supervised children do not measure"):
+        evaluate(None, space=space, baselines="cropflip", output=str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
     lines = "\n".join(reward_kind(space).summary_lines(space))
     assert "linear probe fitted on 100 labelled images" in lines
     assert "not expressible: the random resized crop" in lines
