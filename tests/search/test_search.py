@@ -53,7 +53,15 @@ def test_searcher_end_to_end_writes_outputs(ray_session, tmp_path: Path, searche
     rewards = [float(r["reward"]) for r in rows]
     assert rewards == sorted(rewards, reverse=True)
     assert all(0.0 <= x <= 1.0 for x in rewards)
-    assert result.best_reward == pytest.approx(rewards[0])
+    # Confirmed, the export is the verdict's winner (the base unless a candidate proved itself),
+    # and the result's reward is that trial's search reward, not the leaderboard's top.
+    verdict = result.confirmation.verdict
+    winner = verdict.best if verdict.significant else verdict.base
+    assert result.best_trial == winner.key
+    row = next(r for r in rows if r["trial_id"] == result.best_trial)
+    assert result.best_reward == pytest.approx(float(row["reward"]))
+    exported = "candidate" if verdict.significant else "base"
+    assert f"exported: {exported}" in (out / "best_policy.yaml").read_text()
     # The exported pipeline keeps the space's image shape, whichever data the test used.
     dataset = load_space(data_args()["space"]).dataset
     shape = (dataset.image_size, dataset.image_size, dataset.channels)
