@@ -5,7 +5,9 @@ crop/flip only) and with a sampled 5x2 policy (plus mixup), each on the per-imag
 path and on the batched tensor path, side by side in one run: the four configurations alternate
 A B C D D C B A so machine noise hits all alike. Reports training images/s (wall-clock) and CPU
 time per image, the policy's overhead on each path, and the batched path's speed-up. Target: a
-policy adds <= 15% to a basiccnn epoch, judged on wall-clock and on CPU time.
+policy adds <= 15% to a basiccnn epoch, judged on wall-clock and on CPU time from the per-round
+overheads (each policy run against the identity run beside it) with a Student-t 95% CI: met or
+not only where the CI lies on one side of the target (`--rounds` adds rounds until it does).
 
 On a CUDA machine it also fills the GPU section: the child's images/s on each path with one CPU
 thread (as `cluster.yaml` gives a GPU trial), and the GPU's utilisation while it trains. Without
@@ -17,6 +19,7 @@ a GPU the section is reported unmeasured.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -25,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +40,7 @@ from bench.report import BENCHMARKS, SHARED, machine, write_section  # noqa: E40
 from children.datasets import Arrays, ImageData, Splits, load_dataset, make_splits  # noqa: E402
 from children.tensor_aug import BatchedPipeline, Draws  # noqa: E402
 from children.train import train_child  # noqa: E402
+from search.stats import estimate  # noqa: E402
 from spaces.policy import (  # noqa: E402
     BatchOps,
     Op,
@@ -270,41 +275,64 @@ def overhead(identity_rate: float, policy_rate: float) -> float:
     return (identity_rate / policy_rate - 1.0) * 100.0
 
 
-def resolved(value: float, spread: float) -> bool | None:
-    """Is `value` (%) within the target, beyond the run-to-run spread (%)? None: the spread is
-    larger than the distance to the target, so the runs cannot tell."""
-    if value + spread <= TARGET:
-        return True
-    if value - spread > TARGET:
-        return False
-    return None
+def round_overheads(runs: dict[tuple[str, str], list[Speed]], path: str) -> tuple[list[float],
+                                                                                  list[float]]:
+    """The policy's overhead (%) on `path` in each round, wall-clock and CPU time: run i of the
+    policy against run i of the identity, which ran beside it (A B C D D C B A), so a drift of
+    the machine's load cancels in the pair."""
+    ident, pol = runs[("identity", path)], runs[("policy", path)]
+    walls = [overhead(a.wall, b.wall) for a, b in zip(ident, pol, strict=True)]
+    cpus = [(b.cpu_ms / a.cpu_ms - 1) * 100 for a, b in zip(ident, pol, strict=True)]
+    return walls, cpus
 
 
-def verdicts(rows: list, noise: tuple[float, float] = (0.0, 0.0)) -> list[str]:
-    """The target per path, judged on wall-clock and on CPU time, from the measured rows: met or
-    not only where the overhead is farther from the target than repeated runs of one
-    configuration differed (`noise`, relative), else unresolved."""
+def judged(values: list[float]) -> tuple[Any, bool | None]:
+    """The overheads' mean with a Student-t 95% CI, and the target: met (the CI lies at or
+    below it), not met (above it), None (the CI straddles it, or one round gives no CI)."""
+    est = estimate(values)
+    if not math.isfinite(est.ci_high):
+        return est, None
+    return est, True if est.ci_high <= TARGET else False if est.ci_low > TARGET else None
+
+
+def verdicts(measured: list) -> list[str]:
+    """The target per path, judged on wall-clock and on CPU time from every basiccnn row's
+    per-round overheads (`measured`: (case, runs) pairs): met or not only where the overheads'
+    95% CI lies on one side of the target, else unresolved. A path's verdict is its worst row's."""
     lines = []
     for path in PATHS:
-        walls = [overhead(s[("identity", path)].wall, s[("policy", path)].wall)
-                 for c, s in rows if c.model == "basiccnn"]
-        cpus = [(s[("policy", path)].cpu_ms / s[("identity", path)].cpu_ms - 1) * 100
-                for c, s in rows if c.model == "basiccnn"]
-        wall_ok, cpu_ok = resolved(max(walls), noise[0] * 100), resolved(max(cpus),
-                                                                          noise[1] * 100)
-        if wall_ok is None or cpu_ok is None:
-            verdict = ("unresolved: the runs' spread exceeds the distance to the target"
-                       if wall_ok is None and cpu_ok is None else
-                       f"wall-clock {_word(wall_ok)}, CPU time {_word(cpu_ok)}")
+        judgements = []
+        for case, runs in measured:
+            if case.model == "basiccnn":
+                walls, cpus = round_overheads(runs, path)
+                judgements.append((case, judged(walls), judged(cpus)))
+        worst = max(judgements, key=lambda j: j[1][0].mean)
+        wall_ok = _all(j[1][1] for j in judgements)
+        cpu_ok = _all(j[2][1] for j in judgements)
+        if wall_ok is None and cpu_ok is None:
+            verdict = "unresolved: the overheads' 95% CIs straddle the target"
+        elif wall_ok is None or cpu_ok is None:
+            verdict = f"wall-clock {_word(wall_ok)}, CPU time {_word(cpu_ok)}"
         else:
             verdict = ("met" if wall_ok and cpu_ok else "NOT met" if not (wall_ok or cpu_ok)
                        else f"met on {'wall-clock' if wall_ok else 'CPU time'} only")
-        spread = (f" Repeated runs of one configuration differed by up to {noise[0]:.0%} "
-                  f"(wall-clock) and {noise[1]:.0%} (CPU time)." if any(noise) else "")
+        case, (wall, _), (cpu, _) = worst
         lines.append(f"Target (policy adds <= {TARGET:.0f}% to a basiccnn epoch), {path} path: "
-                     f"**{verdict}** (worst basiccnn overhead {max(walls):+.1f}% wall-clock, "
-                     f"{max(cpus):+.1f}% CPU time).{spread}")
+                     f"**{verdict}** (worst basiccnn row, {case.threads} thread(s), over "
+                     f"{wall.n} paired rounds: {_pct(wall)} wall-clock, {_pct(cpu)} CPU time).")
     return lines
+
+
+def _pct(est: Any) -> str:
+    if not math.isfinite(est.ci_low):
+        return f"{est.mean:+.1f}% (one round: no CI)"
+    return f"{est.mean:+.1f}% [{est.ci_low:+.1f}, {est.ci_high:+.1f}]"
+
+
+def _all(oks: Any) -> bool | None:
+    """Every row met: True; any row not met: False; else (some unresolved): None."""
+    oks = list(oks)
+    return False if False in oks else True if all(oks) else None
 
 
 def _word(ok: bool | None) -> str:
@@ -321,8 +349,9 @@ def speedups(rows: list) -> str:
             + "; ".join(parts) + ".")
 
 
-def report(rows: list, cost: dict[tuple[str, str], float], source: str, policy: Policy,
-           epochs: int, load: tuple[float, float], noise: tuple[float, float]) -> str:
+def report(rows: list, measured: list, cost: dict[tuple[str, str], float], source: str,
+           policy: Policy, epochs: int, load: tuple[float, float],
+           noise: tuple[float, float]) -> str:
     return "\n".join([
         f"`python bench/child_throughput.py` — {source}; {epochs} epochs per run; the four "
         f"configurations alternate A B C D D C B A (A B C D for a row with one run each), "
@@ -334,7 +363,7 @@ def report(rows: list, cost: dict[tuple[str, str], float], source: str, policy: 
         "space's ops plus mixup (alpha 0.2):", "",
         "    " + policy.describe().replace("\n", "\n    "), "",
         *_rows(rows), "",
-        *verdicts(rows, noise), "",
+        *verdicts(measured), "",
         speedups(rows), "",
         f"Wall-clock images/s is what a trial sees; CPU time per image counts every thread of "
         f"the process from the first to the last training batch of each epoch (evaluation "
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run; writes no report")
     parser.add_argument("--rounds", type=int,
                         help="runs of each configuration per CPU row (default: 2, 1 for "
-                             "resnet_fast); more rounds, until the spread is below the effect")
+                             "resnet_fast); more rounds narrow the verdicts' CIs")
     parser.add_argument("--gpu-only", action="store_true",
                         help="only the GPU section (bench/gpu_check.sh on a GPU machine)")
     args = parser.parse_args(argv)
@@ -422,14 +451,15 @@ def main(argv: list[str] | None = None) -> None:
             for name, p in policies.items() for path in PATHS}
     print(f"data: {source}; policy:\n{policy.describe()}")
     load_before = os.getloadavg()[0]
-    rows, noise = [], (0.0, 0.0)
+    rows, measured, noise = [], [], (0.0, 0.0)
     for case in cases:
         runs = measure(case, policies, space, splits, args.epochs)
         noise = tuple(max(a, b) for a, b in zip(noise, spread(runs), strict=True))
+        measured.append((case, runs))
         rows.append((case, {k: median(v) for k, v in runs.items()}))
         print("\n".join(_rows(rows[-1:])[2:]), flush=True)
     load = (load_before, os.getloadavg()[0])
-    body = report(rows, cost, source, policy, args.epochs, load, noise)
+    body = report(rows, measured, cost, source, policy, args.epochs, load, noise)
     print(body)
     if torch.cuda.is_available():
         gpu = gpu_report(gpu_section(policies, space, splits, args.epochs),

@@ -56,34 +56,42 @@ def test_the_unmeasured_placeholder_never_replaces_figures(tmp_path) -> None:
     assert "9,000" in text and "Unmeasured" not in text
 
 
-def test_verdicts_follow_the_figures_on_wall_clock_and_cpu_time() -> None:
-    from bench.child_throughput import Speed, verdicts
+def runs_with(walls: list[float], cpus: list[float]) -> dict:
+    """Rounds whose albumentations policy run adds `walls[i]`% wall-clock time and `cpus[i]`%
+    CPU time to the identity run beside it; the batched path adds nothing."""
+    from bench.child_throughput import Speed
 
-    def speeds(wall_policy: float, cpu_policy: float) -> dict:
-        return {("identity", p): Speed(100.0, 10.0) for p in PATHS} | {
-            ("policy", "albumentations"): Speed(wall_policy, cpu_policy),
-            ("policy", "batched"): Speed(100.0, 10.0)}
+    ident = [Speed(100.0, 10.0) for _ in walls]
+    return {("identity", "albumentations"): ident, ("identity", "batched"): ident,
+            ("policy", "batched"): ident,
+            ("policy", "albumentations"): [Speed(100.0 / (1 + w / 100), 10.0 * (1 + c / 100))
+                                           for w, c in zip(walls, cpus, strict=True)]}
 
-    case = Case("basiccnn", 1, 2000, 2)
-    wall_only = verdicts([(case, speeds(100 / 1.20, 10.5))])  # +20% wall, +5% CPU
-    assert "albumentations path: **met on CPU time only** (worst basiccnn overhead +20.0% " \
-           "wall-clock, +5.0% CPU time)" in wall_only[0]
+
+def test_verdicts_follow_the_rounds_on_wall_clock_and_cpu_time() -> None:
+    from bench.child_throughput import verdicts
+
+    case = Case("basiccnn", 1, 2000, 4)
+    wall_only = verdicts([(case, runs_with([19, 20, 21, 20], [4, 5, 6, 5]))])
+    assert "albumentations path: **met on CPU time only**" in wall_only[0]
+    assert "over 4 paired rounds: +20.0% [" in wall_only[0]
     assert "batched path: **met**" in wall_only[1]
-    both = verdicts([(case, speeds(100 / 1.30, 13.0))])
-    assert "**NOT met**" in both[0]
+    both = verdicts([(case, runs_with([29, 30, 31, 30], [25, 26, 27, 26]))])
+    assert "albumentations path: **NOT met**" in both[0]
 
 
-def test_a_verdict_within_the_runs_spread_is_unresolved() -> None:
-    from bench.child_throughput import Speed, verdicts
+def test_a_verdict_whose_ci_straddles_the_target_is_unresolved() -> None:
+    from bench.child_throughput import verdicts
 
-    speeds = {("identity", p): Speed(100.0, 10.0) for p in PATHS} | {
-        ("policy", "albumentations"): Speed(100 / 1.117, 11.03),  # +11.7% wall, +10.3% CPU
-        ("policy", "batched"): Speed(100 / 1.018, 10.25)}  # +1.8%, +2.5%
-    case = Case("basiccnn", 1, 2000, 2)
-    noisy = verdicts([(case, speeds)], noise=(0.49, 0.34))  # the spread BENCHMARKS reported
+    case = Case("basiccnn", 1, 2000, 4)
+    # the means (+11.7%, +10.3%) lie below 15%, but rounds this far apart cannot tell
+    noisy = verdicts([(case, runs_with([-10, 40, 5, 11.8], [-5, 30, 2, 14.2]))])
     assert "albumentations path: **unresolved" in noisy[0]
-    assert "batched path: **unresolved" in noisy[1] and "differed by up to 49%" in noisy[1]
-    quiet = verdicts([(case, speeds)], noise=(0.02, 0.02))
-    assert "albumentations path: **met**" in quiet[0] and "batched path: **met**" in quiet[1]
-    mixed = verdicts([(case, speeds)], noise=(0.10, 0.02))  # 11.7 + 10 > 15; 10.3 + 2 <= 15
+    one_round = verdicts([(Case("basiccnn", 1, 2000, 1), runs_with([2], [2]))])
+    assert "**unresolved" in one_round[0] and "one round: no CI" in one_round[0]
+    mixed = verdicts([(case, runs_with([-10, 40, 5, 11.8], [10, 11, 10, 10.2]))])
     assert "albumentations path: **wall-clock unresolved, CPU time met**" in mixed[0]
+    # a second basiccnn row that fails the target makes the path's verdict not met
+    two = verdicts([(case, runs_with([1, 2, 1, 2], [1, 2, 1, 2])),
+                    (Case("basiccnn", 2, 2000, 4), runs_with([30, 31, 30, 31], [30, 31, 30, 31]))])
+    assert "albumentations path: **NOT met** (worst basiccnn row, 2 thread(s)" in two[0]
