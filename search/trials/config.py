@@ -103,8 +103,13 @@ def policy_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def seed_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a trial's augmentation seed is drawn from: its policy config and the schedule it
-    replays, if any."""
+    replays, if any. An explicit policy counts by its content: its provenance (a merged policy's
+    `merged_from` names Tune's random trial ids) would give a rerun of the same search other
+    draws."""
     out = policy_config(config)
+    explicit = out.get(_KEYS["policy"])
+    if isinstance(explicit, Mapping) and "provenance" in explicit:
+        out[_KEYS["policy"]] = {k: v for k, v in explicit.items() if k != "provenance"}
     if config.get(_KEYS["schedule"]):
         out[_KEYS["schedule"]] = config[_KEYS["schedule"]]
     return out

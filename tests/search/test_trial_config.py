@@ -45,7 +45,9 @@ PINNED = {
     "trivial confirmed": ({"_reference": "trivialaugment", "_replicate": 1, "_stage": "confirm",
                            "_candidate": "trivialaugment"}, (457190280, 1125237110), 1122237101),
     "fold": ({"_reference": "base", "_fold": 1}, (1576890651, 606493983), 603493974),
-    "explicit policy": ({"_policy": MERGED}, (1576890651, 221278152), 218278143),
+    # an explicit policy's seeds come from its content alone since its provenance (Tune's random
+    # trial ids) left them: before, (1576890651, 221278152) and 218278143
+    "explicit policy": ({"_policy": MERGED}, (1576890651, 91417459), 88417450),
     "replayed schedule": ({**DIMS, "_replicate": 3, "_schedule": SCHEDULE},
                           (2105776027, 1408724010), 1405724001),
     "explored": ({**DIMS, "_reference": ""}, (1576890651, 1325270535), 1322270526),
@@ -110,3 +112,18 @@ def test_wrapped_configs() -> None:
     wrapped = {**fixed_runs(members[0]), "extra": 1}
     assert flat(wrapped) == {**members[0], "extra": 1}
     assert flat(DIMS) == DIMS
+
+
+def test_an_explicit_policy_seeds_by_its_content_not_its_provenance() -> None:
+    """A merged policy names the Tune trial ids it came from, random in every run: a rerun of the
+    same search must still train it under the same draws (its confirmation rewards repeat)."""
+    rerun = policy_to_dict(Policy((SubPolicy((Op("Rotate", 0.2, 0.5),)),),
+                                  provenance={"merged_from": ["c", "d"]}))
+    other = policy_to_dict(Policy((SubPolicy((Op("Rotate", 0.3, 0.5),)),),
+                                  provenance={"merged_from": ["a", "b"]}))
+    ctx = TrialContext(load_space("digits"), 3)
+    confirmed = encode(TrialConfig(replicate=1, candidate="merged"))
+    assert trial_seeds(ctx, {"_policy": MERGED, **confirmed}) == \
+        trial_seeds(ctx, {"_policy": rerun, **confirmed})
+    assert trial_seeds(ctx, {"_policy": MERGED})[1] != trial_seeds(ctx, {"_policy": other})[1]
+    assert policy_config({"_policy": MERGED})["_policy"]["provenance"]  # still exported
