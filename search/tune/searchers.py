@@ -68,7 +68,19 @@ def _population(plan: TunePlan) -> list[dict[str, Any]]:
     return [{**member, **plan.extra_config} for member in population]
 
 
-class _ReferencesFirst(Searcher):
+class _WholeState(Searcher):
+    """A searcher wrapper whose checkpoint is its whole state, the wrapped searcher included."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class _ReferencesFirst(_WholeState):
     """The reference arms first, then the wrapped searcher's suggestions.
 
     A reference in `told` takes the wrapped searcher's next suggestion (its enqueued in-space
@@ -109,16 +121,9 @@ class _ReferencesFirst(Searcher):
         if trial_id not in self.own:
             self.inner.on_trial_complete(trial_id, result=result, error=error)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
-class _Cohorts(Searcher):
+class _Cohorts(_WholeState):
     """Cohort trials of up to `size` members, each member one suggestion of the wrapped
     searcher under its own trial id (`cohort.member_id`), told its own result; `total` member
     trials in all."""
@@ -161,13 +166,6 @@ class _Cohorts(Searcher):
         for mid, mine in self._members(trial_id, result):
             self.inner.on_trial_complete(mid, result=mine, error=error or mine is None)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 SNAPSHOT_SCRATCH = ".augsearch-snapshot"  # beside Tune's synced staging directory, not in it
