@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from search.errors import SearchError
+from search.registry import Registry
 from search.trials.config import TrialConfig, encode
 from spaces.policy import Policy, policy_to_dict
 from spaces.schema import Space
@@ -136,36 +137,18 @@ class RewardKind:
         return True
 
 
-_REGISTRY: dict[str, RewardKind] = {}
+_KINDS: Registry[RewardKind] = Registry("reward kind", "reward.kind")
 
 
 def register_reward_kind(kind: RewardKind, *, replace: bool = False) -> RewardKind:
     """Add a reward kind to the registry under `kind.name` (a plug-in calls this when
     imported); a name already taken is refused unless `replace`."""
-    if not kind.name:
-        raise ValueError(f"{type(kind).__name__} has no name")
-    if kind.name in _REGISTRY and not replace:
-        raise ValueError(f"a reward kind named {kind.name!r} is already registered")
-    _REGISTRY[kind.name] = kind
-    return kind
+    return _KINDS.register(kind.name, kind, replace=replace)
 
 
-def unregister_reward_kind(name: str) -> None:
-    """Remove a reward kind (tests that register a toy one clean up with this)."""
-    _REGISTRY.pop(name, None)
-
-
-def reward_kind_names() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_reward_kind(name: Any) -> RewardKind:
-    """The reward kind called `name`; an unknown name is a user error listing the valid ones."""
-    found = _REGISTRY.get(name) if isinstance(name, str) else None
-    if found is None:
-        raise SearchError(f"unknown reward.kind {name!r}; choose one of: "
-                          f"{', '.join(reward_kind_names())}")
-    return found
+unregister_reward_kind = _KINDS.unregister
+reward_kind_names = _KINDS.names
+get_reward_kind = _KINDS.get
 
 
 def reward_kind(space: Space) -> RewardKind:

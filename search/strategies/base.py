@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from search.errors import SearchError
+from search.registry import Registry
 
 SamplerFactory = Callable[[int], Any]  # seed -> an optuna.samplers.BaseSampler
 
@@ -37,31 +37,15 @@ class Strategy:
                              f"`population_based` must be given")
 
 
-_REGISTRY: dict[str, Strategy] = {}
+_STRATEGIES: Registry[Strategy] = Registry("strategy", "searcher")
 
 
 def register_strategy(strategy: Strategy, *, replace: bool = False) -> Strategy:
     """Add a strategy to the registry (a plug-in calls this when imported); a name already
     taken is refused unless `replace`."""
-    if strategy.name in _REGISTRY and not replace:
-        raise ValueError(f"a strategy named {strategy.name!r} is already registered")
-    _REGISTRY[strategy.name] = strategy
-    return strategy
+    return _STRATEGIES.register(strategy.name, strategy, replace=replace)
 
 
-def unregister_strategy(name: str) -> None:
-    """Remove a strategy (tests that register a toy one clean up with this)."""
-    _REGISTRY.pop(name, None)
-
-
-def strategy_names() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_strategy(name: Any) -> Strategy:
-    """The strategy called `name`; an unknown name is a user error listing the valid ones."""
-    found = _REGISTRY.get(name) if isinstance(name, str) else None
-    if found is None:
-        raise SearchError(f"unknown searcher {name!r}; choose one of: "
-                          f"{', '.join(strategy_names())}")
-    return found
+unregister_strategy = _STRATEGIES.unregister
+strategy_names = _STRATEGIES.names
+get_strategy = _STRATEGIES.get
