@@ -12,13 +12,15 @@ included, without albumentations' per-image CPU path. The plain albumentations e
 (`best_policy.json`) stays the way to augment single images without augsearch.
 
 The batch's device is the only device: every draw comes from one generator there, the batch
-ops included, and nothing is read back to the host while a batch is augmented.
+ops included, and nothing is read back to the host while a batch is augmented, but for one
+check of the first batch's values on an accelerator (`PolicyAugment`'s docstring). Its
+`state_dict()` carries the seed, the epoch and the generators' states, so a training resumed
+from a checkpoint draws the augmentations the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from children.batch_ops import mix_on_device
 from children.tensor_aug import BATCHED, BatchedPipeline, Draws
 from spaces.errors import SpaceError
 from spaces.policy import (
-    BatchOps,
     Policy,
     policy_from_dict,
     policy_space,
@@ -39,15 +41,18 @@ from spaces.policy import (
 )
 from spaces.schema import BaseAug, Space, load_space
 
-__all__ = ["PolicyAugment", "load_augment", "mix_on_device"]
+__all__ = ["PolicyAugment", "load_augment", "mix_on_device", "soft_labels"]
 
 Schedule = Sequence[tuple[int, Policy]]
+Stats = float | Sequence[float]  # a normalisation's mean or std: one value, or one per channel
+HALF_LEVEL = 0.5 / 255  # a float batch's values may stray this far from [0, 1]: still levels
 
 
 def load_augment(path: str | Path, *, space: Space | str | Path | None = None,
                  base: BaseAug | Mapping[str, Any] | None = None, image_size: int | None = None,
                  num_classes: int | None = None, seed: int = 0,
-                 total_epochs: int | None = None) -> PolicyAugment:
+                 total_epochs: int | None = None, mean: Stats | None = None,
+                 std: Stats | None = None) -> PolicyAugment:
     """A `PolicyAugment` for a policy file augsearch wrote.
 
     `path`: `best_policy.yaml` / `candidate_policy.yaml` / `merged_policy.yaml` (or their JSON
@@ -57,7 +62,8 @@ def load_augment(path: str | Path, *, space: Space | str | Path | None = None,
     `space.yaml` beside the file, else the space its provenance names); it gives the crop/flip,
     the image size and the number of classes, each of which `base` (a `BaseAug`, or a mapping
     of the keys to change), `image_size` and `num_classes` override. `total_epochs` stretches a
-    schedule to a longer (or shorter) training, as `search.evaluate --epochs` does.
+    schedule to a longer (or shorter) training, as `search.evaluate --epochs` does. `mean` and
+    `std`: the normalisation of your float batches, if they are normalised (`PolicyAugment`).
     Raises `SpaceError` (one line) for a file or policy it cannot use.
     """
     path = Path(path)
@@ -85,7 +91,8 @@ def load_augment(path: str | Path, *, space: Space | str | Path | None = None,
         image_size=image_size if image_size is not None else found.dataset.image_size,
         num_classes=(num_classes if num_classes is not None
                      else found.dataset.num_classes if found is not None else None),
-        seed=seed, schedule_epochs=epochs, total_epochs=total_epochs, source=str(path))
+        seed=seed, schedule_epochs=epochs, total_epochs=total_epochs, source=str(path),
+        mean=mean, std=std)
 
 
 def _sibling(path: Path) -> str:
@@ -118,25 +125,32 @@ class PolicyAugment(nn.Module):
     """A found policy (or a pbt schedule of policies) as a module that augments batches.
 
     `forward(x)` augments a uint8 or float N×C×H×W batch on its device and returns it with the
-    same shape, dtype and device (float is read as values in [0, 1], as albumentations reads
-    float images; a uint8 batch that the batch ops mix is rounded back to whole levels: give
-    floats to keep the exact mixture). `forward(x, targets)` returns `(x, soft_targets)`:
-    integer labels become one-hot rows (`num_classes`), N×K soft targets are taken as they are,
-    and mixup and cutmix mix them with the images (sample pairing keeps each image's own); a
-    policy with mixup or cutmix refuses `forward(x)` alone in training mode, since the labels
-    would no longer match the images. Like dropout, it augments in training mode only; in eval
-    mode the batch passes through.
+    same shape, dtype and device. A float batch holds values in [0, 1], as albumentations reads
+    float images; one normalised with a mean and std is refused, unless `mean` and `std` (one
+    value, or one per channel) say so: it is then un-normalised, augmented and normalised again.
+    The values are checked on every CPU batch; on an accelerator the first batch is checked
+    (one host read for the module's lifetime, none per step), on `meta` none. A uint8 batch that
+    the batch ops mix is rounded back to whole levels: give floats to keep the exact mixture.
+    `forward(x, targets)` returns `(x, soft_targets)`: integer labels become one-hot rows
+    (`num_classes`; `soft_labels`), N×K soft targets are taken as they are, and mixup and
+    cutmix mix them with the images (sample pairing keeps each image's own); a policy with mixup
+    or cutmix refuses `forward(x)` alone in training mode, since the labels would no longer
+    match the images. Like dropout, it augments in training mode only; in eval mode the batch
+    passes through.
 
     `set_epoch(e)` picks a schedule's policy of epoch e (entries starting at scaled epochs when
     `total_epochs` differs from the schedule's own `schedule_epochs`) and reseeds the draws from
     (seed, e), so an epoch's augmentation repeats whatever ran before it. Same seed, same epoch,
-    same batches: same output. Give each data-parallel rank its own seed.
+    same batches: same output. Give each data-parallel rank its own seed. `state_dict()` holds
+    the seed, the epoch and each device's generator state: `load_state_dict` continues the
+    draws where they stopped (until the next `set_epoch`).
     """
 
     def __init__(self, policy: Policy | Schedule, *, base: BaseAug | None, image_size: int,
                  num_classes: int | None = None, seed: int = 0,
                  schedule_epochs: int | None = None, total_epochs: int | None = None,
-                 source: str = "policy") -> None:
+                 source: str = "policy", mean: Stats | None = None,
+                 std: Stats | None = None) -> None:
         super().__init__()
         entries = [(0, policy)] if isinstance(policy, Policy) else sorted(policy,
                                                                           key=lambda e: e[0])
@@ -151,9 +165,13 @@ class PolicyAugment(nn.Module):
         _refuse_missing(entries, source)
         self.source, self.seed, self.num_classes = source, int(seed), num_classes
         self.base, self.image_size = base, image_size
+        self.mean, self.std = _normalisation(mean, std, source)
         self.schedule = tuple(entries)
         self._pipelines = [BatchedPipeline(p, base, image_size, ops=BATCHED) for _, p in entries]
         self._draws: dict[torch.device, Draws] = {}
+        self._saved: dict[str, torch.Tensor] = {}  # generator states loaded, not yet in use
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._first_checked = False  # an accelerator's first batch was checked
         self.epoch, self._at = 0, 0
         self.set_epoch(0)
 
@@ -170,14 +188,50 @@ class PolicyAugment(nn.Module):
         self._at = max(k for k, (start, _) in enumerate(self.schedule)
                        if start <= epoch or k == 0)
         self._draws.clear()
+        self._saved.clear()
 
     def draws(self, device: torch.device | str) -> Draws:
         """The random source for batches on `device` (one generator there, per epoch)."""
         device = torch.device(device)
         if device not in self._draws:
             state = np.random.SeedSequence((self.seed, self.epoch)).generate_state(1)[0]
-            self._draws[device] = Draws(int(state), device)
+            draws = Draws(int(state), device)
+            saved = self._saved_state(draws.device)
+            if saved is not None and draws.generator is not None:
+                draws.generator.set_state(saved)
+            self._draws[device] = draws
         return self._draws[device]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The seed, the epoch and each device's generator state (`state_dict()`'s entry)."""
+        states = dict(self._saved)
+        states.update({str(d.device): d.generator.get_state() for d in self._draws.values()
+                       if d.generator is not None})
+        return {"version": 1, "seed": self.seed, "epoch": self.epoch, "generators": states}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Continue from `get_extra_state()`'s: its seed and epoch, and each device's draws
+        where they stopped (restored when a batch on that device first needs them)."""
+        try:
+            seed, epoch = int(state["seed"]), int(state["epoch"])
+            states = {str(k): v.detach().to("cpu", torch.uint8)
+                      for k, v in state["generators"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"{self.source}: not a PolicyAugment state (expected seed, epoch "
+                             f"and generators); load the state_dict() of a PolicyAugment"
+                             ) from None
+        self.seed = seed
+        self.set_epoch(epoch)
+        self._saved = states
+
+    def _saved_state(self, device: torch.device) -> torch.Tensor | None:
+        """A loaded generator state for `device`: its own, or the only one of its type (a
+        checkpoint of cuda:1 loaded on cuda:0)."""
+        key = str(device)
+        if key not in self._saved:
+            same = [k for k in self._saved if torch.device(k).type == device.type]
+            key = same[0] if len(same) == 1 else key
+        return self._saved.pop(key, None)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None
@@ -190,9 +244,41 @@ class PolicyAugment(nn.Module):
                                  f"with the images; call augment(x, targets) and train on the "
                                  f"soft targets it returns")
             draws = self.draws(x.device)
-            x = self._pipelines[self._at](x, draws)
-            x, soft = mix_on_device(x, soft, batch, draws)
+            unit = self._unit(x)
+            unit = self._pipelines[self._at](unit, draws)
+            unit, soft = mix_on_device(unit, soft, batch, draws)
+            x = self._normalised(unit) if x.is_floating_point() else unit
         return x if soft is None else (x, soft)
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch as values in [0, 1] (un-normalised when `mean` and `std` are given),
+        checked on every CPU batch and an accelerator's first; a uint8 batch as it is."""
+        first, self._first_checked = not self._first_checked, True
+        if not x.is_floating_point():
+            return x
+        if self.mean is not None:
+            mean, std = self._device_stats(x)
+            x = x * std + mean
+        if x.device.type == "cpu" or (first and x.device.type != "meta"):
+            _check_unit(x, self.source, self.mean is not None)
+        return x
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return x
+        mean, std = self._device_stats(x)
+        return (x - mean) / std
+
+    def _device_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mean` and `std` as 1×C×1×1 tensors in x's dtype on x's device (moved there once)."""
+        if len(self.mean) not in (1, x.shape[1]):
+            raise ValueError(f"{self.source}: mean and std have {len(self.mean)} values but the "
+                             f"batch has {x.shape[1]} channels; give one value per channel")
+        if x.device not in self._stats:
+            self._stats[x.device] = (torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1),
+                                     torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
+        mean, std = self._stats[x.device]
+        return mean.to(x.dtype), std.to(x.dtype)
 
     def _soft(self, targets: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Targets as float N×K rows on x's device: one-hot for integer labels."""
@@ -211,15 +297,63 @@ class PolicyAugment(nn.Module):
                 0 <= int(targets.min()) and int(targets.max()) < self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got "
                              f"{int(targets.min())}..{int(targets.max())}")
-        classes = torch.arange(self.num_classes, device=targets.device)
-        return (targets.view(-1, 1) == classes).to(torch.float32)
+        return soft_labels(targets, self.num_classes)
 
     def extra_repr(self) -> str:
         base = self.base.model_dump() if self.base is not None else None
         starts = [start for start, _ in self.schedule]
+        norm = "" if self.mean is None else f", mean={self.mean}, std={self.std}"
         return (f"source={self.source!r}, base={base}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}, seed={self.seed}, epoch={self.epoch}, "
-                f"schedule_starts={starts}")
+                f"schedule_starts={starts}{norm}")
+
+
+def soft_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Integer labels as float32 one-hot rows on their device; a label outside
+    [0, num_classes) becomes a row of NaN, so the loss on it is NaN at once instead of training
+    on an all-zero target. No host read: on an accelerator this is the whole label check."""
+    classes = torch.arange(num_classes, device=labels.device)
+    rows = (labels.view(-1, 1) == classes).to(torch.float32)
+    outside = (labels < 0) | (labels >= num_classes)
+    return torch.where(outside.view(-1, 1), torch.nan, rows)
+
+
+def _check_unit(x: torch.Tensor, source: str, normalised: bool) -> None:
+    """Refuse a float batch whose values are not levels in [0, 1] (one host read)."""
+    if not x.numel():
+        return
+    low, high = torch.stack(torch.aminmax(x)).float().tolist()
+    if low >= -HALF_LEVEL and high <= 1 + HALF_LEVEL:  # NaN fails both
+        return
+    if normalised:
+        raise ValueError(f"{source}: the float batch un-normalised with the mean and std given "
+                         f"holds values in [{low:.3g}, {high:.3g}], not [0, 1]; pass the mean "
+                         f"and std the batch was normalised with")
+    raise ValueError(f"{source}: a float batch must hold values in [0, 1], got values in "
+                     f"[{low:.3g}, {high:.3g}] (a normalised batch?); augment before "
+                     f"normalising, or pass mean= and std= of the normalisation so the batch "
+                     f"is un-normalised, augmented and normalised again")
+
+
+def _normalisation(mean: Stats | None, std: Stats | None, source: str
+                   ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """`mean` and `std` as tuples of floats, checked: both or neither, as many values each,
+    finite, every std above 0."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise ValueError(f"{source}: mean and std go together (the normalisation of the float "
+                         f"batches); pass both or neither")
+    try:
+        values = [tuple(float(v) for v in np.asarray(s, dtype=float).reshape(-1))
+                  for s in (mean, std)]
+    except (TypeError, ValueError):
+        values = [(), ()]
+    if not values[0] or len(values[0]) != len(values[1]) or min(values[1]) <= 0 or \
+            not np.isfinite(values[0] + values[1]).all():
+        raise ValueError(f"{source}: mean and std must hold as many finite values each (one, "
+                         f"or one per channel), every std above 0; got mean={mean}, std={std}")
+    return values[0], values[1]
 
 
 def _refuse_missing(entries: Schedule, source: str) -> None:
@@ -230,70 +364,3 @@ def _refuse_missing(entries: Schedule, source: str) -> None:
         raise SpaceError(f"{source}: op(s) {', '.join(missing)} have no batched kernel, so "
                          f"PolicyAugment cannot apply this policy to batches; use its "
                          f"albumentations export per image (without the batch ops)")
-
-
-# ---------------------------------------------------------------- batch ops on the device
-
-
-def mix_on_device(x: torch.Tensor, targets: torch.Tensor | None, ops: BatchOps, draws: Draws
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The batch ops on an augmented batch and its soft targets, drawn on the batch's device.
-
-    `children.batches.draw_mix`'s meaning, without a host round trip: sample pairing averages
-    each image, with probability `sample_pairing`, with a random partner and keeps its own
-    target; then mixup or cutmix (one of the two per batch when both are on) blends the batch
-    with a permutation of itself, lam ~ Beta(alpha, alpha), cutmix's lam corrected to the area
-    it pasted; targets become lam·a + (1−lam)·b. A uint8 batch is mixed in float32 and rounded.
-    """
-    n, (h, w) = len(x), x.shape[2:]
-    if n < 2 or not any(asdict(ops).values()):
-        return x, targets
-    work = x.float() if x.dtype == torch.uint8 else x
-    if ops.sample_pairing > 0:
-        chosen = (draws.uniform(n) < ops.sample_pairing).view(-1, 1, 1, 1)
-        partners = draws.integers(n, n)
-        work = torch.where(chosen, 0.5 * (work + work[partners]), work)
-    if ops.mixup_alpha > 0 or ops.cutmix_alpha > 0:
-        weight, lam, perm = _blend(ops, draws, n, h, w, x.device)
-        weight = weight.to(work.dtype)
-        work = work * weight + work[perm] * (1 - weight)
-        if targets is not None:
-            lam = lam.to(targets.dtype)
-            targets = targets * lam + targets[perm] * (1 - lam)
-    if x.dtype == torch.uint8:
-        work = work.round_().clamp_(0, 255).to(torch.uint8)
-    return work, targets
-
-
-def _blend(ops: BatchOps, draws: Draws, n: int, h: int, w: int, device: torch.device
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mixup's or cutmix's per-pixel weight of each image's own pixels (1×1×H×W), the weight
-    of its own target (1×1) and the partner permutation, all on `device`."""
-    both = ops.mixup_alpha > 0 and ops.cutmix_alpha > 0
-    is_mixup = (draws.uniform(1) < 0.5 if both
-                else torch.full((1,), ops.mixup_alpha > 0, device=device))
-    alpha = torch.where(is_mixup, ops.mixup_alpha, ops.cutmix_alpha).expand(2).contiguous()
-    gammas = torch._standard_gamma(alpha, generator=draws.generator)  # Beta from two Gammas
-    total = gammas.sum()
-    lam = torch.where(total > 0, gammas[0] / total, 0.5).view(1)  # both underflowed: 0.5
-    perm = draws.uniform(n).argsort()
-    inside, area = _box(lam, draws, h, w, device)
-    pixel = torch.where(is_mixup.view(1, 1, 1, 1), lam.view(1, 1, 1, 1),
-                        (~inside).float().view(1, 1, h, w))
-    own = torch.where(is_mixup, lam, 1.0 - area / (h * w))
-    return pixel, own.view(1, 1), perm
-
-
-def _box(lam: torch.Tensor, draws: Draws, h: int, w: int, device: torch.device
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cutmix's pasted box for `lam` (`draw_mix`'s: sides √(1−lam) of the image's, centred at a
-    random pixel, clipped to the image): an H×W mask and its area in pixels."""
-    side = torch.sqrt(1.0 - lam)
-    half_h, half_w = (h * side).floor().long() // 2, (w * side).floor().long() // 2
-    cy, cx = draws.integers(h, 1), draws.integers(w, 1)
-    y0, y1 = (cy - half_h).clamp(min=0), (cy + half_h).clamp(max=h)
-    x0, x1 = (cx - half_w).clamp(min=0), (cx + half_w).clamp(max=w)
-    ys = torch.arange(h, device=device).view(h, 1)
-    xs = torch.arange(w, device=device).view(1, w)
-    inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
-    return inside, ((y1 - y0) * (x1 - x0)).float()

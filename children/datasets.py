@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from children.classes import EVERY_CLASS_PER_CLASS, check_classes
 from children.errors import DataError
 from children.sources import (
     TORCHVISION,
@@ -29,18 +30,16 @@ from children.sources import (
     read_torchvision,
     read_unlabelled,
 )
+from spaces.errors import loop_message, symlink_loop
 
 if TYPE_CHECKING:
     from spaces.schema import DatasetSpec
 
-__all__ = ["Arrays", "DataError", "ImageData", "Splits", "check_classes", "load_dataset",
-           "make_splits", "stratified_order", "default_cache_dir"]
+__all__ = ["EVERY_CLASS_PER_CLASS", "Arrays", "DataError", "ImageData", "Splits", "check_classes",
+           "load_dataset", "make_splits", "stratified_order", "default_cache_dir"]
 
 TEST_FRACTION = 1 / 6  # test share carved (seed 0) from data without a test split: digits, folders
 _TEST_SEED = 0
-# A split with at least this many images per declared class must hold every class: a stratified
-# draw that large includes each class of the data, but for one far rarer than the others.
-EVERY_CLASS_PER_CLASS = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,8 @@ def load_dataset(
                                 f"dataset.num_classes to {found} or fix the folders")
         elif path.is_file():
             raw = read_npz(path)
+        elif symlink_loop(path):
+            raise DataError(loop_message(path, "data"))
         else:
             raise DataError(f"{path}: no such file or folder; pass --data with an existing .npz "
                             f"file or image folder")
@@ -306,75 +307,3 @@ def make_splits(data: ImageData, spec: DatasetSpec, seed: int) -> Splits:
     return Splits(parts[0], parts[1], parts[2], Arrays(data.x_test, data.y_test), spec.num_classes,
                   labelled, None if extra is None else
                   Arrays(extra, np.full(len(extra), -1, dtype=np.int64)))
-
-
-def check_classes(data: ImageData, splits: Splits, spec: DatasetSpec) -> None:
-    """Refuse a split that holds fewer classes than `spec.num_classes` declares.
-
-    Every class must have images in the data a split is drawn from (`y_train` for the train
-    split, validation pool and audit set; `y_test` for the test set): a child trained or scored
-    on fewer classes measures nothing (labels all of one class give every trial reward 1.0).
-    A split of at least `EVERY_CLASS_PER_CLASS` images per class must also hold every class;
-    a smaller one may miss some by chance. Raises DataError naming the split, the classes present
-    and the fix.
-    """
-    if not data.labelled:
-        return  # self-supervised images without labels: nothing to check
-    if splits.labelled:
-        _check_labelled(splits, spec, data.origin or spec.name)
-    n = spec.num_classes
-    parts = (("train split", splits.train, data.y_train, "y_train", "dataset.train_size"),
-             ("validation pool", splits.val_pool, data.y_train, "y_train",
-              "dataset.val_pool_size"),
-             ("audit set", splits.audit, data.y_train, "y_train", "dataset.audit_size"),
-             ("test set", splits.test, data.y_test, "y_test", None))
-    origin = data.origin or spec.name
-    for name, part, source, key, size_key in parts:
-        present = {int(c) for c in np.unique(part.y)}
-        missing = [c for c in range(n) if c not in present]
-        if not len(part) or not missing:
-            continue
-        held = (f"the {name} ({len(part)} images) holds {len(present)} of the {n} classes "
-                f"dataset.num_classes declares (present: {_ids(present)})")
-        had = {int(c) for c in np.unique(source)}
-        absent = [c for c in missing if c not in had]
-        if absent:
-            fix = "add images of every class"
-            if len(had) >= 2:
-                fix += (f", or set dataset.num_classes to {len(had)}"
-                        + ("" if had == set(range(len(had))) else
-                           f" and relabel the classes 0..{len(had) - 1}"))
-            raise DataError(f"{origin}: {held}; {key} has no image of "
-                            f"class{'es' if len(absent) > 1 else ''} {_ids(absent)}: {fix}")
-        if len(part) >= EVERY_CLASS_PER_CLASS * n:
-            counts = ", ".join(f"class {c}: {int((source == c).sum())}" for c in missing[:5])
-            raise DataError(f"{origin}: {held}; {key} has too few images of the missing "
-                            f"class{'es' if len(missing) > 1 else ''} ({counts}) for a stratified "
-                            f"split to include them; add images of "
-                            f"them{f' or raise {size_key}' if size_key else ''}")
-
-
-def _check_labelled(splits: Splits, spec: DatasetSpec, origin: str) -> None:
-    """Refuse a labelled set (dataset.labelled_size) without every class: a probe cannot
-    predict a class it was never shown."""
-    y = splits.labelled_set().y
-    present = {int(c) for c in np.unique(y)}
-    missing = [c for c in range(spec.num_classes) if c not in present]
-    if missing:
-        need = (f"raise dataset.labelled_size (now {len(y)}) to at least {spec.num_classes} "
-                if len(y) < spec.num_classes else "raise dataset.labelled_size ")
-        raise DataError(f"{origin}: the labelled set (dataset.labelled_size {len(y)}) holds "
-                        f"{len(present)} of the {spec.num_classes} classes (missing: "
-                        f"{_ids(missing)}); a probe cannot predict a class it never saw; "
-                        f"{need}or add images of the missing classes")
-
-
-def _ids(values: set[int] | list[int]) -> str:
-    """Class ids as runs: 0-3, 7, 9."""
-    runs: list[list[int]] = []
-    for v in sorted(values):
-        if runs and v == runs[-1][-1] + 1:
-            runs[-1].append(v)
-        else:
-            runs.append([v])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from children.classes import capped_names
 from children.errors import DataError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -113,7 +114,7 @@ def read_folder(root: Path, shape: Shape) -> Raw:
         x_train, y_train = _read_classes(train_dir, classes, shape)
         unknown = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
         if unknown:
-            raise DataError(f"{test_dir}: class folder(s) {', '.join(unknown)} are not in "
+            raise DataError(f"{test_dir}: class folder(s) {capped_names(unknown)} are not in "
                             f"{train_dir}; test classes must be train classes")
         present = [c for c in classes if (test_dir / c).is_dir()]
         x_test, y_test = _read_classes(test_dir, present, shape, classes)

@@ -24,7 +24,8 @@ def search(space: str | Path | Space | None = None, searcher: str | None = None,
 
     Keyword options are those of `SearchOptions` (the CLI flags). Returns the best policy, the
     leaderboard and the paths of the files written to the output directory. `space` defaults to
-    digits and `searcher` to tpe, or with `resume=True` to the interrupted search's own.
+    digits and `searcher` to tpe, or with `resume=True` to the interrupted search's own;
+    `resume=True` on a search that finished raises `search.errors.SearchFinished` (nothing to do).
     """
     return SearchSession(prepare(space, searcher, SearchOptions.build(options))).run()
 

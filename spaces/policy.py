@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from spaces.errors import SpaceError
+from spaces.errors import SpaceError, loop_message, symlink_loop
 from spaces.ops import build_op, get_op
 
 if TYPE_CHECKING:
@@ -177,6 +177,8 @@ def read_policy_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     fmt = "json" if path.suffix == ".json" else "yaml"
+    if symlink_loop(path):
+        raise SpaceError(loop_message(path, "policy file"))
     if not path.is_file():
         raise SpaceError(f"{path}: no such policy file; {POLICY_FILE_FIX}")
     try:

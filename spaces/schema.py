@@ -8,6 +8,7 @@ Unknown keys are refused and every error names the file, the key path and the fi
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from spaces.errors import SpaceError
+from spaces.errors import SpaceError, loop_message, symlink_loop
 
 
 class _Strict(BaseModel):
@@ -497,8 +498,10 @@ def parse_space(text: str, source: str) -> Space:
 
 
 def _resolve(name: str) -> Path:
-    if name.endswith((".yaml", ".yml")) or "/" in name or Path(name).exists():
+    if name.endswith((".yaml", ".yml")) or "/" in name or os.path.lexists(name):
         path = Path(name)
+        if symlink_loop(path):
+            raise SpaceError(loop_message(path, "space file"))
         if not path.exists():
             raise SpaceError(f"{name}: no such space file; give an existing path or one of the "
                              f"built-in spaces: {', '.join(builtin_spaces())}")

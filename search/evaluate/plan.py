@@ -110,8 +110,10 @@ def load_data(space: Space, opts: EvaluateOptions) -> Splits:
 
     The full training split is the search's train subset, validation pool and audit set
     together. The trainer's per-epoch "validation" runs on the test set, so its final value is
-    the plain test accuracy; nothing selects on it (the budget is fixed).
+    the plain test accuracy; nothing selects on it (the budget is fixed). Both must hold the
+    classes the space declares, as a search's splits must (`children.classes.check_parts`).
     """
+    from children.classes import Part, check_parts
     from children.datasets import Arrays, Splits, load_dataset
 
     data = load_dataset(space.dataset, data=opts.data, data_dir=opts.data_dir)
@@ -119,6 +121,11 @@ def load_data(space: Space, opts: EvaluateOptions) -> Splits:
     train = Arrays(data.x_train, data.y_train)
     if opts.train_size is not None:
         train = _subset(train, opts.train_size)
+    sized = opts.train_size is not None
+    check_parts(data, space.dataset, [
+        Part("--train-size subset" if sized else "training set", train,
+             data.y_train, "y_train", "--train-size" if sized else None),
+        Part("test set", test, data.y_test, "y_test", None)])
     return Splits(train, test, Arrays(data.x_train[:0], data.y_train[:0]), test,
                   space.dataset.num_classes)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import SearchError
+from search.errors import SearchError, SearchFinished
 from search.prepare.options import (
     DEFAULT_SEARCHER,
     DEFAULT_SPACE,
@@ -29,7 +29,13 @@ from search.prepare.output import (
     saved_space,
 )
 from search.prepare.paths import default_output
-from search.prepare.resume import read_record, resume_options, space_key
+from search.prepare.resume import (
+    finished_message,
+    is_finished,
+    read_record,
+    resume_options,
+    space_key,
+)
 from search.rewards import RewardKind, get_reward_kind
 from search.strategies import Strategy, get_strategy
 from spaces.errors import SpaceError
@@ -58,7 +64,8 @@ class Prepared:
 
 def prepare(space: str | Path | Space | None = None, searcher: str | None = None,
             opts: SearchOptions | None = None) -> Prepared:
-    """Check a search request completely; raises SpaceError, DataError or SearchError."""
+    """Check a search request completely; raises SpaceError, DataError or SearchError, and
+    SearchFinished for `--resume` of a search that finished (nothing to do)."""
     opts = opts or SearchOptions()
     check_options(opts)
     if opts.resume:
@@ -96,6 +103,8 @@ def _resumed(space: Any, searcher: str | None, opts: SearchOptions
     if output is None:
         raise SearchError("--resume needs --output DIR; pass the directory of the "
                           "interrupted search")
+    if is_finished(output):  # nothing to do: said before any other check of the directory
+        raise SearchFinished(finished_message(output))
     check_existing_output(output)
     record = read_record(output)
     searcher, opts = resume_options(record, space, searcher, opts, output)
@@ -160,9 +169,13 @@ def check_cohort(space: Space, strategy: Strategy, opts: SearchOptions,
     """A cohort trains its children in lockstep from one batch order and one dropout stream:
     it needs common random numbers, whole trainings (no scheduler that stops or swaps a member)
     and a child per trial (not density matching's scoring)."""
-    k = space.search.cohort
+    k, trials = space.search.cohort, space.search.trials
     if k == 1:
         return
+    if k > trials:
+        raise SearchError(f"--cohort {k} (search.cohort, space {space.name}) is more than the "
+                          f"search's {trials} trials (search.trials): a cohort trains trials "
+                          f"together; pass --cohort {trials} or less, or --trials {k} or more")
     why = ("--searcher pbt changes a member's policy and weights on its own schedule"
            if strategy.population_based else
            f"--early-stop {opts.early_stop} would stop single members" if opts.early_stop else

@@ -17,6 +17,7 @@ from search.errors import SearchError
 DEFAULT_SPACE = "digits"
 DEFAULT_SEARCHER = "tpe"
 MAX_EPOCHS = 1000  # the space's limit on child.epochs
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32 - 1]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ def check_options(opts: SearchOptions) -> None:
         value = getattr(opts, name)
         if value is not None:
             _check_number(name, value, kind, low, inclusive)
+    if opts.seed is not None and opts.seed > MAX_SEED:
+        raise SearchError(f"--seed must lie in [0, 2**32 - 1] (0..{MAX_SEED}), got {opts.seed}; "
+                          f"pass a seed in that range, or drop --seed to use the default")
     if opts.epochs is not None and opts.epochs > MAX_EPOCHS:
         raise SearchError(f"--epochs must be at most {MAX_EPOCHS}, got {opts.epochs}; pass "
                           f"fewer epochs")

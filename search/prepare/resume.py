@@ -1,5 +1,8 @@
 """The run record (`run.json`): what a search was asked, so `--resume` continues exactly that.
 
+A search that finished is marked so in its record (`RunRecord.mark_finished`); `--resume` of it
+says where its outputs are and starts nothing (`SearchFinished`, exit 0).
+
 A resumed search restores its space, searcher, seed, data, tracking URI, experiment and every
 other flag from the record. A flag given again with the same value is fine; a different value is
 refused by name, because Tune restores its trials, searcher and resources as they were.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,10 @@ from search.errors import SearchError
 from search.prepare.options import SearchOptions, flag
 
 RUN_FILE = "run.json"
+FINISHED = "finished"  # run.json's key: true once the search and its confirmation finished
+# What a finished search's message points at, where present.
+OUTPUT_FILES = ("best_policy.yaml", "best_policy.json", "schedule.json", "leaderboard.csv",
+                "confirm.csv")
 # The options a resumed search takes from its record (everything but where Ray runs and the
 # output directory itself).
 RECORDED = ("trials", "concurrency", "cpus_per_trial", "gpus_per_trial", "epochs", "data",
@@ -44,6 +52,42 @@ class RunRecord:
                    "options": self.options}
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         return path
+
+    @staticmethod
+    def mark_finished(output: Path) -> None:
+        """Note in the record that the search in `output` finished (every trial and the
+        confirmation), so that a later `--resume` says so and starts nothing. The record is
+        replaced whole (a crash leaves the old one); a directory without one is left as it is."""
+        path = output / RUN_FILE
+        data = _payload(path)
+        if data is None:
+            return
+        data[FINISHED] = True
+        part = path.with_name(f".{RUN_FILE}.part")
+        part.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(part, path)
+
+
+def _payload(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_finished(output: Path) -> bool:
+    """Whether `output` holds a search that finished (`RunRecord.mark_finished`)."""
+    data = _payload(output / RUN_FILE)
+    return data is not None and data.get(FINISHED) is True
+
+
+def finished_message(output: Path) -> str:
+    """One line for `--resume` of a finished search: where its outputs are."""
+    found = [name for name in OUTPUT_FILES if (output / name).exists()]
+    listed = f" ({', '.join(found)})" if found else ""
+    return (f"the search in {output} already finished; its outputs are there{listed}; there is "
+            f"nothing to resume: to search again, start a new search with another --output")
 
 
 def space_key(space: Any) -> str:

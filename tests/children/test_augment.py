@@ -20,7 +20,7 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import ks_2samp, kstest
 
 from children import augment
-from children.augment import PolicyAugment, load_augment, mix_on_device
+from children.augment import PolicyAugment, load_augment, mix_on_device, soft_labels
 from children.batches import draw_mix
 from children.tensor_aug import BATCHED, Draws
 from children.train import cpu_threads
@@ -123,6 +123,11 @@ def test_files_it_cannot_use_are_refused_in_one_line(tmp_path) -> None:
         load_augment(other)
     with pytest.raises(SpaceError, match="no such policy file"):
         load_augment(tmp_path / "missing.yaml")
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop2.yaml")
+    (tmp_path / "loop2.yaml").symlink_to(tmp_path / "loop.yaml")
+    with pytest.raises(SpaceError, match=r"loop.yaml: a symlink loop .* so the policy file "
+                                         r"cannot be read; point the link at the real file"):
+        load_augment(tmp_path / "loop.yaml")
     lost = save_policy(Policy(MIXED.sub_policies), tmp_path / "lost.yaml")  # no space anywhere
     with pytest.raises(SpaceError, match="cannot tell which space"):
         load_augment(lost)
@@ -377,3 +382,136 @@ def test_targets_on_another_device_are_refused() -> None:
     x = torch.empty(4, 3, 32, 32, dtype=torch.uint8, device=META)
     with pytest.raises(ValueError, match="targets are on cpu but the batch is on meta"):
         aug(x, torch.zeros(4, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- normalised batches
+
+
+PLAIN = Policy(MIXED.sub_policies)  # no batch ops: forward(x) alone is allowed
+MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def test_a_normalised_float_batch_is_refused_on_every_cpu_batch() -> None:
+    aug = PolicyAugment(PLAIN, base=BaseAug(), image_size=32)
+    x = _levels(8)
+    normalised = (x - 0.5) / 0.25
+    for _ in range(2):  # every CPU batch, not only the first
+        with pytest.raises(ValueError, match=r"a float batch must hold values in \[0, 1\], got "
+                                             r"values in \[-2, 2\] \(a normalised batch\?\); "
+                                             r"augment before normalising, or pass mean= and "
+                                             r"std=") as err:
+            aug(normalised)
+        assert "\n" not in str(err.value)
+        assert aug(x).shape == x.shape
+    with pytest.raises(ValueError, match=r"got values in \[nan, nan\]"):
+        aug(torch.full_like(x, float("nan")))
+    assert aug((x * (1 + 1e-6)).clamp(max=1 + 1e-6)).shape == x.shape  # rounding is no error
+    aug.eval()
+    assert aug(normalised) is normalised  # eval passes every batch through
+
+
+def test_mean_and_std_unnormalise_augment_and_normalise_again(tmp_path) -> None:
+    x, y = _levels(16), torch.arange(16) % 10
+    plain = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10, seed=3)
+    normed = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10, seed=3,
+                           mean=MEAN, std=STD)
+    out, soft = plain(x, y)
+    out_normed, soft_normed = normed(_normalise(x), y)
+    assert torch.allclose(out_normed, _normalise(out), atol=1e-5)
+    assert torch.equal(soft, soft_normed)
+    plain.set_epoch(0)
+    normed.set_epoch(0)
+    uint8 = (x * 255).round().to(torch.uint8)  # a uint8 batch is levels: mean/std do not apply
+    assert torch.equal(normed(uint8, y)[0], plain(uint8, y)[0])
+    with pytest.raises(ValueError, match=r"un-normalised with the mean and std given holds "
+                                         r"values in \[-\d"):
+        PolicyAugment(PLAIN, base=None, image_size=32, mean=0.0, std=1.0)(_normalise(x))
+    path = save_policy(FOUND, tmp_path / "best_policy.yaml")
+    loaded = load_augment(path, mean=MEAN, std=STD, seed=3)
+    assert loaded.mean == MEAN and loaded.std == STD
+    assert torch.allclose(loaded(_normalise(x), y)[0], out_normed)
+
+
+@pytest.mark.parametrize("mean, std, problem", [
+    (0.5, None, "mean and std go together"),
+    ((0.5, 0.5), (0.2,), "as many finite values each"),
+    (0.5, 0.0, "every std above 0"),
+    (float("nan"), 1.0, "finite"),
+    ("a", "b", "as many finite values each"),
+])
+def test_bad_normalisations_are_refused_in_one_line(mean, std, problem) -> None:
+    with pytest.raises(ValueError, match=problem) as err:
+        PolicyAugment(PLAIN, base=None, image_size=32, mean=mean, std=std)
+    assert "\n" not in str(err.value)
+    two = PolicyAugment(PLAIN, base=None, image_size=32, mean=(0.5, 0.5), std=(0.2, 0.2))
+    with pytest.raises(ValueError, match="mean and std have 2 values but the batch has 3 "
+                                         "channels"):
+        two(_levels(4))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_a_checkpoint_continues_the_same_draws(tmp_path) -> None:
+    """Three batches; the state after the first, restored into a fresh module (another seed,
+    epoch 0), gives the next two batches exactly."""
+    x, y = (_levels(32) * 255).to(torch.uint8), torch.arange(32) % 10
+    one = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10, seed=5)
+    one.set_epoch(2)
+    one(x, y)
+    torch.save(one.state_dict(), tmp_path / "augment.pt")
+    rest = [one(x, y) for _ in range(2)]
+    fresh = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10)
+    fresh.load_state_dict(torch.load(tmp_path / "augment.pt", weights_only=True))
+    assert (fresh.seed, fresh.epoch) == (5, 2)
+    for a, b in zip(rest, [fresh(x, y) for _ in range(2)], strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    fresh.set_epoch(3)  # a new epoch reseeds: as the uninterrupted module's
+    one.set_epoch(3)
+    assert torch.equal(fresh(x, y)[0], one(x, y)[0])
+    unused, reference = (PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10,
+                                       seed=5) for _ in range(2))
+    unused.set_epoch(2)
+    reference.set_epoch(2)
+    again = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10)
+    again.load_state_dict(unused.state_dict())  # saved before any batch: the epoch's start
+    assert torch.equal(again(x, y)[0], reference(x, y)[0])
+    with pytest.raises(ValueError, match="not a PolicyAugment state"):
+        again.load_state_dict({"_extra_state": {"seed": 1}})
+
+
+# ---------------------------------------------------------------- labels out of range
+
+
+def test_out_of_range_labels_become_nan_rows_without_a_host_read() -> None:
+    labels = torch.tensor([0, 3, -1, 10, 9])
+    soft = soft_labels(labels, 10)
+    inside = torch.tensor([0, 1, 4])
+    assert torch.equal(soft[inside], torch.nn.functional.one_hot(labels[inside], 10).float())
+    assert soft[2].isnan().all() and soft[3].isnan().all()
+    assert torch.nn.functional.cross_entropy(torch.zeros(5, 10), soft).isnan()
+    meta = torch.empty(16, dtype=torch.long, device=META)
+    with OneDevice() as check:
+        rows = soft_labels(meta, 10)
+    assert rows.device == META and rows.shape == (16, 10) and check.moves == []
+    aug = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\), got -1..10"):
+        aug((_levels(5) * 255).to(torch.uint8), labels)  # the CPU still refuses them
+
+
+def test_normalised_batches_stay_on_the_batch_device() -> None:
+    """mean/std moved to the batch's device once (the first call), then nothing moves; a meta
+    batch has no values to check and is not read."""
+    aug = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10, mean=MEAN, std=STD)
+    x = torch.empty(16, 3, 32, 32, device=META)
+    labels = torch.empty(16, dtype=torch.long, device=META)
+    aug(x, labels)
+    with OneDevice() as check:
+        out, soft = aug(x, labels)
+        half, _ = aug(x.half(), labels)
+    assert out.device == soft.device == META and out.dtype == torch.float32
+    assert half.dtype == torch.float16 and check.moves == []

@@ -195,3 +195,49 @@ def test_the_corpus_messages_are_all_different(tmp_path, digits_data, dataset_sp
         folder.mkdir()
         messages.add(_message(name, folder, digits_data, dataset_spec).replace(str(folder), ""))
     assert len(messages) == len(CASES)
+
+
+# ---------------------------------------------------------------- long class lists
+
+
+def _many_classes(tmp: Path, data: ImageData, dataset_spec) -> tuple[ImageData, object]:
+    """10,000 declared classes; the 6,000 training images hold the 5,000 even ones, every
+    one of them in runs of one (the worst case for a list of runs)."""
+    from children.datasets import load_dataset
+
+    x = np.tile(data.x_train[:1500], (4, 1, 1, 1))
+    y = (np.arange(len(x)) % 5000) * 2
+    path = _npz(tmp, x_train=x, y_train=y, x_test=data.x_test[:50], y_test=y[:50])
+    spec = dataset_spec(path=str(path), num_classes=10_000)
+    return load_dataset(spec), spec
+
+
+def test_class_lists_in_messages_are_capped(tmp_path, digits_data, dataset_spec) -> None:
+    from children.classes import check_classes, class_ids
+
+    data, spec = _many_classes(tmp_path, digits_data, dataset_spec)
+    with pytest.raises(DataError) as err:
+        check_classes(data, make_splits(data, spec, seed=0), spec)
+    message = str(err.value)
+    line = message.replace(str(tmp_path / "data.npz"), "data.npz")  # was 25,000 characters
+    assert len(line) < 320 and "\n" not in line, (len(line), line)  # ~230 of them fixed text
+    assert "y_train has no image of classes 1, 3, 5, 7, 9, … (4995 more): add " \
+           "images of every class, or set dataset.num_classes to 5000 and relabel the classes " \
+           "0..4999" in message
+    assert class_ids({0, 1, 2, 3, 7, 9}) == "0-3, 7, 9"  # short lists stay whole
+    assert class_ids(range(0, 40, 2)) == "0, 2, 4, 6, 8, … (15 more)"
+    assert class_ids([*range(100), *range(200, 300)]) == "0-99, 200-299"
+
+
+def test_unknown_test_class_folders_are_capped(tmp_path, digits_data, dataset_spec) -> None:
+    image = np.zeros((16, 16), np.uint8)
+    for split, names in (("train", ["a"]), ("test", ["a", *(f"extra{k:03d}" for k in
+                                                             range(200))])):
+        for name in names:
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            assert cv2.imwrite(str(tmp_path / "images" / split / name / "0.png"), image)
+    spec = dataset_spec(path=str(tmp_path / "images"), num_classes=2)
+    with pytest.raises(DataError) as err:
+        load_dataset(spec)
+    message = str(err.value)
+    assert len(message) < 400 and "extra000, extra001" in message and "(195 more)" in message

@@ -100,6 +100,14 @@ def text_file(tmp: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
+def symlink_loop(tmp: Path, name: str) -> Path:
+    """`name`, a symlink to a symlink back to it: Path.exists() calls it missing."""
+    path, other = tmp / name, tmp / f"{name}.link"
+    path.symlink_to(other)
+    other.symlink_to(path)
+    return path
+
+
 def folder(tmp: Path, name: str = "images") -> Path:
     path = tmp / name
     path.mkdir()
@@ -119,6 +127,10 @@ SEARCH_CASES = [
          "unknown space 'cifar11'; built-in spaces: cifar10, cifar100, cifar10_ssl, digits, svhn"),
     Case("missing space file", S, lambda t: ["--space", str(t / "nope.yaml"), *out(t)],
          "nope.yaml: no such space file; give an existing path or one of the built-in"),
+    Case("space is a symlink loop", S, lambda t: [
+        "--space", str(symlink_loop(t, "space.yaml")), *out(t)],
+        "space.yaml: a symlink loop (its links lead back to themselves), so the space file "
+        "cannot be read; point the link at the real file, or pass the file's own path"),
     Case("space file not UTF-8", S, lambda t: [
         "--space", str(text_file(t, "s.yaml", "name: caf\xe9\n".encode("latin-1"))), *out(t)],
         "s.yaml: not UTF-8 text (byte 9: invalid continuation byte); save the space file as"),
@@ -175,6 +187,16 @@ SEARCH_CASES = [
          "--epochs must be at most 1000, got 5000"),
     Case("seed negative", S, lambda t: ["--seed", "-1", *out(t)],
          "--seed must be at least 0, got -1"),
+    Case("seed too large", S, lambda t: ["--seed", "4294967296", *out(t)],
+         "--seed must lie in [0, 2**32 - 1] (0..4294967295), got 4294967296; pass a seed in "
+         "that range"),
+    Case("seed too large, dry run", S, lambda t: ["--seed", str(2**40), "--dry-run", *out(t)],
+         "--seed must lie in [0, 2**32 - 1] (0..4294967295), got 1099511627776"),
+    Case("cohort larger than the trials", S, lambda t: [
+        "--cohort", "1000", "--trials", "4", *out(t)],
+        "--cohort 1000 (search.cohort, space digits) is more than the search's 4 trials "
+        "(search.trials): a cohort trains trials together; pass --cohort 4 or less, or "
+        "--trials 1000 or more"),
     Case("trials not finite", S, lambda t: ["--cpus-per-trial", "nan", *out(t)],
          "--cpus-per-trial must be a finite number, got nan"),
     Case("unknown searcher", S, lambda t: ["--searcher", "grid", *out(t)],
@@ -226,6 +248,10 @@ SEARCH_CASES = [
     Case("missing data file, dry run", S, lambda t: [
         "--data", str(t / "nope.npz"), "--dry-run", *out(t)],
         "nope.npz: no such file or folder"),
+    Case("data is a symlink loop", S, lambda t: [
+        "--data", str(symlink_loop(t, "data.npz")), *out(t)],
+        "data.npz: a symlink loop (its links lead back to themselves), so the data cannot be "
+        "read; point the link at the real file"),
     Case("corrupt npz", S, lambda t: [
         "--data", str(text_file(t, "d.npz", bytes(range(256)) * 8)), *out(t)],
         "not an .npz archive (no zip signature at the start); save it with np.savez"),
@@ -281,6 +307,11 @@ SEARCH_CASES = [
         "declares (present: 0-6, 8-9); y_train has too few images of the missing class "
         "(class 7: 3) for a stratified split to include them; add images of them or raise "
         "dataset.val_pool_size"),
+    Case("5,000 of 10,000 classes", S, lambda t: [
+        "--space", str(space_file(t, **{"dataset.num_classes": 10_000})),
+        "--data", str(_even_classes(t)), *out(t)],
+        "more): add images of every class, or set dataset.num_classes to 5000 and relabel the "
+        "classes 0..4999"),
     Case("negative labels", S, lambda t: ["--data", str(_negative_labels(t)), *out(t)],
          "y_train has negative labels (20 below 0, the lowest -1); labels must be class ids "
          "0..9 (dataset.num_classes 10); relabel them, or drop the images labelled below 0"),
@@ -307,6 +338,15 @@ SEARCH_CASES = [
 
 def _one_class(tmp: Path) -> Path:
     return digits_npz(tmp, y_train=np.zeros(1500, np.int64), y_test=np.zeros(297, np.int64))
+
+
+def _even_classes(tmp: Path) -> Path:
+    """6,000 digits images labelled with the 5,000 even classes 0..9998, each in runs of one:
+    a message listing the classes present and missing whole ran to 25,000 characters."""
+    raw = read_digits()
+    x = np.tile(raw.x_train[:1500], (4, 1, 1, 1))
+    y = (np.arange(len(x)) % 5000) * 2
+    return digits_npz(tmp, x_train=x, y_train=y, y_test=y[:297])
 
 
 def _rare_class(tmp: Path) -> Path:
@@ -359,6 +399,10 @@ EVALUATE_CASES = [
     Case("missing policy file", E, _eval_with(lambda t: ["--policy", str(t / "gone.yaml")]),
          "gone.yaml: no such policy file; pass the best_policy.yaml, best_policy.json or "
          "schedule.json a search wrote"),
+    Case("policy is a symlink loop", E, _eval_with(lambda t: [
+        "--policy", str(symlink_loop(t, "best_policy.yaml"))]),
+        "best_policy.yaml: a symlink loop (its links lead back to themselves), so the policy "
+        "file cannot be read; point the link at the real file, or pass the file's own path"),
     Case("policy is not JSON", E, _eval_with(lambda t: [
         "--policy", str(text_file(t, "best_policy.json", '{"format": "augsearch-policy", "s'))]),
         "best_policy.json: not valid JSON"),
@@ -416,6 +460,17 @@ EVALUATE_CASES = [
         "--baselines", "none", "--space", str(space_file(t, **{"dataset.resize": False})),
         "--data", str(digits_npz(t))]),
         "x_train images are 8x8x1 but the space's dataset is 16x16x1"),
+    Case("evaluate labels all one class", E, _eval_with(lambda t: [
+        "--baselines", "none", "--data", str(_one_class(t))]),
+        "the training set (1500 images) holds 1 of the 10 classes dataset.num_classes declares "
+        "(present: 0); y_train has no image of classes 1-9: add images of every class"),
+    Case("evaluate test set of one class", E, _eval_with(lambda t: [
+        "--baselines", "cropflip", "--data", str(digits_npz(t, y_test=np.zeros(297, np.int64)))]),
+        "the test set (297 images) holds 1 of the 10 classes dataset.num_classes declares "
+        "(present: 0); y_test has no image of classes 1-9"),
+    Case("evaluate train subset of one class", E, _eval_with(lambda t: [
+        "--baselines", "none", "--train-size", "100", "--data", str(_one_class(t))]),
+        "the --train-size subset (100 images) holds 1 of the 10 classes"),
     Case("evaluate unreachable tracking server", E, _eval(
         "--baselines", "none", "--tracking-uri", "http://127.0.0.1:9"),
         "cannot reach the MLflow tracking server at http://127.0.0.1:9"),
@@ -464,6 +519,9 @@ def snapshot(root: Path) -> dict[str, str]:
     state = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if path.is_symlink():
+            state[rel] = f"link to {os.readlink(path)}"
+            continue
         state[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 
@@ -491,6 +549,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(case: Case, tmp_path
     message = err.removeprefix("augsearch: error: ")
     assert case.expect in message, message
     assert "; " in message, f"no fix named: {message}"  # problem; fix
+    shown = message.replace(str(inputs), "inputs")
+    assert len(shown) < 400, f"{len(shown)} characters: {shown}"  # lists are capped
     assert snapshot(tmp_path) == before, "files were created or changed"
     assert ray.is_initialized() == ray_before, "Ray was started for a refused request"
 

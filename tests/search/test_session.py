@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search.errors import SearchError
+from search.errors import SearchError, SearchFinished
 from search.prepare.checks import prepare
 from search.prepare.options import SearchOptions
 from search.prepare.resume import RunRecord, read_record, resume_options
@@ -84,3 +84,90 @@ def test_a_resume_counts_only_trials_that_ended(tmp_path: Path) -> None:
     prepared = Prepared(load_space("digits"), "digits", get_strategy("tpe"),
                         SearchOptions(resume=True, seed=0), tmp_path, True, None)
     assert SearchSession(prepared)._ended_before() == 3
+
+
+# ---------------------------------------------------------------- a search that finished
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+def _interrupt_confirmation(cmd: list[str]) -> None:
+    """Run the CLI and send Ctrl-C once the confirmation's first training has finished."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import ROOT, python_path
+
+    env = {**os.environ, "PYTHONPATH": python_path()}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[augsearch] confirm ") and "trials (" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=240)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert "--resume" in rest
+
+
+@pytest.mark.slow
+def test_a_finished_search_is_not_resumed_and_an_interrupted_confirmation_is(
+        ray_session, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Ctrl-C in the confirmation: not finished, --resume completes it; then the search is
+    finished, and --resume (and its dry run) says so in one line, exits 0 and starts, writes
+    and logs nothing (no Ray connection, every file byte for byte as it was)."""
+    import sys
+
+    from search import tune
+    from search.api import search
+    from search.prepare.resume import is_finished
+    from search.run import main
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "search.run", "--space", "digits", "--smoke-test", "--trials",
+           "2", "--epochs", "1", "--concurrency", "1", "--confirm", "1", "--confirm-seeds", "1",
+           "--output", str(out)]
+    _interrupt_confirmation(cmd)
+    assert (out / "run.json").is_file() and not is_finished(out)
+    result = search(resume=True, output=out)
+    assert result.complete and is_finished(out)
+    assert result.confirmation is not None
+    before = _tree(out)
+
+    def no_ray(*_args, **_kwargs):
+        raise AssertionError("Ray was connected to for a finished search")
+
+    monkeypatch.setattr(tune, "connect", no_ray)
+    for extra in ([], ["--dry-run"], ["--epochs", "5"]):
+        capsys.readouterr()
+        assert main(["--resume", "--output", str(out), *extra]) == 0
+        captured = capsys.readouterr()
+        line = captured.out.strip()
+        assert captured.err == "" and "\n" not in line, captured
+        assert line.startswith(f"augsearch: the search in {out} already finished; its outputs "
+                               f"are there (best_policy.yaml, best_policy.json, "
+                               f"leaderboard.csv, confirm.csv)"), line
+        assert _tree(out) == before
+    with pytest.raises(SearchFinished, match="already finished"):
+        search(resume=True, output=out)
+
+
+def test_the_finished_mark_is_in_the_run_record_and_only_there(tmp_path: Path) -> None:
+    from search.prepare.resume import is_finished
+
+    record = _record(tmp_path)
+    assert not is_finished(tmp_path)
+    RunRecord.mark_finished(tmp_path)
+    assert is_finished(tmp_path) and read_record(tmp_path) == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+    RunRecord.mark_finished(tmp_path / "elsewhere")  # no record: nothing to mark, no error
+    assert not is_finished(tmp_path / "elsewhere")
+    with pytest.raises(SearchFinished, match=f"the search in {tmp_path} already finished"):
+        prepare(opts=SearchOptions(resume=True, output=tmp_path))
