@@ -13,6 +13,10 @@ initial weights, the same dropout masks (tests/children/test_cohort.py compares 
 A member whose loss turns non-finite is dropped at the end of that epoch: its gradients are
 masked from then on (they never reach the others anyway: the groups do not mix), and it reports
 the error as a lone child would raise it.
+
+Under fp16 (a GPU without bf16) each member has its own loss scale (`children.scaling`): a
+member whose gradients overflow skips its own step and halves its own scale, and the others
+step; the scales travel in the members' `TrainState.scaler`.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from children.errors import DataError
 from children.feed import Feed
 from children.grouped import child_state, group_models
 from children.models import build_model
-from children.optim import amp_dtype, autocast, lr_factor, make_optimizer
+from children.optim import amp_dtype, autocast, lr_factor, make_optimizer, needs_scaler
 from children.reward import first_audit_epoch, val_sample
+from children.scaling import MemberScaler
 from children.train import EpochStats, Metrics, TrainState, cpu_threads, num_classes, summarise
 
 if TYPE_CHECKING:
@@ -108,7 +113,7 @@ class _Cohort:
         self.model = group_models([one] * self.k).to(dev, memory_format=self.memory)
         self.optimizer = make_optimizer(child.optimizer, self.model, fused=self.cuda)
         self.amp = amp_dtype(dev)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp != torch.bfloat16)
+        self.scaler = MemberScaler(self.k, dev, needs_scaler(dev, self.amp))
         self.feed = Feed(child, splits, seed, dev, self.memory)
         self.steps_per_epoch = self.feed.steps_per_epoch
         self.total_epochs = total_epochs
@@ -137,11 +142,13 @@ class _Cohort:
         self.epoch, self.step = states[0].epoch, states[0].step
         self.history = [list(s.history) for s in states]
         self.errors = [str(s.rng.get("error", "")) for s in states]
+        self.scaler.load_state_dicts([s.scaler for s in states])
 
     def snapshots(self, policies: list[Policy]) -> list[TrainState]:
         """Each member's state in a lone child's layout; member 0's also carries the cohort's
         optimizer state (one optimizer holds every member's)."""
         optimizer = _cpu(self.optimizer.state_dict())
+        scalers = self.scaler.state_dicts()
         out = []
         for k in range(self.k):
             model = {n: v.detach().cpu() for n, v in child_state(self.model, k, self.k).items()}
@@ -151,7 +158,7 @@ class _Cohort:
                 scheduler={"kind": self.child.schedule, "step": self.step,
                            "total": self.total_steps},
                 rng={"seed": self.seed, "aug_seed": self.aug_seeds[k], "error": self.errors[k]},
-                history=list(self.history[k]), policy=policies[k]))
+                history=list(self.history[k]), policy=policies[k], scaler=scalers[k]))
         return out
 
     # ------------------------------------------------------------ training
@@ -236,10 +243,11 @@ class _Cohort:
             loss = _member_losses(out, y_a, y_b, lam, smoothing)
         kept = alive & torch.isfinite(loss)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(torch.where(kept, loss, 0.0).sum()).backward()
-        _mask_grads(self.model, kept)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.scaler.loss(loss, kept).backward()
+        stepped = self.scaler.unscale_(list(self.model.parameters()), kept)  # fp16: overflows
+        _mask_grads(self.model, stepped)
+        self.scaler.step(self.optimizer, stepped)
+        self.scaler.update(kept, stepped)
         self.step += 1
         pred = out.detach().argmax(2)  # N×K
         hits = lam * (pred == y_a[:, None]).sum(0) + (1 - lam) * (pred == y_b.T).sum(0)

@@ -12,7 +12,7 @@ import torch
 if TYPE_CHECKING:
     from spaces.schema import OptimizerSpec
 
-__all__ = ["autocast", "lr_factor", "make_optimizer"]
+__all__ = ["amp_dtype", "autocast", "lr_factor", "make_optimizer", "needs_scaler"]
 
 
 def lr_factor(kind: str, step: int, total: int) -> float:
@@ -48,6 +48,20 @@ def autocast(dev: torch.device, dtype: torch.dtype) -> contextlib.AbstractContex
 
 
 def amp_dtype(dev: torch.device) -> torch.dtype:
-    """bf16 where the GPU has it (no gradient scaler needed), else fp16."""
-    return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else (
-        torch.float16)
+    """bf16 where the GPU computes it natively (compute capability 8.0 and later: A100, A10G,
+    L4, H100), else fp16, which `needs_scaler` pairs with a gradient scaler (T4 7.5, V100 7.0).
+
+    Emulated bf16 does not count: `torch.cuda.is_bf16_supported()` also says yes where a bf16
+    tensor can merely be made (a T4 or a V100), which would train in bf16 without a scaler
+    and without bf16 hardware. The check reads the current CUDA device, the trial's one GPU.
+    Off CUDA autocast is off and the value is not used.
+    """
+    if dev.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float16
+
+
+def needs_scaler(dev: torch.device, dtype: torch.dtype) -> bool:
+    """Whether training under `autocast(dev, dtype)` needs gradient (loss) scaling: fp16 on
+    CUDA, whose small gradients would underflow unscaled."""
+    return dev.type == "cuda" and dtype == torch.float16

@@ -36,7 +36,7 @@ from children.datasets import Arrays, Splits
 from children.errors import DataError, DivergedError
 from children.feed import Feed
 from children.models import build_model
-from children.optim import amp_dtype, autocast, lr_factor, make_optimizer
+from children.optim import amp_dtype, autocast, lr_factor, make_optimizer, needs_scaler
 from children.probe import Scorer, rotated
 from children.reward import first_audit_epoch, reward_from_history, val_sample
 from children.tensor_aug import Draws
@@ -162,8 +162,10 @@ def pretrain_ssl(child: ChildSpec, reward: RewardSpec, policy: Policy, splits: S
     score the frozen features at the reward's epochs (`reward.ssl`: probe, knn or rotation).
 
     The reward averages the scored epochs as a child's does (`reward_from_history`). `state`
-    resumes a run; same seeds, device and threads give the same metrics. Raises DivergedError
-    at the end of the epoch whose loss first became NaN/inf (losses are read once per epoch).
+    resumes a run; on a CPU the same seeds and threads give the same metrics bit for bit, on a
+    GPU only up to float rounding (the k-NN score's float `scatter_add_` among it). Raises
+    DivergedError at the end of the epoch whose loss first became NaN/inf (losses are read once
+    per epoch).
     """
     from children.train import cpu_threads
 
@@ -226,8 +228,7 @@ class _SSLRun:
         self.model = model.to(dev, memory_format=self.memory)
         self.optimizer = make_optimizer(child.optimizer, self.model, fused=self.cuda)
         self.amp_dtype = amp_dtype(dev)
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.cuda and self.amp_dtype != torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(dev, self.amp_dtype))
         self.feed = Feed(child, replace(splits, train=pool), seed, dev, self.memory)
         if self.feed.batch_size < 2:
             raise DataError("contrastive pre-training needs batches of at least 2 images; "

@@ -36,10 +36,13 @@ __all__ = ["AUTO", "BATCHED", "BatchedPipeline", "Draws", "PathChoice", "TensorO
 Path = Literal["batched", "albumentations"]
 
 AUTO: Mapping[str, Path] = MappingProxyType({"cpu": "batched", "cuda": "batched"})
-"""What `augmentation: auto` runs on each device type. CPU: batched, measured faster
-(docs/BENCHMARKS.md: ~4x the augmentation images/s per core, and every child trained at least
-as fast with less CPU per image). CUDA: batched, which takes augmentation off the trial's one
-vCPU; not yet measured (the bench's GPU section) — revisit this entry when it is."""
+"""What `augmentation: auto` runs on each device type. CPU: batched, for its CPU time
+(docs/BENCHMARKS.md): augmentation alone made 3.8x the albumentations path's images/s on one
+thread ("Augmentation throughput"); a whole child epoch with a policy took 0.84x to 0.91x the
+CPU time per image, while its wall-clock images/s ranged from 0.92x to 1.04x the albumentations
+path's, within the runs' 17% spread: not shown faster per trial ("Child throughput"). CUDA:
+batched, which takes augmentation off the trial's one vCPU; not yet measured (the bench's GPU
+section) — revisit this entry when it is."""
 
 
 class Draws:

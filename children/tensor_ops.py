@@ -9,7 +9,9 @@ op's tolerance where OpenCV uses fixed-point arithmetic). Kernels are device-agn
 tensor they make is made on the input's device, and per-sample parameters must already be there
 (`tests/children/test_device_purity.py` runs them on a batch on the `meta` device). Per-pixel
 work is float32 (or int64 where an exact sum needs it); the only float64 is host-side, cached per
-strength (the affine grids, the blur matrix), and `contrast`'s N per-sample offsets.
+strength (the affine grids, the blur matrix), and `contrast`'s N per-sample offsets. The
+histograms (Equalize, AutoContrast) count with an int64 `scatter_add_`, exact in any order: no
+kernel scatter-adds floats, an accumulation whose order a GPU may vary from run to run.
 
 All of it is plain torch. kornia has equivalents for the warp (`warp_affine`) and the filters
 (`filter2d`, `filter2d_separable`) that reach the same parity, but these kernels are faster on one

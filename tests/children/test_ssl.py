@@ -80,17 +80,62 @@ def test_the_trunk_drops_the_final_linear_layer(ssl_space: Space) -> None:
         assert trunk(torch.zeros(2, 3, 16, 16)).shape == (2, width)
 
 
-def test_pretraining_lowers_the_loss_and_the_probe_beats_chance(ssl_space: Space,
-                                                                 ssl_splits) -> None:
-    metrics = pretrain_ssl(ssl_space.child, ssl_space.reward, VIEWS, ssl_splits, seed=0,
-                           aug_seed=1, threads=1, device="cpu")
+@pytest.fixture(scope="module")
+def learning_space(ssl_space: Space) -> Space:
+    """Long enough to learn: 20 epochs of batches of 32 at temperature 0.2 (measured, seeds 0 to
+    2: the k-NN score rose by +0.07 to +0.17 over the untrained network; after 6 epochs of 64 at
+    0.5, `ssl_space`'s, it stayed below even the freshly initialised network's)."""
+    return ssl_space.replace(**{"child.epochs": 20, "child.batch_size": 32,
+                                "reward.ssl.temperature": 0.2})
+
+
+@pytest.fixture(scope="module")
+def untrained(learning_space: Space, ssl_splits):
+    """The same network put through 5 epochs of the same pre-training at lr 1e-9: its weights
+    stay at their initial values (AdamW moves a weight by about lr a step) and its batch norms
+    hold the views' statistics, which alone lift k-NN accuracy over the freshly initialised
+    network's (+0.07 at seed 0)."""
+    space = learning_space.replace(**{"child.optimizer.lr": 1e-9})
+    return pretrain_ssl(space.child, space.reward, VIEWS, ssl_splits, seed=0, aug_seed=1,
+                        threads=1, device="cpu", epochs=5)
+
+
+def _margin(reference: float, n: int) -> float:
+    """Two standard errors of the difference of two accuracies near `reference` on the same n
+    validation images (independent errors: the widest case)."""
+    return 2 * math.sqrt(2 * reference * (1 - reference) / n)
+
+
+def _learned(knn: float, untrained_knn: float, splits) -> bool:
+    return knn - untrained_knn > _margin(untrained_knn, len(splits.val_pool))
+
+
+def test_pretraining_learns_features_the_untrained_network_lacks(learning_space: Space,
+                                                                 ssl_splits, untrained) -> None:
+    """The k-NN score of the frozen features beats the untrained network's by more than the
+    validation noise. The linear probe on 100 labels cannot tell them apart here: the network
+    at its random initialisation already reaches 0.77 to 0.85 (seeds 0 to 2), as pre-trained."""
+    metrics = pretrain_ssl(learning_space.child, learning_space.reward, VIEWS, ssl_splits,
+                           seed=0, aug_seed=1, threads=1, device="cpu")
     history = metrics.history
-    assert len(history) == 6 and history[-1].train_loss < history[0].train_loss - 0.2
+    assert len(history) == 20 and history[-1].train_loss < history[0].train_loss - 1.0
     assert all(math.isnan(h.val_accuracy) for h in history[:-1])  # scored where the reward reads
     assert metrics.reward == history[-1].val_accuracy == metrics.probe_accuracy
-    assert metrics.probe_accuracy > 0.5 and metrics.knn_accuracy > 0.5  # 10 classes: chance 0.1
-    assert metrics.audit_accuracy > 0.5  # the probe on the audit set
-    assert metrics.rotation_accuracy > 0.4  # 4 rotations: chance 0.25
+    assert _learned(metrics.knn_accuracy, untrained.knn_accuracy, ssl_splits), (
+        metrics.knn_accuracy, untrained.knn_accuracy)
+
+
+def test_the_comparison_fails_for_a_network_that_learned_nothing(learning_space: Space,
+                                                                ssl_splits, untrained) -> None:
+    """The freshly initialised network (scored before any step) does not pass it."""
+    from children.train import cpu_threads
+
+    with cpu_threads(torch.device("cpu"), 1):
+        run = _SSLRun(learning_space.child, learning_space.reward, ssl_splits, 0,
+                      torch.device("cpu"), 20, 1)
+        fresh = run.scores(19)  # the last epoch's: every score
+    assert not _learned(fresh["knn_accuracy"], untrained.knn_accuracy, ssl_splits)
+    assert not _learned(untrained.knn_accuracy, untrained.knn_accuracy, ssl_splits)
 
 
 def test_same_seeds_same_run_and_resume_continues_it(ssl_space: Space, ssl_splits) -> None:

@@ -1,12 +1,11 @@
 """children.augment on a CUDA GPU: the albumentations export's distribution, the batch's device
-only and no host sync, determinism, and examples/train_cifar.py on the GPU.
+only and no host sync, determinism, and examples/train_cifar.py on the GPU (held to the floor
+its CPU run is held to).
 
 Marked `cuda` and skipped (with the reason) where `torch.cuda.is_available()` is false.
 """
 
 from __future__ import annotations
-
-import re
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import torch
 from children.augment import PolicyAugment
 from spaces.schema import BaseAug
 from tests.children.test_augment import FOUND, _through_both, assert_same_distribution
-from tests.test_examples import POLICY, _data, _run
+from tests.test_examples import ABOVE_CHANCE, ARGS, POLICY, _data, _run, printed_accuracy
 
 pytestmark = [
     pytest.mark.cuda,
@@ -52,12 +51,14 @@ def test_the_module_on_cuda_stays_there_never_syncs_and_repeats_under_a_seed() -
     assert torch.allclose(soft.sum(1), torch.ones(256, device=CUDA))
 
 
-def test_train_cifar_on_cuda(tmp_path) -> None:
+def test_train_cifar_on_cuda_learns_as_on_the_cpu(tmp_path) -> None:
+    """tests/test_examples.py's run and floor, on the GPU: the same data and settings, held
+    above chance as the CPU run is (its draws and bf16 differ from the CPU's; a broken run
+    scores chance)."""
     from spaces.policy import save_policy
 
     policy = save_policy(POLICY, tmp_path / "best_policy.yaml")
-    run = _run("--policy", str(policy), "--data", str(_data(tmp_path)), "--epochs", "3",
-               "--device", "cuda", "--batch-size", "64")
+    run = _run("--policy", str(policy), "--data", str(_data(tmp_path)), *ARGS,
+               "--device", "cuda")
     assert run.returncode == 0, run.stderr
-    found = re.search(r"test accuracy: ([0-9.]+)", run.stdout)
-    assert found and 0.0 <= float(found.group(1)) <= 1.0, run.stdout
+    assert printed_accuracy(run.stdout) > ABOVE_CHANCE, run.stdout

@@ -65,6 +65,11 @@ def test_a_density_matching_search_on_the_gpu(ray_session, tmp_path: Path) -> No
     assert (tmp_path / "out" / "fold_models.pkl").exists()
 
 
+# search.evaluate as below on the CPU (measured): mean test accuracy 0.978 (policy) and 0.992
+# (crop/flip), every seed at least 0.976; chance 0.10. A retraining broken on the GPU misses it.
+EVALUATE_FLOOR = 0.9
+
+
 def test_search_evaluate_retrains_on_the_gpu(tmp_path: Path) -> None:
     digits = load_space("digits")
     policy = save_policy(Policy((SubPolicy((Op("Rotate", 0.4, 0.8), Op("Contrast", 0.5, 0.6))),)),
@@ -72,4 +77,5 @@ def test_search_evaluate_retrains_on_the_gpu(tmp_path: Path) -> None:
     result = evaluate({"p": policy}, space=digits, baselines="cropflip", seeds=2, epochs=2,
                       output=tmp_path / "out", quiet=True)
     assert [a.name for a in result.arms][:1] == ["p"]
-    assert all(0.0 <= a.accuracy.mean <= 1.0 for a in result.arms)
+    assert all(a.accuracy.mean > EVALUATE_FLOOR for a in result.arms), [
+        (a.name, a.accuracy.mean) for a in result.arms]
