@@ -247,7 +247,8 @@ def score_policy(policy: Policy, models: FoldModels, splits: Splits, spec: Densi
     as in training); the fold's score is its model's accuracy, or -NLL of the true class, over
     those copies; the reward is the mean over folds. The audit set is split among the fold
     models (image i goes to model i mod K), each image augmented once, for the policy's audit
-    accuracy. Same seed, device and threads: same score. Nothing is trained.
+    accuracy. On the CPU the same seed and threads give the same score bit for bit; on a GPU,
+    up to float rounding. Nothing is trained.
     """
     started, cpu = time.perf_counter(), time.process_time()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -70,8 +70,9 @@ def knn_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Ten
     for start in range(0, len(truth), chunk):
         sims = F.normalize(feats[start:start + chunk].float(), dim=1) @ bank.T
         top, index = sims.topk(k, dim=1)
-        votes = torch.zeros(len(top), classes, device=bank.device)
-        votes.scatter_add_(1, labels[index], (top / _KNN_TEMPERATURE).exp())
+        # a dense one-hot sum, not a float scatter_add_ (whose CUDA atomics add in any order)
+        onehot = F.one_hot(labels[index], classes).float()  # chunk x k x classes
+        votes = ((top / _KNN_TEMPERATURE).exp().unsqueeze(2) * onehot).sum(1)
         correct += (votes.argmax(1) == truth[start:start + chunk]).sum()
     return correct / max(len(truth), 1)
 

@@ -86,6 +86,10 @@ def train(model: torch.nn.Module, augment: PolicyAugment, x: torch.Tensor, y: to
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr,
                                                    total_steps=args.epochs * steps_per_epoch)
     order_rng = torch.Generator(device).manual_seed(args.seed)
+    # bf16 where the GPU has it natively (Ampere and newer); a T4 or V100 emulates it slowly,
+    # so it gets fp16 (a long run there also wants torch.amp.GradScaler)
+    amp = (torch.bfloat16 if device.type == "cuda"
+           and torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16)
     for epoch in range(args.epochs):
         model.train()
         augment.set_epoch(epoch)  # a schedule's policy of this epoch; the epoch's draws
@@ -94,7 +98,7 @@ def train(model: torch.nn.Module, augment: PolicyAugment, x: torch.Tensor, y: to
         for step in range(steps_per_epoch):
             index = order[step * size:(step + 1) * size]
             images, targets = augment(x[index], y[index])  # on the device, batch ops included
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, amp, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(model(normalise(images)), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
