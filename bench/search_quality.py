@@ -19,15 +19,17 @@ space's own child budget:
    where its selected policy's audit accuracy ranks among its trials;
 3. the exported policy (when it is not the base, which is the crop/flip arm itself) and the best
    confirmed candidate retrained on the search's own training images (the budget they were found
-   at) beside no augmentation, the space's crop/flip and torchvision's TrivialAugmentWide, same
-   seeds for every arm, tested on the test set no search touched: paired differences with
+   at) beside no augmentation (digits), the space's crop/flip and the three free baselines
+   (bench/free_baselines.py: crop/flip + Cutout, torchvision's RandAugment(2, 9) and
+   TrivialAugmentWide), same seeds for every arm, tested on the test set no search touched:
+   paired differences with
    Student-t 95% confidence intervals, and beside each, the search's own confirmed margin of the
    same candidate (fresh replicates, simultaneous 95% CI) with a computed verdict: does the
    test-set CI contain the search's estimate?
 
 Every verdict below is computed from the figures of the run that prints it.
 
-    python bench/search_quality.py                  # the full run (~2 hours on 2 cores)
+    python bench/search_quality.py                  # the full run (~2.5 h on 2 cores, projected)
     python bench/search_quality.py --quick          # the whole pipeline at a toy budget (~5 min)
 """
 
@@ -50,11 +52,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.free_baselines import CROPFLIP, FREE, baselines, difference, present  # noqa: E402
+from bench.quality_verdicts import agreement_lines, agreements, target_lines  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 SECTION = "Search quality: found policies against the free baselines"
-BASELINES = "none,cropflip,trivialaugment"
+BASELINES = baselines(none=True)
 TARGET_SPEARMAN = 0.6
 
 
@@ -81,7 +85,7 @@ SETUPS = (
     Setup("cifar10", SHARED / "cifar10_small.npz",
           "real CIFAR-10, cifar10_small.npz (Krizhevsky 2009)", search_seeds=1, eval_seeds=6,
           trials=16,  # the space's 32 would add ~40 min here; the confirmation adds 32 trainings
-          baselines="cropflip,trivialaugment"),  # none: bench/child_budget.py measures it
+          baselines=baselines()),  # none: bench/child_budget.py measures it
 )
 DENSITY_TRIALS = 200  # the issue's density-matching search (a few CPU-minutes on either space)
 QUICK = {"search.trials": 6, "child.epochs": 3, "reward.last_epochs": 1,
@@ -153,7 +157,7 @@ def _confirmed_arms(run: SearchRun, best: dict[str, Any], name: str, seed: int) 
         run.policies = {run.exported_arm: out / "best_policy.yaml"}
         run.confirmed = best
         return
-    run.exported_arm = "cropflip"
+    run.exported_arm = CROPFLIP
     if (out / "candidate_policy.yaml").exists():
         run.candidate_arm = f"{name}-candidate-{seed}"
         run.policies = {run.candidate_arm: out / "candidate_policy.yaml"}
@@ -236,10 +240,6 @@ def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path
                     output=out, quiet=False, **data)
 
 
-def _difference(ev: Any, arm: str, other: str) -> Any:
-    return next(d for d in ev.differences if d.arm == arm and d.other == other)
-
-
 # ---------------------------------------------------------------- the report
 
 
@@ -250,7 +250,7 @@ def search_lines(runs: list[SearchRun]) -> list[str]:
     for r in runs:
         rank, n = audit_rank(r)
         rho = "— (circular)" if r.searcher == "dm" else f"{spearman(r.rows):+.2f}"
-        exported = ("the base (= the cropflip arm)" if r.exported_arm == "cropflip" else
+        exported = ("the base (= the cropflip arm)" if r.exported_arm == CROPFLIP else
                     r.exported_arm or ", ".join(r.policies))
         lines.append(f"| {r.searcher} seed {r.seed} | {r.trainings} | {r.minutes:.1f} | {rho} | "
                      f"{r.winner} | {rank} of {n} | {exported} | {r.verdict} |")
@@ -265,154 +265,13 @@ def eval_lines(ev: Any, runs: list[SearchRun]) -> list[str]:
                      f"{e.ci_high:.4f}] |")
     lines += ["", "| found policy | vs | Δ test accuracy | paired 95% CI | seeds better |",
               "|---|---|---:|---:|---:|"]
-    others = [o for o in ("none", "cropflip", "trivialaugment") if o in {a.name for a in ev.arms}]
+    others = present(ev, ("none", CROPFLIP, *FREE))
     for arm in (arm for r in runs for arm in r.policies):
         for other in others:
-            d = _difference(ev, arm, other)
+            d = difference(ev, arm, other)
             lines.append(f"| {arm} | {other} | {d.diff.mean:+.4f} | [{d.diff.ci_low:+.4f}, "
                          f"{d.diff.ci_high:+.4f}] | {d.wins}/{d.diff.n} |")
     return lines
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """A confirmed search's estimate of its best candidate's margin over crop/flip beside the
-    same candidate's margin on the test set."""
-
-    search: str
-    arm: str
-    exported: bool  # the candidate is best_policy.* (its corrected interval lay above 0)
-    margin: float  # the search's estimate: mean over fresh replicates (reward)
-    margin_ci: tuple[float, float]  # simultaneous 95% (Bonferroni over k)
-    audit: float
-    audit_ci: tuple[float, float]
-    k: int
-    replicates: int
-    test: Any  # Estimate: test accuracy, candidate − cropflip, paired by seed
-
-    @property
-    def contains(self) -> bool:
-        """The test-set CI contains the search's estimate."""
-        return self.test.ci_low <= self.margin <= self.test.ci_high
-
-    @property
-    def decision(self) -> str:
-        """Does the export decision agree with the test set?"""
-        above, below = self.test.ci_low > 0, self.test.ci_high < 0
-        if self.exported:
-            return ("agrees: exported, and the test-set CI lies above 0" if above else
-                    "does NOT agree: exported, but the test-set CI lies below 0" if below else
-                    "not confirmed on test: exported, but the test-set CI contains 0")
-        return ("missed a gain: kept the base, but the test-set CI lies above 0" if above else
-                "agrees: kept the base, and the test-set CI contains 0 or lies below it")
-
-
-def agreements(ev: Any, runs: list[SearchRun]) -> list[Agreement]:
-    out = []
-    for r in runs:
-        p = r.confirmed
-        if not p or not r.candidate_arm or p.get("margin_reward") is None:
-            continue
-        out.append(Agreement(
-            f"{r.searcher} seed {r.seed}", r.candidate_arm, p.get("exported") == "candidate",
-            float(p["margin_reward"]), _pair(p.get("margin_reward_ci95")),
-            _float(p.get("margin_audit")), _pair(p.get("margin_audit_ci95")),
-            int(p.get("correction_k") or 0), int(p.get("confirmed_over_seeds") or 0),
-            _difference(ev, r.candidate_arm, "cropflip").diff))
-    return out
-
-
-def _float(value: Any) -> float:
-    return float(value) if value is not None else math.nan
-
-
-def _pair(value: Any) -> tuple[float, float]:
-    if not value:
-        return math.nan, math.nan
-    return _float(value[0]), _float(value[1])
-
-
-def agreement_lines(found: list[Agreement], seeds: int) -> list[str]:
-    if not found:
-        return []
-    lines = [f"The search's own estimate beside the test set (the same candidate against "
-             f"crop/flip; the search's interval is simultaneous over its k candidates, the "
-             f"test set's a paired 95% CI over {seeds} evaluation seeds):", "",
-             "| search | candidate (arm) | exported | search: margin over crop/flip, reward "
-             "[simultaneous 95% CI] | search: audit margin [CI] | fresh replicates, k | test "
-             "set: Δ accuracy vs cropflip [paired 95% CI] | test CI contains the search's "
-             "estimate |", "|---|---|---|---:|---:|---:|---:|---|"]
-    for a in found:
-        lines.append(
-            f"| {a.search} | {a.arm} | {'yes' if a.exported else 'no (base kept)'} | "
-            f"{a.margin:+.4f} [{a.margin_ci[0]:+.4f}, {a.margin_ci[1]:+.4f}] | "
-            f"{a.audit:+.4f} [{a.audit_ci[0]:+.4f}, {a.audit_ci[1]:+.4f}] | {a.replicates}, "
-            f"{a.k} | {_ci(a.test)} | **{'yes' if a.contains else 'no'}** |")
-    return lines
-
-
-def target_lines(space: Space, ev: Any, runs: list[SearchRun],
-                 found: list[Agreement]) -> list[str]:
-    """Each target, met or not, computed from the figures above."""
-    out = []
-    if any(r.seed != 0 for r in runs):
-        out.append(f"- Note: the evaluation trains every arm on the {space.dataset.train_size} "
-                   f"training images a seed-0 search trains its children on; a search of "
-                   f"another seed drew another {space.dataset.train_size} (and another "
-                   f"validation pool), so its policy is tested on images it was not searched "
-                   f"on.")
-    for a in found:
-        out.append(f"- {space.name}, {a.search}: the test-set CI of its candidate's margin over "
-                   f"cropflip {_ci(a.test)} {'contains' if a.contains else 'does NOT contain'} "
-                   f"the search's estimate {a.margin:+.4f} (target: contains it: "
-                   f"**{_met(a.contains)}**); the export decision {a.decision}.")
-    for r, arm in ((run, arm) for run in runs for arm in run.policies):
-        crop, trivial = _difference(ev, arm, "cropflip"), _difference(ev, arm, "trivialaugment")
-        what = ("the exported policy" if arm == r.exported_arm else
-                "the best confirmed candidate, not exported" if arm == r.candidate_arm else
-                "an unconfirmed proposal")
-        out.append(f"- {space.name}, {arm} ({what}): vs cropflip on test {_ci(crop.diff)} "
-                   f"(target ≥ cropflip with the CI: **{_vs_crop(crop.diff)}**); vs "
-                   f"trivialaugment {_ci(trivial.diff)} (target not worse: "
-                   f"**{_not_worse(trivial.diff)}**).")
-    for r in runs:
-        if r.exported_arm == "cropflip":
-            out.append(f"- {space.name}, {r.searcher} seed {r.seed}: exported the base, so what "
-                       f"the user receives is crop/flip itself: vs cropflip 0 by construction; "
-                       f"vs trivialaugment (cropflip − trivialaugment, paired) "
-                       f"{_ci(_baseline_difference(ev))} (target not worse: "
-                       f"**{_not_worse(_baseline_difference(ev))}**).")
-    return out
-
-
-def _baseline_difference(ev: Any) -> Any:
-    """cropflip − trivialaugment, paired by seed (the runs of both baselines)."""
-    from search.stats import estimate
-
-    by = {(run.arm, run.seed): run.accuracy for run in ev.runs}
-    seeds = sorted({s for a, s in by if a == "cropflip"} & {s for a, s in by
-                                                             if a == "trivialaugment"})
-    return estimate([by["cropflip", s] - by["trivialaugment", s] for s in seeds])
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
-def _ci(e: Any) -> str:
-    return f"{e.mean:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
-
-
-def _vs_crop(e: Any) -> str:
-    if e.ci_low > 0:
-        return "met: the CI lies above 0"
-    if e.mean >= -1e-9:  # equal means differ by float rounding only
-        return "NOT shown: the mean is ≥ 0 but the CI contains 0"
-    return "NOT met: the mean is below cropflip"
-
-
-def _not_worse(e: Any) -> str:
-    return "met" if e.ci_high >= 0 else "NOT met: the CI lies below 0"
 
 
 def budget_line(space: Space, setup: Setup) -> str:

@@ -10,18 +10,19 @@ set no search touched:
 
 - the space's own child and a larger one (resnet_fast), each for more optimizer steps than a
   search's child takes (the figures say how many more);
-- three arms, same seeds (initial weights and batch order) for all: the found policy (with the
-  space's crop/flip), the space's crop/flip alone, and crop/flip + torchvision's
-  TrivialAugmentWide;
+- five arms, same seeds (initial weights and batch order) for all: the found policy (with the
+  space's crop/flip), the space's crop/flip alone, and the three free baselines
+  (bench/free_baselines.py): crop/flip + Cutout (DeVries & Taylor), crop/flip + torchvision's
+  RandAugment(2, 9) and crop/flip + TrivialAugmentWide;
 - at least 6 seeds per arm; paired 95% Student-t CIs of the differences, and a computed verdict:
-  the found policy at least crop/flip with a CI above 0, and not below TrivialAugment.
+  the found policy at least crop/flip with a CI above 0, and below none of the free baselines.
 
 The training is search.evaluate's (the same arms, runs and statistics as
 `python -m search.evaluate`). `--gpu` is the profile for a CUDA machine: wider children, longer
 schedules, 10 seeds; with `--data` pointing at a full CIFAR-10 .npz (50,000 train images) it is
 the full-size check.
 
-    python bench/transfer.py                       # CPU profile, both spaces (~1 hour on 2 cores)
+    python bench/transfer.py                       # CPU profile, both spaces (~1.7 h, projected)
     python bench/transfer.py --spaces cifar10 --policy cifar10=runs/c10/best_policy.yaml
     python bench/transfer.py --gpu --data cifar10_full.npz --spaces cifar10
     python bench/transfer.py --quick               # the pipeline at a toy budget (~2 min)
@@ -45,11 +46,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.free_baselines import (  # noqa: E402
+    CROPFLIP,
+    FREE,
+    LABELS,
+    baselines,
+    ci_text,
+    not_worse,
+    relation,
+)
 from bench.report import machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 SECTION = "Transfer: the found policy where users train"
-BASELINES = "cropflip,trivialaugment"
+BASELINES = baselines()
 FOUND = "found"
 
 
@@ -74,7 +84,7 @@ class Profile:
 # Sized from measured costs on this 2-core machine (1 thread per training, 2 at a time): a
 # cifar10 basiccnn w16 epoch on 5,000 images ~5.5 s, resnet_fast w8 ~7.7 s (w16 ~18 s); digits'
 # 1,497 images ~0.65 s (basiccnn). 6 seeds x 3 arms x 2 children: ~35 min for cifar10, ~8 min
-# for digits.
+# for digits; the 5 arms of today (Cutout and RandAugment added) project to ~5/3 of that.
 CPU = Profile("cpu", seeds=6, workers=2, threads=1, children={
     "cifar10": (Child("basiccnn", 16, 20), Child("resnet_fast", 8, 15)),
     "digits": (Child("basiccnn", 16, 60), Child("resnet_fast", 8, 30)),
@@ -115,7 +125,7 @@ def found_policy(space_name: str, given: dict[str, Path], root: Path, quick: boo
     if quick:
         space = space.replace(**sq.QUICK)
     run = sq.run_search(space, setup, "tpe", 0, root / space_name, reuse=True)
-    if run.exported_arm and run.exported_arm != "cropflip":
+    if run.exported_arm and run.exported_arm != CROPFLIP:
         path, what = run.out / "best_policy.yaml", "exported (best_policy.yaml)"
     elif run.candidate_arm:
         path, what = (run.out / "candidate_policy.yaml",
@@ -168,26 +178,16 @@ def _diff(ev: Any, other: str) -> Any:
     return next(d for d in ev.differences if d.arm == FOUND and d.other == other)
 
 
-def _ci(e: Any) -> str:
-    return f"{e.mean:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
-
-
 def verdict(ev: Any) -> tuple[bool, bool]:
-    """(the found policy beats crop/flip: paired CI above 0, not below TrivialAugment: the CI
-    of found − TrivialAugment does not lie below 0)."""
-    return _diff(ev, "cropflip").diff.ci_low > 0, _diff(ev, "trivialaugment").diff.ci_high >= 0
+    """(the found policy beats crop/flip: paired CI above 0, it is below no free baseline: no
+    CI of found − baseline lies below 0)."""
+    return (_diff(ev, CROPFLIP).diff.ci_low > 0,
+            all(not_worse(_diff(ev, other).diff) for other in FREE))
 
 
-def verdict_text(crop: Any, trivial: Any) -> str:
-    """One plain sentence from the two paired differences."""
-    c, t = crop.diff, trivial.diff
-    vs_crop = ("better than crop/flip (CI above 0)" if c.ci_low > 0 else
-               "worse than crop/flip (CI below 0)" if c.ci_high < 0 else
-               "not distinguishable from crop/flip (CI contains 0)")
-    vs_ta = ("better than TrivialAugment (CI above 0)" if t.ci_low > 0 else
-             "worse than TrivialAugment (CI below 0)" if t.ci_high < 0 else
-             "not distinguishable from TrivialAugment (CI contains 0)")
-    return f"{vs_crop}; {vs_ta}"
+def verdict_text(differences: list[Any]) -> str:
+    """One plain sentence from the found policy's paired differences (crop/flip's first)."""
+    return "; ".join(relation(d.diff, d.other) for d in differences)
 
 
 def child_lines(space_name: str, child: Child, ev: Any, search_space: Space) -> list[str]:
@@ -206,11 +206,24 @@ def child_lines(space_name: str, child: Child, ev: Any, search_space: Space) -> 
                      f"{e.ci_high:.4f}] |")
     lines += ["", "| found policy vs | Δ test accuracy | paired 95% CI | seeds better |",
               "|---|---:|---:|---:|"]
-    for other in ("cropflip", "trivialaugment"):
+    for other in (CROPFLIP, *FREE):
         d = _diff(ev, other)
         lines.append(f"| {other} | {d.diff.mean:+.4f} | [{d.diff.ci_low:+.4f}, "
                      f"{d.diff.ci_high:+.4f}] | {d.wins}/{d.diff.n} |")
     return lines
+
+
+def verdict_line(space_name: str, child: Child, ev: Any) -> str:
+    """The computed verdict of one child: against crop/flip, then every free baseline."""
+    diffs = [_diff(ev, other) for other in (CROPFLIP, *FREE)]
+    beats, not_below = verdict(ev)
+    figures = ", ".join(f"vs {d.other} {ci_text(d.diff)}" for d in diffs)
+    free = ", ".join(LABELS[other] for other in FREE)
+    return (f"- {space_name}, {child.model} w{child.width} ({child.epochs} epochs, "
+            f"{ev.settings['train_images']:,} images, {diffs[0].diff.n} seeds): the found "
+            f"policy is {verdict_text(diffs)}: {figures}. Target (≥ crop/flip with a paired CI "
+            f"above 0): **{'met' if beats else 'NOT met'}**; target (below none of the free "
+            f"baselines, {free}): **{'met' if not_below else 'NOT met'}**.")
 
 
 def space_report(space_name: str, found: Found, profile: Profile, data: str | None,
@@ -227,15 +240,7 @@ def space_report(space_name: str, found: Found, profile: Profile, data: str | No
         minutes = (time.perf_counter() - started) / 60
         print(f"[transfer] {space_name} {child.model}: {minutes:.1f} min", flush=True)
         body += [*child_lines(space_name, child, ev, search_space), ""]
-        crop, trivial = _diff(ev, "cropflip"), _diff(ev, "trivialaugment")
-        beats, not_below = verdict(ev)
-        verdicts.append(
-            f"- {space_name}, {child.model} w{child.width} ({child.epochs} epochs, "
-            f"{ev.settings['train_images']:,} images, {crop.diff.n} seeds): the found policy is "
-            f"{verdict_text(crop, trivial)}: vs cropflip {_ci(crop.diff)}, vs trivialaugment "
-            f"{_ci(trivial.diff)}. Target (≥ crop/flip with a paired CI above 0): "
-            f"**{'met' if beats else 'NOT met'}**; target (not below TrivialAugment): "
-            f"**{'met' if not_below else 'NOT met'}**.")
+        verdicts.append(verdict_line(space_name, child, ev))
         if written is not None:
             written(body, verdicts)
     return body, verdicts

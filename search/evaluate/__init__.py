@@ -2,11 +2,11 @@
 
 `python -m search.evaluate --policy runs/c10/best_policy.yaml` retrains the child from scratch
 on all of the dataset's training images under the found policy and under each baseline (no
-augmentation, the space's crop/flip, RandAugment, TrivialAugment, AutoAugment) with the same
-budget and the same seeds, and measures accuracy on the test set the search never touched:
-mean ± std, Student-t 95% confidence intervals, paired differences to each baseline and the cost
-in seconds, optionally with test-time augmentation. The tables are printed, written to the
-output directory and logged to MLflow as one run with a plot.
+augmentation, the space's crop/flip, crop/flip + Cutout, RandAugment, TrivialAugment,
+AutoAugment) with the same budget and the same seeds, and measures accuracy on the test set the
+search never touched: mean ± std, Student-t 95% confidence intervals, paired differences to each
+baseline and the cost in seconds, optionally with test-time augmentation. The tables are
+printed, written to the output directory and logged to MLflow as one run with a plot.
 
 The package, by concern: `arms` (what is compared), `plan` (options, checks, the shared budget),
 `runner` (training every arm, the whole evaluation), `statistics` (estimates over seeds, paired

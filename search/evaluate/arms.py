@@ -56,7 +56,7 @@ def baseline_arm(name: str, space: Space) -> Arm:
     """The baseline `name` on the space's base augmentation and image size."""
     b = baseline(name, space.child.base_augmentation)
     size = space.dataset.image_size
-    return Arm(b.name, "baseline", b.description, b.base, identity_policy(),
+    return Arm(b.name, "baseline", b.description, b.base, b.policy,
                augment=lambda: b.augment(size), tta=lambda: b.tta(size))
 
 

@@ -1,6 +1,13 @@
 """The augmentations a found policy must beat: what users get without a search.
 
 `none` trains without any augmentation; `cropflip` with the space's base crop/flip only;
+`cutout` adds Cutout (DeVries & Taylor 2017) to that crop/flip: one square hole of side half the
+image (16 px on CIFAR-10), filled with 0, on every image, the baseline Fast AutoAugment and
+others report their gains against. It is augsearch's own `Cutout` op at magnitude 1 and
+probability 1 (`A.CoarseDropout`, one 0.5 H × 0.5 W hole, fill 0; the batched path's kernel
+means the same), so the trainer builds, seeds and runs it as it does any policy. One difference
+from the paper: the hole lies wholly inside the image (as in albumentations), where DeVries &
+Taylor centre it anywhere and clip it at the border, so theirs hides less on average.
 `randaugment`, `trivialaugment` and `autoaugment` add torchvision's RandAugment(2, 9),
 TrivialAugmentWide and AutoAugment's CIFAR-10 policy on top of the same base crop/flip, as in
 their papers (without their Cutout). Each is a per-image function, uint8 H×W×C in and out, the
@@ -10,31 +17,36 @@ form `children.train.train_child(augment=...)` takes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from search.errors import SearchError
-from spaces.policy import build_pipeline, identity_policy
+from spaces.policy import Op, Policy, SubPolicy, build_pipeline, identity_policy
 from spaces.schema import BaseAug
 
 ImageFn = Callable[[np.ndarray], np.ndarray]
 
 NO_AUGMENTATION = BaseAug(crop=False, flip=False)
+CUTOUT = Policy((SubPolicy((Op("Cutout", 1.0, 1.0),)),), provenance={"baseline": "cutout"})
+"""Cutout (DeVries & Taylor 2017) as a policy: one hole of side half the image on every image."""
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A baseline arm: the child's base augmentation and, for torchvision's, a per-image op."""
+    """A baseline arm: the child's base augmentation, a policy on top of it (`cutout`) and, for
+    torchvision's, a per-image op."""
 
     name: str
     description: str
     base: BaseAug
     torchvision: str | None = None  # "randaugment", "trivialaugment", "autoaugment"
+    policy: Policy = field(default_factory=identity_policy)
 
     def augment(self, image_size: int) -> ImageFn | None:
-        """A fresh per-image function for training (None: the trainer's own base crop/flip)."""
+        """A fresh per-image function for training (None: the trainer's own pipeline, the base
+        crop/flip and `policy`)."""
         if self.torchvision is None:
             return None
         base = build_pipeline(identity_policy(), self.base, image_size)
@@ -44,12 +56,11 @@ class Baseline:
         """The per-image function test-time augmentation averages over (None: nothing random)."""
         if self.torchvision is not None:
             return self.augment(image_size)
-        if not (self.base.flip or (self.base.crop and self.base.crop_padding > 0)):
-            return None
-        return AlbumentationsFn(build_pipeline(identity_policy(), self.base, image_size))
+        pipeline = build_pipeline(self.policy, self.base, image_size)
+        return AlbumentationsFn(pipeline) if pipeline.transforms else None
 
 
-BASELINES = ("none", "cropflip", "randaugment", "trivialaugment", "autoaugment")
+BASELINES = ("none", "cropflip", "cutout", "randaugment", "trivialaugment", "autoaugment")
 
 
 def baseline(name: str, base: BaseAug) -> Baseline:
@@ -60,6 +71,8 @@ def baseline(name: str, base: BaseAug) -> Baseline:
     table = {
         "none": Baseline("none", "no augmentation at all", NO_AUGMENTATION),
         "cropflip": Baseline("cropflip", f"the space's base: {base_text}", base),
+        "cutout": Baseline("cutout", f"{base_text}, then Cutout: one hole of half the side, "
+                           "fill 0, always (CoarseDropout)", base, policy=CUTOUT),
         "randaugment": Baseline("randaugment", f"{base_text}, then torchvision "
                                 "RandAugment(num_ops=2, magnitude=9)", base, "randaugment"),
         "trivialaugment": Baseline("trivialaugment", f"{base_text}, then torchvision "

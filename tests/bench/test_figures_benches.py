@@ -4,13 +4,15 @@ end to end (a real policy file, real digits, search.evaluate's training)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from bench.density_validity import bootstrap_ci, pick
-from bench.search_quality import Agreement
+from bench.free_baselines import FREE, baselines, paired, present
+from bench.quality_verdicts import Agreement
 from bench.transfer import verdict_text
 from search.evaluate.statistics import Difference
 from search.stats import Estimate
@@ -44,14 +46,73 @@ def test_the_export_decision_is_judged_by_the_test_set_interval() -> None:
 
 
 def test_the_transfer_verdict_reads_each_interval() -> None:
-    def diff(e: Estimate) -> Difference:
-        return Difference("found", "x", e, 3, e)
+    def diff(other: str, e: Estimate) -> Difference:
+        return Difference("found", other, e, 3, e)
 
-    text = verdict_text(diff(_est(0.02, 0.01, 0.03)), diff(_est(-0.01, -0.02, 0.005)))
+    text = verdict_text([diff("cropflip", _est(0.02, 0.01, 0.03)),
+                         diff("trivialaugment", _est(-0.01, -0.02, 0.005))])
     assert text == ("better than crop/flip (CI above 0); not distinguishable from "
                     "TrivialAugment (CI contains 0)")
-    text = verdict_text(diff(_est(-0.02, -0.03, -0.01)), diff(_est(0.02, 0.01, 0.03)))
-    assert text == "worse than crop/flip (CI below 0); better than TrivialAugment (CI above 0)"
+    text = verdict_text([diff("cropflip", _est(-0.02, -0.03, -0.01)),
+                         diff("cutout", _est(-0.01, -0.02, -0.001)),
+                         diff("randaugment", _est(0.02, 0.01, 0.03))])
+    assert text == ("worse than crop/flip (CI below 0); worse than crop/flip + Cutout (CI below "
+                    "0); better than RandAugment (CI above 0)")
+
+
+def test_the_free_baselines_are_cutout_randaugment_and_trivialaugment() -> None:
+    from search.evaluate.baselines import parse_baselines
+
+    assert set(FREE) == {"cutout", "randaugment", "trivialaugment"}
+    assert parse_baselines(baselines()) == ["cropflip", *FREE]  # all known to search.evaluate
+    assert parse_baselines(baselines(none=True)) == ["none", "cropflip", *FREE]
+
+
+def test_two_baselines_are_compared_paired_by_seed_over_the_seeds_both_ran() -> None:
+    from types import SimpleNamespace
+
+    from search.evaluate.statistics import RunResult
+
+    def run(arm: str, seed: int, accuracy: float) -> RunResult:
+        return RunResult(arm, seed, accuracy, float("nan"), 1.0, 0.1, 1.0)
+
+    runs = [run("cropflip", 0, 0.60), run("cropflip", 1, 0.70), run("cropflip", 2, 0.65),
+            run("cutout", 0, 0.58), run("cutout", 1, 0.66), run("cutout", 3, 0.90)]
+    ev = SimpleNamespace(runs=runs, arms=[SimpleNamespace(name=n) for n in ("found", "cutout",
+                                                                             "cropflip")])
+    e = paired(ev, "cropflip", "cutout")  # seeds 0 and 1 only: +0.02, +0.04
+    assert (e.n, e.mean) == (2, pytest.approx(0.03)) and e.ci_low < 0.03 < e.ci_high
+    assert present(ev) == ["cropflip", "cutout"]  # in the given order, trained ones only
+
+
+def test_search_quality_judges_the_found_policy_against_every_free_baseline() -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from bench.quality_verdicts import target_lines
+    from bench.search_quality import SearchRun
+    from search.evaluate.arms import Arm
+    from search.evaluate.statistics import RunResult, summarize
+    from spaces.schema import BaseAug, load_space
+
+    offsets = {"tpe-0": 0.0, "cropflip": -0.02, "cutout": -0.01, "randaugment": 0.03,
+               "trivialaugment": -0.005}  # randaugment beats the found policy on every seed
+    noise = [0.001, -0.002, 0.0015, -0.001]
+    runs = [RunResult(name, seed, 0.8 + offset + noise[seed] * (1 + k), float("nan"), 1.0, 0.1,
+                      1.0) for k, (name, offset) in enumerate(offsets.items())
+            for seed in range(4)]
+    arms = [Arm(n, "policy" if n == "tpe-0" else "baseline", "", BaseAug()) for n in offsets]
+    summaries, differences = summarize(arms, runs)
+    ev = SimpleNamespace(arms=summaries, differences=differences, runs=runs)
+    run = SearchRun("tpe", 0, Path("out"), [], "t1", 40, 1.0, "exported", {"tpe-0": Path("p")},
+                    exported_arm="tpe-0", candidate_arm="tpe-0")
+    [line] = target_lines(load_space("digits"), ev, [run], [])
+    assert "(target ≥ cropflip with the CI: **met: the CI lies above 0**)" in line
+    for name in ("cutout", "trivialaugment"):
+        assert re.search(rf"vs {name} \+0\.0\d+ \[.*?\] \(target not worse: \*\*met\*\*\)",
+                         line), name
+    assert re.search(r"vs randaugment -0\.0\d+ \[.*?\] \(target not worse: \*\*NOT met: the CI "
+                     r"lies below 0\*\*\)", line)
 
 
 def test_policies_are_picked_over_the_whole_reward_range_once_each() -> None:
@@ -77,7 +138,7 @@ def test_the_bootstrap_interval_of_spearman_tells_order_from_noise() -> None:
 
 
 @pytest.mark.slow
-def test_transfer_quick_runs_three_arms_per_child_and_writes_no_section(tmp_path) -> None:
+def test_transfer_quick_runs_five_arms_per_child_and_writes_no_section(tmp_path) -> None:
     from search.trials.compile import sample_policies
     from spaces.policy import save_policy
     from spaces.schema import load_space
@@ -91,7 +152,9 @@ def test_transfer_quick_runs_three_arms_per_child_and_writes_no_section(tmp_path
                           env={**__import__("os").environ, "PYTHONPATH": python_path()})
     assert done.returncode == 0, done.stdout + done.stderr
     report = (tmp_path / "out" / "digits-quick.md").read_text()
-    assert report.count("| found |") == 2 and report.count("| trivialaugment |") == 4
+    assert report.count("| found |") == 2
+    for other in ("cropflip", *FREE):  # a row in each child's two tables
+        assert report.count(f"| {other} |") == 4, other
     assert report.count("Target (≥ crop/flip with a paired CI above 0)") == 2
     assert "given (--policy)" in report
     assert (ROOT / "docs" / "BENCHMARKS.md").read_text() == before

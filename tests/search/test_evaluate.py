@@ -317,8 +317,8 @@ def _not_a_policy(tmp: Path) -> Path:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--baselines", "cropflip,randaugmnt"],
-     "unknown baseline 'randaugmnt'; choose from: none, cropflip, randaugment, trivialaugment, "
-     "autoaugment"),
+     "unknown baseline 'randaugmnt'; choose from: none, cropflip, cutout, randaugment, "
+     "trivialaugment, autoaugment"),
     (["--policy", "{tmp}/missing.yaml"], "missing.yaml: no such policy file"),
     (["--policy", "{corrupt}"], "best_policy.json: not valid JSON"),
     (["--policy", "{not_a_policy}", "--space", "digits"], "notes.yaml: not a policy file"),
