@@ -2,9 +2,10 @@
 
 `BatchedPipeline(policy, base, image_size)` means what `spaces.policy.build_pipeline` means: the
 base pad-and-random-crop and horizontal flip, then one sub-policy picked uniformly per image whose
-ops each apply with their probability, signed ops with a random sign, strengths from the op
-table (`spaces.ops.OpDef.strength`). Every random choice is drawn per sample from `Draws`, so a
-batch is one call however many policies' ops it mixes. The kernels in `children.tensor_ops`
+ops each apply with their probability, or the policy's ops drawn per image (`spaces.drawn.Draw`,
+run by `children.tensor_draw`), signed ops with a random sign, strengths from the op table
+(`spaces.ops.OpDef.strength`). Every random choice is drawn per sample from `Draws`, so a batch
+is one call however many policies' ops it mixes. The kernels in `children.tensor_ops`
 reproduce albumentations' uint8 arithmetic; `BATCHED` lists the ops that have one. A policy with
 an op outside it cannot run here: `choose_path` sends it to the per-image albumentations path.
 
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from children import tensor_ops as T
+from children.tensor_draw import DrawnRounds
+from children.tensor_draw import Step as _Step
 from spaces.ops import get_op
 
 if TYPE_CHECKING:
@@ -95,11 +98,14 @@ class TensorOp:
     """One op on a batch: `kernel(x, strength, signs, params)`, where `params` are the op's own
     per-sample draws, made for the whole batch by `draw(draws, x.shape, strength)` (a hole's
     corner, a noise field; none for most ops). Every parameter has the batch's rows along its
-    first dimension, so a subset of rows takes the same rows of each."""
+    first dimension, so a subset of rows takes the same rows of each. `shared`: the draw is the
+    same at every strength above 0 (a noise field), so one drawn op's strengths, which no row
+    takes two of in a round, share one (`children.tensor_draw`)."""
 
     name: str
     kernel: Kernel
     draw: Sampler = _nothing
+    shared: bool = False
 
     def apply(self, x: torch.Tensor, strength: float, signs: torch.Tensor,
               draws: Draws) -> torch.Tensor:
@@ -215,19 +221,12 @@ _TABLE = [
     TensorOp("Cutout", _cutout, _hole),
     TensorOp("HorizontalFlip", lambda x, *_: x.flip(3)),
     TensorOp("VerticalFlip", lambda x, *_: x.flip(2)),
-    TensorOp("GaussianNoise", _noise, _field),
+    TensorOp("GaussianNoise", _noise, _field, shared=True),
     TensorOp("GaussianBlur", _blur),
 ]
 
 BATCHED: Mapping[str, TensorOp] = MappingProxyType({op.name: op for op in _TABLE})
 """The ops with a batched kernel at parity with albumentations (tests/children)."""
-
-
-@dataclass(frozen=True)
-class _Step:
-    op: TensorOp
-    strength: float
-    probability: float
 
 
 class BatchedPipeline:
@@ -248,11 +247,12 @@ class BatchedPipeline:
         self.flip = bool(base is not None and base.flip)
         self.image_size = image_size
         self.masked = masked
-        self.missing = sorted({o.name for s in policy.sub_policies for o in s.ops
-                               if o.name not in ops})
+        self.missing = sorted(name for name in policy.op_names() if name not in ops)
         self.subs = [] if self.missing else [
             [_Step(ops[o.name], get_op(o.name).strength(o.magnitude), o.probability)
              for o in s.ops] for s in policy.sub_policies if s.ops]
+        self.drawn = (None if self.missing or policy.draw is None
+                      else DrawnRounds(policy.draw, ops))
 
     def __call__(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         if self.missing:
@@ -282,15 +282,18 @@ class BatchedPipeline:
     def _policy(self, x: torch.Tensor, draws: Draws) -> torch.Tensor:
         """Each sample's sub-policy, op by op: the j-th ops of all sub-policies run before any
         (j+1)-th, so every sample sees its own ops in order, one kernel call per (sub-policy,
-        op), kept on the rows that picked it and whose probability fired."""
+        op), kept on the rows that picked it and whose probability fired. A policy of ops drawn
+        per image runs its rounds instead (`children.tensor_draw.DrawnRounds`)."""
+        masked = self.masked if self.masked is not None else x.device.type != "cpu"
+        apply = _masked if masked else _rows
+        if self.drawn is not None:
+            return self.drawn(x, draws, apply, masked)
         if not self.subs:
             return x
         n, slots = len(x), max(len(steps) for steps in self.subs)
         choice = draws.integers(len(self.subs), n)
         fire = draws.uniform(n * slots).view(n, slots)
         signs = torch.where(draws.uniform(n * slots) < 0.5, 1.0, -1.0).view(n, slots)
-        masked = self.masked if self.masked is not None else x.device.type != "cpu"
-        apply = _masked if masked else _rows
         for j in range(slots):
             for k, steps in enumerate(self.subs):
                 if j < len(steps):

@@ -1,8 +1,11 @@
-"""Policies as data: sub-policies of (op name, magnitude, probability) plus batch ops.
+"""Policies as data: sub-policies of (op name, magnitude, probability), or ops drawn per image
+(`spaces.drawn.Draw`: RandAugment, TrivialAugment), plus batch ops.
 
-A policy is stored by op *name*, never by index, in a versioned format (JSON or YAML). The same
-`build_pipeline` builds the albumentations pipeline the children train with and the one exported
-for users, so what was searched is exactly what is shipped.
+A policy is stored by op *name*, never by index, in a versioned format (JSON or YAML). Version 2
+added ops drawn per image; a policy without them is still written as version 1, byte for byte
+what earlier versions wrote (older readers load it, and an explicit policy's seed, which hashes
+its dict, stays). The same `build_pipeline` builds the albumentations pipeline the children
+train with and the one exported for users, so what was searched is exactly what is shipped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from spaces.drawn import Draw, draw_params, draw_text, draw_to_dict, draw_transform, parse_draw
+from spaces.drawn import DrawnOp as DrawnOp  # re-exported: a policy's parts live here
 from spaces.errors import SpaceError, loop_message, symlink_loop
 from spaces.ops import build_op, get_op
 
@@ -23,7 +28,8 @@ if TYPE_CHECKING:
 
     from spaces.schema import BaseAug, Space
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this reads and writes (2: ops drawn per image)
+READS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,32 @@ class BatchOps:
 
 @dataclass(frozen=True)
 class Policy:
-    """An augmentation policy: sub-policies, batch ops and where it came from."""
+    """An augmentation policy: sub-policies (one picked per image) or ops drawn per image
+    (`draw`), never both; batch ops; where it came from. `version` is the format version it was
+    read from (a policy is written in the lowest version that holds it: `written_version`)."""
 
     sub_policies: tuple[SubPolicy, ...] = ()
     batch: BatchOps = BatchOps()
     provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    version: int = FORMAT_VERSION
+    version: int = field(default=FORMAT_VERSION, compare=False)
+    draw: Draw | None = None
+
+    def __post_init__(self) -> None:
+        if self.draw is not None and self.sub_policies:
+            raise ValueError("a policy holds sub-policies or ops drawn per image, not both")
+
+    def op_names(self) -> list[str]:
+        """The distinct op names the policy may apply, in order of first appearance."""
+        ops = self.draw.ops if self.draw is not None else [
+            op for sub in self.sub_policies for op in sub.ops]
+        return list(dict.fromkeys(op.name for op in ops))
 
     def describe(self) -> str:
-        """One readable line per sub-policy, e.g. `Rotate(m=0.40,p=0.70) -> Invert(p=0.20)`."""
+        """One readable line per sub-policy, e.g. `Rotate(m=0.40,p=0.70) -> Invert(p=0.20)`, or
+        the draw and one line per op it may draw."""
         lines = [" -> ".join(_op_text(op) for op in sub.ops) for sub in self.sub_policies]
+        if self.draw is not None:
+            lines = draw_text(self.draw)
         batch = {k: v for k, v in asdict(self.batch).items() if v}
         if batch:
             lines.append("batch: " + ", ".join(f"{k}={v:.2f}" for k, v in batch.items()))
@@ -83,15 +105,21 @@ def identity_policy() -> Policy:
 # ---------------------------------------------------------------- dict / JSON / YAML round trip
 
 
+def written_version(policy: Policy) -> int:
+    """The lowest format version that holds the policy: 2 with ops drawn per image, else 1."""
+    return 1 if policy.draw is None else 2
+
+
 def policy_to_dict(policy: Policy) -> dict[str, Any]:
     """The versioned, name-keyed dict form of a policy."""
+    body: dict[str, Any] = {"sub_policies": [
+        [{"op": o.name, "magnitude": o.magnitude, "probability": o.probability} for o in s.ops]
+        for s in policy.sub_policies
+    ]} if policy.draw is None else {"draw": draw_to_dict(policy.draw)}
     return {
         "format": "augsearch-policy",
-        "version": policy.version,
-        "sub_policies": [
-            [{"op": o.name, "magnitude": o.magnitude, "probability": o.probability} for o in s.ops]
-            for s in policy.sub_policies
-        ],
+        "version": written_version(policy),
+        **body,
         "batch": asdict(policy.batch),
         "provenance": dict(policy.provenance),
     }
@@ -102,9 +130,15 @@ def policy_from_dict(data: Any, source: str = "policy") -> Policy:
     if not isinstance(data, dict) or data.get("format") != "augsearch-policy":
         raise SpaceError(f"{source}: not an augsearch policy (expected 'format: augsearch-policy')")
     version = data.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READS or isinstance(version, bool):
         raise SpaceError(f"{source}: policy format version {version!r} is not supported; "
-                         f"this augsearch reads version {FORMAT_VERSION}")
+                         f"this augsearch reads versions {', '.join(map(str, READS))}")
+    draw = None
+    if data.get("draw") is not None:
+        if version < 2 or data.get("sub_policies"):
+            raise SpaceError(f"{source}: draw (ops drawn per image) needs version 2 and no "
+                             f"sub_policies; write one or the other")
+        draw = parse_draw(data["draw"], f"{source}: draw")
     subs = []
     for i, raw_sub in enumerate(_list(data.get("sub_policies", []), f"{source}: sub_policies")):
         where = f"{source}: sub_policies[{i}]"
@@ -112,7 +146,7 @@ def policy_from_dict(data: Any, source: str = "policy") -> Policy:
             _parse_op(raw, f"{where}[{j}]") for j, raw in enumerate(_list(raw_sub, where))
         )))
     batch = _parse_batch(data.get("batch") or {}, f"{source}: batch")
-    return Policy(tuple(subs), batch, dict(data.get("provenance") or {}), version)
+    return Policy(tuple(subs), batch, dict(data.get("provenance") or {}), version, draw)
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -264,8 +298,9 @@ def policy_space(path: str | Path) -> Space | None:
 
 
 def flat_params(policy: Policy) -> dict[str, Any]:
-    """Flat key → value view for trackers: `sp0.op1.name`, `sp0.op1.magnitude`, ..."""
-    out: dict[str, Any] = {}
+    """Flat key → value view for trackers: `sp0.op1.name`, `sp0.op1.magnitude`, ..., or for
+    ops drawn per image `draw.n`, `draw.op3.name`, ..."""
+    out: dict[str, Any] = {} if policy.draw is None else draw_params(policy.draw)
     for i, sub in enumerate(policy.sub_policies):
         for j, op in enumerate(sub.ops):
             out[f"sp{i}.op{j}.name"] = op.name
@@ -283,7 +318,8 @@ def build_pipeline(
 ) -> A.Compose:
     """The albumentations pipeline for training and export: base crop/flip, then the policy.
 
-    Each image passes through one sub-policy picked uniformly (`OneOf` over `Sequential`).
+    Each image passes through one sub-policy picked uniformly (`OneOf` over `Sequential`), or
+    through the ops drawn for it (`spaces.drawn.draw_transform`).
     """
     import albumentations as A
 
@@ -299,6 +335,8 @@ def build_pipeline(
     ]
     if subs:
         steps.append(A.OneOf(subs, p=1.0))
+    if policy.draw is not None:
+        steps.append(draw_transform(policy.draw))
     return A.Compose(steps, p=1.0, seed=seed, strict=True)
 
 

@@ -1,8 +1,9 @@
 """The declarative search space: pydantic models of a space YAML file and its loader.
 
-A space says what is searched (which ops, how many sub-policies, batch ops), on what data and
-child model the policies are judged, how the reward is computed, and the search's defaults.
-Unknown keys are refused and every error names the file, the key path and the fix.
+A space says what is searched (which ops, in which policy family: sub-policies, RandAugment or
+TrivialAugment, `spaces.families`; batch ops), on what data and child model the policies are
+judged, how the reward is computed, and the search's defaults. Unknown keys are refused and
+every error names the file, the key path and the fix.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -27,42 +25,10 @@ from pydantic import (
 )
 
 from spaces.errors import SpaceError, loop_message, symlink_loop
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_range(low: float, high: float, what: str, lo: float = 0.0, hi: float = 1.0) -> None:
-    if not lo <= low <= high <= hi:
-        raise ValueError(
-            f"`{lo:g} <= low <= high <= {hi:g}` must hold{f' for {what}' if what else ''}, "
-            f"but got low={low:g}, "
-            f"high={high:g}"
-        )
-
-
-def _unit_range(value: tuple[float, float]) -> tuple[float, float]:
-    _check_range(value[0], value[1], "")
-    return value
-
-
-def _pair(value: Any) -> Any:
-    """A range as YAML writes it, a list of two numbers; anything else says how to write one."""
-    if value is None or (isinstance(value, (list, tuple)) and len(value) == 2):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        fix = f"write [{value:g}, {value:g}] for a fixed value or [low, high] to search it"
-    else:
-        fix = "write [low, high]"
-    raise ValueError(f"a range is two numbers [low, high], got {value!r}; {fix}")
-
-
-# A searched range inside [0, 1] (magnitudes, probabilities); errors carry the key path.
-UnitRange = Annotated[tuple[float, float], BeforeValidator(_pair),
-                      AfterValidator(_unit_range)]
-# A batch op's searched range, or null (off).
-OptionalRange = Annotated[tuple[float, float] | None, BeforeValidator(_pair)]
+from spaces.families import DEFAULT_FAMILY, get_family
+from spaces.families.randaugment import RandAugmentSpec
+from spaces.families.trivialaugment import TrivialAugmentSpec
+from spaces.fields import OptionalRange, Strict, UnitRange, check_range
 
 
 def _kind_name(value: str) -> str:
@@ -77,7 +43,7 @@ def _kind_name(value: str) -> str:
 RewardKindName = Annotated[str, AfterValidator(_kind_name)]
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(Strict):
     """Which data the children train on and how it is split for the search."""
 
     name: Literal["digits", "cifar10", "cifar100", "svhn", "npz", "folder"]
@@ -103,7 +69,7 @@ class DatasetSpec(_Strict):
                                    "ignored)")
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(Strict):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -112,7 +78,7 @@ class OptimizerSpec(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
-class BaseAug(_Strict):
+class BaseAug(Strict):
     """Augmentation every policy is added to (the standard CIFAR crop and flip)."""
 
     crop: bool = True
@@ -125,7 +91,7 @@ class BaseAug(_Strict):
 CHILD_MODELS = ("basiccnn", "resnet_fast", "wrn_28_10", "wrn_40_2")
 
 
-class ChildSpec(_Strict):
+class ChildSpec(Strict):
     """The child model whose validation accuracy is a policy's reward."""
 
     model: str = "basiccnn"
@@ -151,7 +117,7 @@ class ChildSpec(_Strict):
         return model
 
 
-class OpChoice(_Strict):
+class OpChoice(Strict):
     """An op that may appear in a policy, with optional magnitude bounds."""
 
     name: str
@@ -165,7 +131,7 @@ class OpChoice(_Strict):
         return get_op(name).name
 
 
-class BatchOpsSpec(_Strict):
+class BatchOpsSpec(Strict):
     """Batch-level ops; each is a searched range [low, high] or null (off)."""
 
     mixup_alpha: OptionalRange = None
@@ -177,7 +143,7 @@ class BatchOpsSpec(_Strict):
         for name, hi in (("mixup_alpha", 10.0), ("cutmix_alpha", 10.0), ("sample_pairing", 1.0)):
             value = getattr(self, name)
             if value is not None:
-                _check_range(value[0], value[1], name, hi=hi)
+                check_range(value[0], value[1], name, hi=hi)
         return self
 
 
@@ -185,15 +151,50 @@ def _op_choice(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-class PolicySpec(_Strict):
-    """The shape of a policy and what it may contain."""
+class PolicySpec(Strict):
+    """The shape of a policy and what it may contain.
 
+    `family` (a plug-in of `spaces.families`) turns a few searched numbers into a policy over
+    `ops`: `subpolicies` (the default) searches `sub_policies` x `ops_per_sub_policy` ops with
+    their magnitudes and (`search_probability`) probabilities in `probability`; `randaugment`
+    and `trivialaugment` search the numbers in their own section (`policy.randaugment`,
+    `policy.trivialaugment`; defaults when absent) and need none of those keys.
+    """
+
+    family: str = Field(DEFAULT_FAMILY, description="the policy family: subpolicies, "
+                        "randaugment, trivialaugment or another registered one")
     sub_policies: int = Field(5, ge=1, le=64)
     ops_per_sub_policy: int = Field(2, ge=1, le=8)
     search_probability: bool = True
     probability: UnitRange = (0.0, 1.0)
     ops: list[Annotated[OpChoice, Field()]]
     batch_ops: BatchOpsSpec = BatchOpsSpec()
+    randaugment: RandAugmentSpec | None = Field(None, description="family: randaugment's "
+                                                "ranges (defaults when absent)")
+    trivialaugment: TrivialAugmentSpec | None = Field(None, description="family: "
+                                                      "trivialaugment's ranges (defaults when "
+                                                      "absent)")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        return get_family(family).name
+
+    @model_validator(mode="after")
+    def _family_keys(self) -> PolicySpec:
+        for name in FAMILY_SECTIONS:
+            if getattr(self, name) is not None and self.family != name:
+                raise ValueError(f"`policy.{name}` applies to `policy.family: {name}`, but "
+                                 f"family is {self.family}; set `family: {name}` or remove "
+                                 f"`{name}`")
+        if self.family != DEFAULT_FAMILY:
+            changed = [k for k in SUBPOLICY_KEYS
+                       if getattr(self, k) != PolicySpec.model_fields[k].default]
+            if changed:
+                raise ValueError(f"`policy.{changed[0]}` applies to `policy.family: "
+                                 f"{DEFAULT_FAMILY}`, but family is {self.family}; remove it "
+                                 f"(the family's own settings are `policy.{self.family}`)")
+        return self
 
     @field_validator("ops", mode="before")
     @classmethod
@@ -213,7 +214,12 @@ class PolicySpec(_Strict):
         return ops
 
 
-class DensitySpec(_Strict):
+# Each family's settings section, and the keys only the sub-policies family reads.
+FAMILY_SECTIONS = ("randaugment", "trivialaugment")
+SUBPOLICY_KEYS = ("sub_policies", "ops_per_sub_policy", "search_probability", "probability")
+
+
+class DensitySpec(Strict):
     """Density matching (Fast AutoAugment, Lim et al. 2019): the settings of
     `reward.kind: density_matching`.
 
@@ -246,7 +252,7 @@ class DensitySpec(_Strict):
         return max(1, round(train_size * self.held_out_share()))
 
 
-class SSLSpec(_Strict):
+class SSLSpec(Strict):
     """Self-supervised views (`reward.kind: self_supervised`, SimCLR and SelfAugment): the
     settings of contrastive pre-training and of how its frozen features are scored.
 
@@ -269,7 +275,7 @@ class SSLSpec(_Strict):
     rotation_images: int = Field(1000, ge=4, le=1_000_000)
 
 
-class RewardSpec(_Strict):
+class RewardSpec(Strict):
     """How a policy becomes a reward: `kind: child_training` (the default) trains a child under
     it; `kind: density_matching` scores it with children trained once before the search
     (`density`, see DensitySpec). A kind is a plug-in of the search (`search.rewards`), so the
@@ -349,19 +355,25 @@ DENSITY_MATCHING = "density_matching"
 SELF_SUPERVISED = "self_supervised"
 
 
-class SearchDefaults(_Strict):
+class SearchDefaults(Strict):
     """Search settings; every one can be overridden on the command line.
 
     `confirm` policies (the best by reward) and the base are trained under `confirm_seeds` fresh
-    seeds after the search (0 turns confirmation off); the best fresh mean is exported only when
-    its margin over the base has a simultaneous 95% interval above 0 (Bonferroni over
-    `confirm`), else the base. 8 seeds find a true margin of 0.02 reward (paired SD 0.0125) with
-    ~88% power once the policy is among the `confirm` best; fewer than 2 give no interval.
+    seeds after the search (0 turns confirmation off); the best is exported only when its margin
+    over the base on the audit images has a simultaneous 95% interval above 0 (Bonferroni over
+    `confirm`; the interval counts the seeds and the images), else the base
+    (`search.stages.verdict`). What 8 seeds can find follows from the measured noise (digits:
+    paired SD 0.0145, image term 0.0031, docs/BENCHMARKS.md "Confirmation noise"): a true
+    margin of 0.025 with 80% power once the policy is among the 3 best (0.02 needs 12 seeds);
+    every confirmation prints its own from its measured noise. Fewer than 2 give no interval.
     """
 
     trials: int = Field(32, ge=1)
     confirm: int = Field(3, ge=0)
     confirm_seeds: int = Field(8, ge=1)
+    # Before the search: the reference arms at this many fresh seeds, to measure whether any
+    # policy beyond the base can beat it under this child (search.stages.headroom); 0: off.
+    headroom_seeds: int = Field(3, ge=0)
     concurrency: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -370,7 +382,7 @@ class SearchDefaults(_Strict):
     cohort: int = Field(1, ge=1)
 
 
-class Space(_Strict):
+class Space(Strict):
     """A validated search space."""
 
     name: str
@@ -421,6 +433,11 @@ def _check_density(space: Space) -> None:
             f"they mix pairs of training images and do not exist at inference; set "
             f"`policy.batch_ops: {{}}` or use `reward.kind: child_training`")
     spec, d = space.reward.matching(), space.dataset
+    if spec.final == "merged" and space.policy.family != DEFAULT_FAMILY:
+        raise ValueError(
+            f"`reward.density.final: merged` concatenates the best policies' sub-policies, and "
+            f"`policy.family: {space.policy.family}` has none; set `reward.density: {{final: "
+            f"single}}` or `policy.family: {DEFAULT_FAMILY}`")
     held = spec.held_out_size(d.train_size)
     if held < d.num_classes or d.train_size - held < d.num_classes:
         raise ValueError(

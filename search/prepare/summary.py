@@ -5,6 +5,7 @@ from __future__ import annotations
 from search.prepare.checks import Prepared
 from search.rewards import reward_kind
 from search.trials.compile import count_dimensions, sample_policies
+from spaces.families import family_of
 from spaces.schema import Space
 
 
@@ -29,8 +30,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
         + (" (resized: dataset.resize)" if d.resize else ""),
         f"  child     {c.model} (width {c.width}), {c.epochs} epochs, batch {c.batch_size}, "
         f"{c.optimizer.name} lr {c.optimizer.lr:g}; base: crop={base.crop} flip={base.flip}",
-        f"  policy    {p.sub_policies} sub-policies x {p.ops_per_sub_policy} ops, "
-        f"probabilities {'searched' if p.search_probability else 'fixed'}",
+        f"  policy    {family_of(space).describe(space)}",
         f"  ops ({len(p.ops)})  " + ", ".join(
             o.name + ("" if o.magnitude == (0.0, 1.0) else f"[{o.magnitude[0]:g},"
                       f"{o.magnitude[1]:g}]") for o in p.ops),

@@ -169,7 +169,10 @@ def merged_policy(space: Space, outcomes: list[Any]) -> Policy | None:
         ranked = sorted(scored, key=lambda o: (-_fold_rewards(o, spec.folds)[k], o.trial_id))
         chosen.update({o.trial_id: o for o in ranked[:spec.top]})
     ordered = sorted(chosen.values(), key=lambda o: (-float(o.result["reward"]), o.trial_id))
-    subs = tuple(s for o in ordered for s in policy_of(space, o.config).sub_policies)
+    policies = [policy_of(space, o.config) for o in ordered]
+    if any(p.draw is not None for p in policies):  # ops drawn per image: nothing to concatenate
+        return None
+    subs = tuple(s for p in policies for s in p.sub_policies)
     return Policy(subs, provenance={"merged_from": [o.trial_id for o in ordered],
                                     "top_per_fold": spec.top, "folds": spec.folds})
 

@@ -3,7 +3,8 @@
 Ray's own explore multiplies continuous values by 0.8 or 1.2 and never clips, which walks a
 probability or magnitude out of its declared range. PBA's explore replaces it: each value is
 resampled with probability 0.2, else shifted by 0, 1, 2 or 3 steps (a tenth of its range) up or
-down and kept inside its range; an op slot is resampled with probability 0.2, else kept.
+down and kept inside its range (a whole number, such as RandAugment's N, by at least 1 per step);
+an op slot is resampled with probability 0.2, else kept.
 Magnitudes are searched as a level in [0, 1] that `search.trials.compile.decode` rescales into
 the op's own range, so no value is ever clamped.
 
@@ -49,13 +50,17 @@ class Explore:
             return current
         step = (dim.high - dim.low) / STEPS
         shift = int(self.rng.choice(SHIFTS)) * (1 if self.rng.random() < 0.5 else -1)
+        if dim.integer:
+            return int(min(max(int(current) + shift * max(1, round(step)), dim.low), dim.high))
         return float(min(max(float(current) + shift * step, dim.low), dim.high))
 
 
 def sample(dim: Dim, rng: np.random.Generator) -> Any:
-    """A uniform draw from a dimension: a choice, or a float in [low, high]."""
+    """A uniform draw from a dimension: a choice, a whole number or a float in [low, high]."""
     if dim.categorical:
         return dim.choices[int(rng.integers(len(dim.choices)))]
+    if dim.integer:
+        return int(rng.integers(int(dim.low), int(dim.high) + 1))
     return float(rng.uniform(dim.low, dim.high))
 
 

@@ -3,9 +3,15 @@
 `base` is the space's base augmentation alone (crop/flip only): the answer a user gets without a
 search. `trivialaugment` is TrivialAugment (Müller & Hutter 2021) written in the space's own op
 table: one op per image, picked uniformly from the space's ops that TrivialAugment uses, at a
-magnitude drawn uniformly from a grid over the op's declared range. A policy picks one sub-policy
-per image uniformly, so each (op, magnitude level) pair is one single-op sub-policy; ops without
-a magnitude are repeated as often, so every op is equally likely, as in TrivialAugment.
+magnitude drawn uniformly from a grid over the op's declared range (the midpoints of 4 equal
+bins), written as ops drawn per image (`spaces.drawn.Draw`, n = 1, 4 levels).
+
+`randaugment` is a light RandAugment (Cubuk et al. 2020) in the same ops: N = 2 ops per image,
+drawn uniformly with replacement, each at one magnitude M = 0.3 of its declared range (a draw
+of n = 2 from 14 ops, not the 196 ordered pairs). It is no search reference; the headroom check
+trains it
+beside the other two (`arm_policies`), since RandAugment's magnitude, unlike TrivialAugment's
+uniform one, is the strength a small child may afford.
 
 A reference is named in a trial's config by its `TrialConfig.reference`; its policy comes from
 here, not from the config's search dimensions, so a reference need not be expressible in the
@@ -18,12 +24,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.trials.compile import decode, slot
+from search.trials.compile import decode
 from search.trials.config import decode as decode_trial
 from search.trials.config import dimensions
 from search.trials.simclr import simclr_policy
+from spaces.families import family_of
 from spaces.ops import get_op
-from spaces.policy import Op, Policy, SubPolicy, identity_policy
+from spaces.policy import Draw, DrawnOp, Policy, identity_policy
 from spaces.schema import Space
 
 BASE = "base"
@@ -35,6 +42,8 @@ TRIVIAL_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rota
                "Equalize")
 MAGNITUDE_LEVELS = 4  # magnitude grid per op: the midpoints of 4 equal bins of its range
 MIN_TRIVIAL_OPS = 2  # fewer non-identity TrivialAugment ops than this: no TrivialAugment arm
+RANDAUGMENT = "randaugment"
+LIGHT_N, LIGHT_M = 2, 0.3  # the light RandAugment arm: ops per image, magnitude in its range
 
 
 def trivial_policy(space: Space) -> Policy | None:
@@ -42,14 +51,38 @@ def trivial_policy(space: Space) -> Policy | None:
     chosen = [o for o in space.policy.ops if o.name in TRIVIAL_OPS]
     if sum(o.name != "Identity" for o in chosen) < MIN_TRIVIAL_OPS:
         return None
-    subs = []
+    ops = []
     for choice in chosen:
         low, high = choice.magnitude
-        has_magnitude = get_op(choice.name).has_magnitude
-        for k in range(MAGNITUDE_LEVELS):
-            level = low + (high - low) * (k + 0.5) / MAGNITUDE_LEVELS if has_magnitude else 0.0
-            subs.append(SubPolicy((Op(choice.name, round(level, 6), 1.0),)))
-    return Policy(tuple(subs))
+        if not get_op(choice.name).has_magnitude:
+            ops.append(DrawnOp(choice.name, (0.0, 0.0), 1.0))
+            continue
+        half_bin = (high - low) / (2 * MAGNITUDE_LEVELS)  # the grid: first and last midpoints
+        ops.append(DrawnOp(choice.name, (round(low + half_bin, 6), round(high - half_bin, 6)),
+                           1.0))
+    return Policy(draw=Draw(tuple(ops), n=1, levels=MAGNITUDE_LEVELS))
+
+
+def randaugment_policy(space: Space, n: int = LIGHT_N, m: float = LIGHT_M) -> Policy | None:
+    """RandAugment in the space's op table (N ops per image, each at magnitude `m` of its
+    range), or None when the space holds too few of its ops."""
+    chosen = [o for o in space.policy.ops if o.name in TRIVIAL_OPS]
+    if sum(o.name != "Identity" for o in chosen) < MIN_TRIVIAL_OPS:
+        return None
+    ops = []
+    for choice in chosen:
+        low, high = choice.magnitude
+        level = round(low + (high - low) * m, 6) if get_op(choice.name).has_magnitude else 0.0
+        ops.append(DrawnOp(choice.name, (level, level), 1.0))
+    return Policy(draw=Draw(tuple(ops), n=n))
+
+
+def arm_policies(space: Space) -> dict[str, Policy]:
+    """Every named arm a trial may train: the reference arms and, for a supervised space, the
+    light RandAugment the headroom check adds."""
+    arms = reference_policies(space)
+    light = None if space.reward.self_supervised else randaugment_policy(space)
+    return arms if light is None else {**arms, RANDAUGMENT: light}
 
 
 def reference_policies(space: Space) -> dict[str, Policy]:
@@ -65,12 +98,9 @@ def reference_policies(space: Space) -> dict[str, Policy]:
 
 
 def identity_config(space: Space) -> dict[str, Any] | None:
-    """Search dimensions that decode to the base policy (every slot Identity), if the space can."""
-    if "Identity" not in {o.name for o in space.policy.ops}:
-        return None
-    p = space.policy
-    return {slot(i, j): "Identity" for i in range(p.sub_policies)
-            for j in range(p.ops_per_sub_policy)}
+    """Search dimensions that decode to the base policy, if the space's family has them (for
+    sub-policies, every slot Identity)."""
+    return family_of(space).identity_config(space)
 
 
 def policy_of(space: Space, config: dict[str, Any]) -> Policy:
@@ -84,7 +114,7 @@ def policy_of(space: Space, config: dict[str, Any]) -> Policy:
         return policy_from_dict(trial.policy, "the policy in a trial config")
     name = trial.reference
     if name:
-        refs = reference_policies(space)
+        refs = arm_policies(space)
         if name not in refs:
             raise ValueError(f"unknown reference arm {name!r}; this space has: "
                              f"{', '.join(refs)}")
