@@ -7,8 +7,10 @@ candidates) is then compared with crop/flip alone and with SimCLR's default view
 space's ops (`search.trials.simclr`): under each, the child trunk is pre-trained with NT-Xent on
 all 5,000 training images without labels, a linear probe is fitted on 500 labelled ones (a
 stratified draw per seed, shared by the arms) and tested on the 1,000 test images no search
-touched, for every evaluation seed. Differences are paired by seed (the seed fixes the initial
-weights, batch order and labelled draw), with Student-t 95% CIs. Beside it: the Spearman rank
+touched, for every evaluation seed. The floor beside them ("random_init"): the same trunk at the
+same seed's initial weights, never trained, under the same probe, so every figure reads against
+what pre-training added. Differences are paired by seed (the seed fixes the initial weights,
+batch order and labelled draw), with Student-t 95% CIs. Beside it: the Spearman rank
 correlation, across the search's trials, of the label-free rotation score (SelfAugment) with the
 probe's accuracy on the validation pool (the reward) and on the audit set, bootstrap 95% CIs.
 
@@ -40,7 +42,8 @@ from bench.report import SHARED, machine, write_section  # noqa: E402
 
 SECTION = "Self-supervised views: the found policy against crop/flip and SimCLR (CIFAR-10)"
 DATA = SHARED / "cifar10_small.npz"
-ARMS = ("cropflip", "simclr", "found")
+RANDOM_INIT = "random_init"  # the floor: the trunk untrained, the same probe
+ARMS = ("cropflip", "simclr", "found", RANDOM_INIT)  # appended: an arm's index seeds its views
 LABELLED = 500
 BOOTSTRAP = 10_000
 
@@ -160,12 +163,31 @@ def evaluate_one(arm: str, policy: dict[str, Any], seed: int, profile: dict[str,
                                              "validation": "pool"})
     aug = int(np.random.SeedSequence((seed, ARMS.index(arm))).generate_state(1)[0] % 2**31)
     started = time.perf_counter()
+    if arm == RANDOM_INIT:
+        s = untrained_scores(space.child, reward, splits, 1000 + seed, profile["device"])
+        return {"arm": arm, "seed": seed, "probe": s["probe_accuracy"], "knn": s["knn_accuracy"],
+                "rotation": s["rotation_accuracy"], "seconds": time.perf_counter() - started,
+                "loss": math.nan}
     m = pretrain_ssl(space.child, reward, policy_from_dict(policy, arm), splits,
                      seed=1000 + seed, aug_seed=aug, threads=1, device=profile["device"],
                      epochs=profile["eval_epochs"])
     return {"arm": arm, "seed": seed, "probe": m.probe_accuracy, "knn": m.knn_accuracy,
             "rotation": m.rotation_accuracy, "seconds": time.perf_counter() - started,
             "loss": m.history[-1].train_loss}
+
+
+def untrained_scores(child: Any, reward: Any, splits: Any, seed: int, device: str
+                     ) -> dict[str, Any]:
+    """The probe, k-NN and rotation scores of the trunk as `pretrain_ssl(seed=seed)` builds it
+    before its first step (the same initial weights; batch norm at its initial statistics in
+    eval mode), through the same scoring as the last epoch of a pre-training."""
+    from children.ssl import _Contrastive
+    from children.trainer import Trainer, cpu_threads, device_of
+
+    dev = device_of(device)
+    with cpu_threads(dev, 1):
+        run = _Contrastive(child, reward, splits, seed, dev, 1, seed)
+        return run.scores(Trainer(child, run, dev, 1), 0)  # epoch 0 of 1: every score
 
 
 def evaluate(policies: dict[str, Any], space: Any, profile: Profile, root: Path
@@ -203,30 +225,20 @@ def evaluate(policies: dict[str, Any], space: Any, profile: Profile, root: Path
 
 
 def paired(results: list[dict[str, Any]], a: str, b: str, key: str = "probe") -> Any:
-    from search.stats import estimate
+    """`a` − `b` over the seeds both ran, paired by seed (`search.evaluate.statistics.paired`,
+    scipy's paired t interval)."""
+    from search.evaluate.statistics import paired as paired_t
 
     by = {(r["arm"], r["seed"]): r[key] for r in results}
-    seeds = sorted({r["seed"] for r in results})
-    return estimate([by[(a, s)] - by[(b, s)] for s in seeds if (a, s) in by and (b, s) in by])
+    seeds = [s for s in sorted({r["seed"] for r in results}) if (a, s) in by and (b, s) in by]
+    return paired_t([by[(a, s)] for s in seeds], [by[(b, s)] for s in seeds])
 
 
 def spearman_ci(x: list[float], y: list[float]) -> tuple[float, float, float]:
-    """Spearman's rho and a percentile bootstrap 95% CI over trials."""
-    import numpy as np
-    from scipy.stats import spearmanr
+    """Spearman's rho and a percentile bootstrap 95% CI over trials (`bench.ranks`)."""
+    from bench.ranks import spearman_interval
 
-    pairs = [(a, b) for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 3:
-        return math.nan, math.nan, math.nan
-    xs, ys = np.array(pairs).T
-    rho = float(spearmanr(xs, ys).statistic)
-    rng, values = np.random.default_rng(0), []
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, len(xs), len(xs))
-        if len(set(xs[i])) > 2 and len(set(ys[i])) > 1:
-            values.append(float(spearmanr(xs[i], ys[i]).statistic))
-    values = [v for v in values if math.isfinite(v)]
-    return rho, float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    return spearman_interval(x, y, resamples=BOOTSTRAP)
 
 
 def _ci(e: Any, scale: float = 100.0) -> str:
@@ -236,6 +248,39 @@ def _ci(e: Any, scale: float = 100.0) -> str:
 
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def floor_verdict(e: Any, arm: str) -> str:
+    """`arm` − random init, computed from the paired CI: did pre-training under its views add
+    anything over the untrained trunk?"""
+    if e.n < 2 or not math.isfinite(e.ci_low):
+        return "unresolved (fewer than 2 paired seeds)"
+    if e.ci_low > 0:
+        return f"**above the floor**: {arm} beats the untrained trunk (the CI lies above 0)"
+    if e.ci_high < 0:
+        return f"**below the floor**: the untrained trunk beats {arm} (the CI lies below 0)"
+    return (f"**not shown**: no difference between {arm} and the untrained trunk is shown (the "
+            f"CI contains 0; the mean is {'at or above' if e.mean >= 0 else 'below'} 0)")
+
+
+def difference_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The paired differences in probe test accuracy, the target's verdict (found vs SimCLR)
+    and the floor's (found and SimCLR vs the untrained trunk)."""
+    found_simclr = paired(results, "found", "simclr")
+    found_floor = paired(results, "found", RANDOM_INIT)
+    simclr_floor = paired(results, "simclr", RANDOM_INIT)
+    return ["Paired differences in probe test accuracy (points, 95% CI over seeds):", "",
+            f"- found − simclr: {_ci(found_simclr)}",
+            f"- found − crop/flip: {_ci(paired(results, 'found', 'cropflip'))}",
+            f"- simclr − crop/flip: {_ci(paired(results, 'simclr', 'cropflip'))}",
+            f"- found − random init: {_ci(found_floor)}",
+            f"- simclr − random init: {_ci(simclr_floor)}",
+            f"- crop/flip − random init: {_ci(paired(results, 'cropflip', RANDOM_INIT))}", "",
+            f"Target (found views ≥ SimCLR's default views on the probe's test accuracy): "
+            f"{verdict(found_simclr)}.", "",
+            f"Floor (the same trunk untrained, the same probe): found: "
+            f"{floor_verdict(found_floor, 'found')}; SimCLR: "
+            f"{floor_verdict(simclr_floor, 'simclr')}."]
 
 
 def verdict(e: Any) -> str:
@@ -252,13 +297,13 @@ def verdict(e: Any) -> str:
 
 def report(space: Any, profile: Profile, trials: list[dict[str, Any]], best: dict[str, Any],
            found: Any, results: list[dict[str, Any]], minutes: dict[str, float]) -> str:
-    """The section's text: budget, the three arms' test probe, the paired differences, the
-    verdict and the label-free score's rank correlations."""
+    """The section's text: budget, every arm's test probe (the untrained floor among them), the
+    paired differences, the verdicts and the label-free score's rank correlations."""
     from search.stats import estimate
 
     c, d = space.child, space.dataset
     per_arm = {a: estimate([r["probe"] for r in results if r["arm"] == a]) for a in ARMS}
-    seconds = [r["seconds"] for r in results]
+    seconds = [r["seconds"] for r in results if r["arm"] != RANDOM_INIT]
     top = trials[0]
     lines = [
         f"Search: TPE, {len(trials)} trials (reference arms base and simclr first), space "
@@ -272,23 +317,18 @@ def report(space: Any, profile: Profile, trials: list[dict[str, Any]], best: dic
         f"Evaluation: under each arm, pre-training on all 5,000 training images without labels "
         f"({_n(profile.eval_epochs, 'epoch')}), a linear probe on {LABELLED} labelled ones (a "
         f"stratified draw per seed, shared by the arms), tested on the 1,000 test images; "
-        f"{profile.seeds} seeds; {len(results)} pre-trainings, "
+        f"{profile.seeds} seeds; {len(seconds)} pre-trainings, "
         f"{sum(seconds) / max(len(seconds), 1) / 60:.1f} min each on average, "
-        f"{minutes['evaluation']:.0f} min in all ({profile.workers} at a time).", "",
+        f"{minutes['evaluation']:.0f} min in all ({profile.workers} at a time); "
+        f"{RANDOM_INIT}: the same trunk at each seed's initial weights, never trained, under "
+        f"the same probe.", "",
         "| arm | probe test accuracy (mean of seeds, 95% CI) | k-NN test accuracy (mean) |",
         "|---|---:|---:|"]
     for arm in ARMS:
         e = per_arm[arm]
         knn = estimate([r["knn"] for r in results if r["arm"] == arm]).mean
         lines.append(f"| {arm} | {e.mean:.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}] | {knn:.4f} |")
-    found_simclr = paired(results, "found", "simclr")
-    lines += ["", "Paired differences in probe test accuracy (points, 95% CI over seeds):", "",
-              f"- found − simclr: {_ci(found_simclr)}",
-              f"- found − crop/flip: {_ci(paired(results, 'found', 'cropflip'))}",
-              f"- simclr − crop/flip: {_ci(paired(results, 'simclr', 'cropflip'))}", "",
-              f"Target (found views ≥ SimCLR's default views on the probe's test accuracy): "
-              f"{verdict(found_simclr)}."]
-    lines += ["", *spearman_lines(trials)]
+    lines += ["", *difference_lines(results), "", *spearman_lines(trials)]
     return "\n".join(lines)
 
 
@@ -330,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     from search.trials.references import reference_policies
 
     policies = {"cropflip": reference_policies(space)["base"], "found": found,
-                "simclr": reference_policies(space)["simclr"]}
+                "simclr": reference_policies(space)["simclr"],
+                RANDOM_INIT: reference_policies(space)["base"]}  # unused: nothing is trained
     begun = time.perf_counter()
     results = evaluate(policies, space, profile, root)
     minutes["evaluation"] = (time.perf_counter() - begun) / 60

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from children import tensor_crop
 from children import tensor_ops as T
 from children.tensor_draw import DrawnRounds
 from children.tensor_draw import Step as _Step
@@ -223,6 +224,7 @@ _TABLE = [
     TensorOp("VerticalFlip", lambda x, *_: x.flip(2)),
     TensorOp("GaussianNoise", _noise, _field, shared=True),
     TensorOp("GaussianBlur", _blur),
+    TensorOp("RandomResizedCrop", tensor_crop.kernel, tensor_crop.draw),
 ]
 
 BATCHED: Mapping[str, TensorOp] = MappingProxyType({op.name: op for op in _TABLE})

@@ -147,19 +147,20 @@ def _parse_drawn_op(raw: Any, where: str) -> DrawnOp:
     return DrawnOp(name, (low, high), prob)
 
 
-def draw_transform(draw: Draw) -> A.BaseCompose:
+def draw_transform(draw: Draw, size: tuple[int, int] | None = None) -> A.BaseCompose:
     """The albumentations form: `RandomOrder(ops, n, replace=True)` draws `n` ops with
     replacement and applies them in the order drawn (`SomeOf` would sort them into list order),
     each with its own probability; a ranged op is a `OneOf` over its level values (each built
-    at p=1: `OneOf` picks one uniformly and applies it), carrying the op's probability."""
+    at p=1: `OneOf` picks one uniformly and applies it), carrying the op's probability. `size`:
+    the images' (height, width), for the ops that resize (`spaces.ops.OpDef.build`)."""
     import albumentations as A
 
     transforms = []
     for op in draw.ops:
         values = draw.magnitudes(op)
         if len(values) == 1:
-            transforms.append(build_op(op.name, values[0], op.probability))
+            transforms.append(build_op(op.name, values[0], op.probability, size))
         else:
-            transforms.append(A.OneOf([build_op(op.name, m, 1.0) for m in values],
+            transforms.append(A.OneOf([build_op(op.name, m, 1.0, size) for m in values],
                                       p=op.probability))
     return A.RandomOrder(transforms, n=draw.n, replace=True, p=1.0)

@@ -19,10 +19,15 @@ Conventions shared by all ops:
   ``A.RandomBrightnessContrast`` is not used: its "contrast" is a gain about 0, not about the mean.
 * Every op works on uint8 images of shape (H, W, 3) and (H, W, 1). ``Color`` (saturation) is an
   identity on 1-channel images.
+* ``RandomResizedCrop``'s output has its input's size: built with the images' ``size`` (as
+  ``spaces.policy.build_pipeline`` builds it) it is plain ``A.RandomResizedCrop(size=...)``;
+  built without, ``spaces.resized_crop.InputSizeResizedCrop`` (the same draw, resized back to
+  each input's own size).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
@@ -50,7 +55,7 @@ else:
 
     A = _LazyAlbumentations()
 
-__all__ = ["OPS", "OpDef", "build_op", "get_op", "op_names"]
+__all__ = ["CROP_RATIO", "OPS", "OpDef", "build_op", "get_op", "op_names"]
 
 # AutoAugment's maxima, in albumentations units.
 _MAX_SHEAR_DEG = math.degrees(math.atan(0.3))  # shear factor 0.3 ~= 16.7 degrees
@@ -62,6 +67,8 @@ _MIN_POSTERIZE_BITS = 4
 _MAX_CUTOUT = 0.5  # hole side as a fraction of the image side
 _MAX_NOISE_STD = 0.2  # fraction of 255
 _MAX_BLUR_SIGMA = 2.0
+_MIN_CROP_SCALE = 0.08  # SimCLR's (and torchvision's) smallest crop area, a fraction of the image
+CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios (width / height), every magnitude
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,10 @@ class OpDef:
 
     ``units`` maps a magnitude in [0, 1] to the op's strength in the units ``doc`` names
     (degrees, a fraction of the side, a factor offset, bits, a threshold, ...); ``factory`` maps
-    that strength to a fresh transform with p=1. Callers use :meth:`build`, which validates its
-    arguments and sets the probability; other implementations of the op (the batched tensor path
-    in ``children``) read the same :meth:`strength`, so both mean the same thing.
+    that strength to a fresh transform with p=1 (``sized``, where set, does it knowing the
+    images' (height, width)). Callers use :meth:`build`, which validates its arguments and sets
+    the probability; other implementations of the op (the batched tensor path in ``children``)
+    read the same :meth:`strength`, so both mean the same thing.
     """
 
     name: str
@@ -83,20 +91,26 @@ class OpDef:
     factory: Callable[[float], A.BasicTransform] = field(repr=False, compare=False)
     grayscale_ok: bool = True
     units: Callable[[float], float] = field(default=lambda _m: 0.0, repr=False, compare=False)
+    sized: Callable[[float, tuple[int, int]], A.BasicTransform] | None = field(
+        default=None, repr=False, compare=False)
 
     def strength(self, magnitude: float) -> float:
         """The op's strength at ``magnitude``, in the units ``doc`` names (0.0 without one)."""
         return float(self.units(_unit_interval("magnitude", magnitude, self.name)))
 
-    def build(self, magnitude: float, p: float) -> A.BasicTransform:
+    def build(self, magnitude: float, p: float,
+              size: tuple[int, int] | None = None) -> A.BasicTransform:
         """Return a new transform applying this op at ``magnitude`` with probability ``p``.
 
+        ``size``: the images' (height, width), where the pipeline knows it; an op that resizes
+        (RandomResizedCrop) is then plain albumentations, so an export loads without augsearch.
         Raises SpaceError when either value is not a number in [0, 1]. A new instance is built on
         every call, because seeded Composes that share transform instances interfere.
         """
         strength = self.strength(magnitude)
         prob = _unit_interval("p", p, self.name)
-        transform = self.factory(strength)
+        sized = self.sized is not None and size is not None
+        transform = self.sized(strength, _size(size)) if sized else self.factory(strength)
         transform.p = prob
         return transform
 
@@ -108,6 +122,15 @@ def _unit_interval(what: str, value: object, op: str) -> float:
     if not 0.0 <= value <= 1.0:  # also false for NaN
         raise SpaceError(f"`0 <= {what} <= 1` must hold, but got {what}={value} (op {op})")
     return float(value)
+
+
+def _size(size: object) -> tuple[int, int]:
+    """``size`` as (height, width), both positive whole numbers."""
+    if (not isinstance(size, tuple | list) or len(size) != 2
+            or not all(isinstance(v, numbers.Integral) and v > 0 for v in size)):
+        raise SpaceError(f"size must be (height, width), two positive whole numbers, but got "
+                         f"size={size!r}")
+    return int(size[0]), int(size[1])
 
 
 def _signed(make: Callable[[float], A.BasicTransform], strength: float) -> A.BasicTransform:
@@ -238,6 +261,21 @@ def _gaussian_blur(sigma: float) -> A.BasicTransform:
     return A.GaussianBlur(blur_limit=0, sigma_limit=(sigma, sigma), p=1.0)
 
 
+def _resized_crop(scale: float, size: tuple[int, int] | None = None) -> A.BasicTransform:
+    """A crop of ``scale``..1 of the area at an aspect ratio in ``CROP_RATIO`` (albumentations'
+    draw: 10 tries, then the central crop), resized bilinearly to ``size``, or back to the
+    input's own size without one. NoOp at scale 1: the whole image (square images would get it
+    anyway; a non-square one may otherwise lose a column to rounding)."""
+    if scale >= 1.0:
+        return A.NoOp(p=1.0)
+    if size is None:
+        from spaces.resized_crop import InputSizeResizedCrop
+
+        return InputSizeResizedCrop(scale=(scale, 1.0), ratio=CROP_RATIO, p=1.0)
+    return A.RandomResizedCrop(size=size, scale=(scale, 1.0), ratio=CROP_RATIO,
+                               interpolation=cv2.INTER_LINEAR, p=1.0)
+
+
 def _op(
     name: str,
     factory: Callable[[float], A.BasicTransform],
@@ -269,6 +307,11 @@ def _posterize_bits(m: float) -> float:
 
 def _solarize_threshold(m: float) -> float:
     return 1.0 - m
+
+
+def _crop_scale(m: float) -> float:
+    """The smallest crop area: 1 (the whole image) at m = 0, SimCLR's 0.08 at m = 1."""
+    return _MIN_CROP_SCALE + (1.0 - _MIN_CROP_SCALE) * (1.0 - m)
 
 
 _SHEAR_DOC = f"±{_MAX_SHEAR_DEG:.1f} degrees (Affine shear; AutoAugment shear factor 0.3)"
@@ -303,6 +346,10 @@ _TABLE = [
         _scaled(_MAX_NOISE_STD)),
     _op("GaussianBlur", _gaussian_blur, "GaussianBlur sigma 2.0, kernel size from sigma",
         _scaled(_MAX_BLUR_SIGMA)),
+    dataclasses.replace(
+        _op("RandomResizedCrop", _resized_crop, "RandomResizedCrop scale (0.08, 1), ratio (3/4, "
+            "4/3), resized to the input size, bilinear (scale 1 - 0.92m up to 1)", _crop_scale),
+        sized=_resized_crop),
 ]
 
 OPS: Mapping[str, OpDef] = types.MappingProxyType({op.name: op for op in _TABLE})
@@ -329,6 +376,8 @@ def get_op(name: str) -> OpDef:
     raise SpaceError(message)
 
 
-def build_op(name: str, magnitude: float, p: float) -> A.BasicTransform:
-    """Build a new transform for op ``name`` at ``magnitude`` with probability ``p``."""
-    return get_op(name).build(magnitude, p)
+def build_op(name: str, magnitude: float, p: float,
+             size: tuple[int, int] | None = None) -> A.BasicTransform:
+    """Build a new transform for op ``name`` at ``magnitude`` with probability ``p`` (``size``:
+    the images' (height, width) where known, `OpDef.build`)."""
+    return get_op(name).build(magnitude, p, size)

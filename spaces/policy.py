@@ -329,14 +329,15 @@ def build_pipeline(
         steps.append(A.RandomCrop(height=image_size, width=image_size, p=1.0))
     if base is not None and base.flip:
         steps.append(A.HorizontalFlip(p=0.5))
+    size = (image_size, image_size)  # ops that resize (RandomResizedCrop) keep it
     subs = [
-        A.Sequential([build_op(o.name, o.magnitude, o.probability) for o in s.ops], p=1.0)
+        A.Sequential([build_op(o.name, o.magnitude, o.probability, size) for o in s.ops], p=1.0)
         for s in policy.sub_policies if s.ops
     ]
     if subs:
         steps.append(A.OneOf(subs, p=1.0))
     if policy.draw is not None:
-        steps.append(draw_transform(policy.draw))
+        steps.append(draw_transform(policy.draw, size))
     return A.Compose(steps, p=1.0, seed=seed, strict=True)
 
 

@@ -76,6 +76,7 @@ def test_registry_holds_the_stable_op_names_in_order() -> None:
         "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
         "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
         "Invert", "Cutout", "HorizontalFlip", "VerticalFlip", "GaussianNoise", "GaussianBlur",
+        "RandomResizedCrop",
     ]  # fmt: skip
     assert all(isinstance(op, OpDef) and op.name == name for name, op in OPS.items())
     assert all(op.doc for op in OPS.values())
@@ -289,12 +290,12 @@ def test_serialization_round_trip_reproduces_outputs(name: str, magnitude: float
 @pytest.mark.parametrize(("name", "at_one"), [
     ("ShearX", math.degrees(math.atan(0.3))), ("TranslateY", 0.33), ("Rotate", 30.0),
     ("Brightness", 0.9), ("Sharpness", 0.9 / 13), ("Posterize", 4.0), ("Solarize", 0.0),
-    ("Cutout", 0.5), ("GaussianNoise", 0.2), ("GaussianBlur", 2.0),
+    ("Cutout", 0.5), ("GaussianNoise", 0.2), ("GaussianBlur", 2.0), ("RandomResizedCrop", 0.08),
 ])
 def test_strength_is_the_documented_maximum_at_one_and_identity_at_zero(name, at_one) -> None:
     op = get_op(name)
     assert op.strength(1.0) == pytest.approx(at_one)
-    identity = {"Posterize": 8.0, "Solarize": 1.0}.get(name, 0.0)
+    identity = {"Posterize": 8.0, "Solarize": 1.0, "RandomResizedCrop": 1.0}.get(name, 0.0)
     assert op.strength(0.0) == identity
 
 
