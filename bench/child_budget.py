@@ -105,12 +105,12 @@ def search_minutes(space: Space, seconds: float, cpus: int) -> tuple[int, float]
 
 
 def rows_for(space: Space, described: str, runs: list[Run]) -> tuple[list[str], str]:
+    from search.evaluate.statistics import paired
     from search.stats import estimate
 
     by = {(r.arm, r.seed): r for r in runs}
     seeds = sorted({r.seed for r in runs})
-    gains = [by[("base", s)].audit - by[("none", s)].audit for s in seeds]
-    gain = estimate(gains)
+    gain = paired([by[("base", s)].audit for s in seeds], [by[("none", s)].audit for s in seeds])
     c, d = space.child, space.dataset
     seconds = statistics.mean(r.seconds for r in runs if r.arm == "base")
     trainings, minutes = search_minutes(space, seconds, os.cpu_count() or 1)

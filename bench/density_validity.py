@@ -126,25 +126,18 @@ def train_children(name: str, space: Space, rows: list[dict[str, Any]], root: Pa
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    from scipy.stats import spearmanr
+    from bench.ranks import spearman as rho
 
-    return float(spearmanr(a, b).statistic)
+    return rho(a, b)
 
 
 def bootstrap_ci(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% CI of Spearman's rho, resampling policies (pairs)."""
-    import numpy as np
+    """Percentile bootstrap 95% CI of Spearman's rho, resampling policies (pairs):
+    `bench.ranks.spearman_interval`, scipy's bootstrap."""
+    from bench.ranks import spearman_interval
 
-    rng = np.random.default_rng(seed)
-    x, y = np.asarray(a), np.asarray(b)
-    values = []
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, len(x), len(x))
-        if len(set(x[i])) < 3 or len(set(y[i])) < 2:
-            continue
-        values.append(spearman(list(x[i]), list(y[i])))
-    values = [v for v in values if math.isfinite(v)]
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    _, low, high = spearman_interval(a, b, resamples=BOOTSTRAP, seed=seed)
+    return low, high
 
 
 def space_lines(name: str, space: Space, picked: list[Picked], trials: int,

@@ -37,11 +37,11 @@ def difference(ev: Any, arm: str, other: str) -> Any:
 def paired(ev: Any, arm: str, other: str) -> Any:
     """`arm` − `other` over the seeds both ran, paired by seed, from the evaluation's runs (it
     computes no difference between two baselines)."""
-    from search.evaluate.statistics import estimate
+    from search.evaluate.statistics import paired as paired_t
 
     by = {(run.arm, run.seed): run.accuracy for run in ev.runs}
     seeds = sorted({s for a, s in by if a == arm} & {s for a, s in by if a == other})
-    return estimate([by[arm, s] - by[other, s] for s in seeds])
+    return paired_t([by[arm, s] for s in seeds], [by[other, s] for s in seeds])
 
 
 def relation(e: Any, other: str) -> str:

@@ -1,21 +1,23 @@
 """A found policy in your own training loop: augment N×C×H×W batches on their own device.
 
-`load_augment("runs/c10/best_policy.yaml")` reads any policy file augsearch writes (a policy, a
-pbt `schedule.json`, density matching's `merged_policy.yaml`) and returns `PolicyAugment`, a
-`torch.nn.Module` that applies it to a uint8 or float batch where the batch lies, CPU or CUDA:
-the space's crop/flip, one sub-policy drawn per image, and the batch ops (mixup, cutmix, sample
-pairing) on the images and their one-hot or soft targets together. It means what the search
-trained with (`children.tensor_aug.BatchedPipeline`, parity-tested against albumentations;
-`children.batches.draw_mix`'s meaning for the batch ops), so a user who trains the final model
-in plain PyTorch, Lightning or timm gets the policy that was searched, batch ops and schedules
-included, without albumentations' per-image CPU path. The plain albumentations export
-(`best_policy.json`) stays the way to augment single images without augsearch.
+`load_augment("runs/c10/best_policy.yaml")` reads any policy file augsearch writes (a policy, a pbt
+`schedule.json`, density matching's `merged_policy.yaml`) and returns `PolicyAugment`, a
+`torch.nn.Module` that applies it to a uint8 or float batch where the batch lies, CPU or CUDA: the
+space's crop/flip, one sub-policy drawn per image, and the batch ops (mixup, cutmix, sample pairing)
+on the images and their one-hot or soft targets together. It means what the search trained with
+(`children.tensor_aug.BatchedPipeline`, parity-tested against albumentations; for the batch ops the
+training batches' own code, `children.batch_ops`), so a user who trains the final model in plain
+PyTorch, Lightning or timm gets the policy that was searched, batch ops and schedules included,
+without albumentations' per-image CPU path. The plain albumentations export (`best_policy.json`)
+stays the way to augment single images without augsearch.
 
-The batch's device is the only device: every draw comes from one generator there, the batch
-ops included, and nothing is read back to the host while a batch is augmented, but for one
-check of the first batch's values on an accelerator (`PolicyAugment`'s docstring). Its
-`state_dict()` carries the seed, the epoch and the generators' states, so a training resumed
-from a checkpoint draws the augmentations the uninterrupted one would have.
+The batch's device is the only device: every augmentation draw comes from one generator there;
+the batch ops' plan (a few numbers and index arrays, drawn on the host as the search's training
+batches draw it) crosses to it in one transfer per batch; nothing is read back to the host while
+a batch is augmented, but for one check of the first batch's values on an accelerator
+(`PolicyAugment`'s docstring). Its `state_dict()` carries the seed, the epoch and the
+generators' states, so a training resumed from a checkpoint draws the augmentations the
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ class PolicyAugment(nn.Module):
         self.mean, self.std = _normalisation(mean, std, source)
         self.schedule = tuple(entries)
         self._pipelines = [BatchedPipeline(p, base, image_size, ops=BATCHED) for _, p in entries]
-        self._draws: dict[torch.device, Draws] = {}
-        self._saved: dict[str, torch.Tensor] = {}  # generator states loaded, not yet in use
+        self._streams: dict[torch.device, tuple[Draws, np.random.Generator]] = {}
+        self._saved: dict[str, tuple[Any, Any]] = {}  # generator states loaded, not yet used
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._first_checked = False  # an accelerator's first batch was checked
         self.epoch, self._at = 0, 0
@@ -187,51 +189,68 @@ class PolicyAugment(nn.Module):
         self.epoch = int(epoch)
         self._at = max(k for k, (start, _) in enumerate(self.schedule)
                        if start <= epoch or k == 0)
-        self._draws.clear()
+        self._streams.clear()
         self._saved.clear()
 
     def draws(self, device: torch.device | str) -> Draws:
-        """The random source for batches on `device` (one generator there, per epoch)."""
+        """The random source of the pipeline for batches on `device` (one generator there, per
+        epoch)."""
+        return self._stream(device)[0]
+
+    def mixes(self, device: torch.device | str) -> np.random.Generator:
+        """The random source of the batch ops for batches on `device` (host draws, one plan
+        moved per batch: `children.batch_ops`), per epoch."""
+        return self._stream(device)[1]
+
+    def _stream(self, device: torch.device | str) -> tuple[Draws, np.random.Generator]:
         device = torch.device(device)
-        if device not in self._draws:
-            state = np.random.SeedSequence((self.seed, self.epoch)).generate_state(1)[0]
-            draws = Draws(int(state), device)
-            saved = self._saved_state(draws.device)
+        if device not in self._streams:
+            seeds = np.random.SeedSequence((self.seed, self.epoch)).generate_state(2)
+            draws, mixes = Draws(int(seeds[0]), device), np.random.default_rng(int(seeds[1]))
+            saved, mix = self._saved_state(draws.device)
             if saved is not None and draws.generator is not None:
                 draws.generator.set_state(saved)
-            self._draws[device] = draws
-        return self._draws[device]
+            if mix is not None:
+                mixes.bit_generator.state = mix
+            self._streams[device] = (draws, mixes)
+        return self._streams[device]
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The seed, the epoch and each device's generator state (`state_dict()`'s entry)."""
-        states = dict(self._saved)
-        states.update({str(d.device): d.generator.get_state() for d in self._draws.values()
-                       if d.generator is not None})
-        return {"version": 1, "seed": self.seed, "epoch": self.epoch, "generators": states}
+        """The seed, the epoch and each device's generator states (`state_dict()`'s entry)."""
+        states = {k: v for k, (v, _) in self._saved.items() if v is not None}
+        mixes = {k: m for k, (_, m) in self._saved.items() if m is not None}
+        for draws, rng in self._streams.values():
+            if draws.generator is not None:
+                states[str(draws.device)] = draws.generator.get_state()
+            mixes[str(draws.device)] = rng.bit_generator.state
+        return {"version": 2, "seed": self.seed, "epoch": self.epoch, "generators": states,
+                "mixes": mixes}
 
     def set_extra_state(self, state: Any) -> None:
         """Continue from `get_extra_state()`'s: its seed and epoch, and each device's draws
-        where they stopped (restored when a batch on that device first needs them)."""
+        where they stopped (restored when a batch on that device first needs them; a version 1
+        state, without the batch ops' generators, restarts those at the epoch's seed)."""
         try:
             seed, epoch = int(state["seed"]), int(state["epoch"])
             states = {str(k): v.detach().to("cpu", torch.uint8)
                       for k, v in state["generators"].items()}
+            mixes = {str(k): dict(v) for k, v in state.get("mixes", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ValueError(f"{self.source}: not a PolicyAugment state (expected seed, epoch "
                              f"and generators); load the state_dict() of a PolicyAugment"
                              ) from None
         self.seed = seed
         self.set_epoch(epoch)
-        self._saved = states
+        self._saved = {k: (states.get(k), mixes.get(k)) for k in {*states, *mixes}}
 
-    def _saved_state(self, device: torch.device) -> torch.Tensor | None:
-        """A loaded generator state for `device`: its own, or the only one of its type (a
+    def _saved_state(self, device: torch.device) -> tuple[torch.Tensor | None, Any]:
+        """Loaded generator states for `device`: its own, or the only ones of its type (a
         checkpoint of cuda:1 loaded on cuda:0)."""
         key = str(device)
         if key not in self._saved:
             same = [k for k in self._saved if torch.device(k).type == device.type]
             key = same[0] if len(same) == 1 else key
-        return self._saved.pop(key, None)
+        return self._saved.pop(key, (None, None))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None
@@ -243,10 +262,8 @@ class PolicyAugment(nn.Module):
                 raise ValueError(f"{self.source}: this policy's mixup/cutmix mix the targets "
                                  f"with the images; call augment(x, targets) and train on the "
                                  f"soft targets it returns")
-            draws = self.draws(x.device)
-            unit = self._unit(x)
-            unit = self._pipelines[self._at](unit, draws)
-            unit, soft = mix_on_device(unit, soft, batch, draws)
+            unit = self._pipelines[self._at](self._unit(x), self.draws(x.device))
+            unit, soft = mix_on_device(unit, soft, batch, self.mixes(x.device))
             x = self._normalised(unit) if x.is_floating_point() else unit
         return x if soft is None else (x, soft)
 
@@ -358,8 +375,7 @@ def _normalisation(mean: Stats | None, std: Stats | None, source: str
 
 def _refuse_missing(entries: Schedule, source: str) -> None:
     """One line naming every op of the schedule without a batched kernel."""
-    missing = sorted({o.name for _, p in entries for s in p.sub_policies for o in s.ops
-                      if o.name not in BATCHED})
+    missing = sorted({name for _, p in entries for name in p.op_names() if name not in BATCHED})
     if missing:
         raise SpaceError(f"{source}: op(s) {', '.join(missing)} have no batched kernel, so "
                          f"PolicyAugment cannot apply this policy to batches; use its "

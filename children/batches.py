@@ -3,10 +3,10 @@
 Two paths make the same batches. `training_batches` passes each image through the policy's
 albumentations pipeline (uint8 HWC in, uint8 HWC out) and normalises the batch with numpy;
 `tensor_batches` augments a whole uint8 N×C×H×W tensor at once on the child's device
-(`children.tensor_aug`) and normalises it there, from a train split kept on that device. Both
-then apply the policy's batch ops (sample pairing, mixup, cutmix) with the same draws
-(`draw_mix`). `prefetch` runs CPU work in one background thread so it overlaps the training step
-(OpenCV and torch release the GIL).
+(`children.tensor_aug`) and normalises it there, from a train split kept on that device. Both then
+apply the policy's batch ops (sample pairing, mixup, cutmix) with the same draws and the one
+implementation of `children.batch_ops`. `prefetch` runs CPU work in one background thread so it
+overlaps the training step (OpenCV and torch release the GIL).
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import torch
+
+from children.batch_ops import apply_mix, draw_mix, plans_on
 
 if TYPE_CHECKING:
     from spaces.policy import BatchOps
@@ -73,83 +76,18 @@ def augment(images: np.ndarray, pipeline: Any) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
-class MixPlan:
-    """The random part of a batch's mixing, drawn before it is applied (to arrays or tensors).
-    Its index arrays are numpy arrays as drawn, or int64 tensors on a batch's device."""
-
-    chosen: Any  # sample pairing: the images averaged with a partner...
-    partners: Any  # ...and their partners
-    mode: str = ""  # "", "mixup" or "cutmix"
-    lam: float = 1.0
-    perm: Any = None
-    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # cutmix: y0, y1, x0, x1
-
-
-def draw_mix(n: int, height: int, width: int, ops: BatchOps,
-             rng: np.random.Generator) -> MixPlan:
-    """Draw the batch ops' randomness for a batch of n images of height × width.
-
-    Sample pairing (Inoue 2018) averages each image with probability `sample_pairing` with a random
-    other image of the batch and keeps its own label. Mixup and cutmix (one of the two per batch
-    when both are on) mix a permuted batch in with lam ~ Beta(alpha, alpha).
-    """
-    chosen = partners = np.zeros(0, dtype=np.int64)
-    if ops.sample_pairing > 0 and n > 1:
-        chosen = np.flatnonzero(rng.random(n) < ops.sample_pairing)
-        if len(chosen):
-            partners = rng.integers(0, n, size=len(chosen))
-    modes = [(name, alpha) for name, alpha in (("mixup", ops.mixup_alpha),
-                                                ("cutmix", ops.cutmix_alpha)) if alpha > 0]
-    if not modes or n < 2:
-        return MixPlan(chosen, partners)
-    name, alpha = modes[int(rng.integers(len(modes)))]
-    lam = float(rng.beta(alpha, alpha))
-    perm = rng.permutation(n)
-    if name == "mixup":
-        return MixPlan(chosen, partners, name, lam, perm)
-    cut_h, cut_w = int(height * np.sqrt(1.0 - lam)), int(width * np.sqrt(1.0 - lam))
-    cy, cx = int(rng.integers(height)), int(rng.integers(width))
-    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
-    return MixPlan(chosen, partners, name, lam, perm, (y0, y1, x0, x1))
-
-
-def apply_mix(x: Any, plan: MixPlan) -> Any:
-    """Mix a float N×C×H×W batch (numpy array or torch tensor, changed in place) as planned
-    (numpy indices are moved to a tensor's device here: give them there to move them once)."""
-    index = _indexer(x)
-    if len(plan.chosen):
-        chosen, partners = index(plan.chosen), index(plan.partners)
-        x[chosen] = 0.5 * (x[chosen] + x[partners])
-    if plan.mode == "mixup":
-        x = plan.lam * x + (1.0 - plan.lam) * x[index(plan.perm)]
-    elif plan.mode == "cutmix":
-        y0, y1, x0, x1 = plan.box
-        x[:, :, y0:y1, x0:x1] = x[index(plan.perm), :, y0:y1, x0:x1]
-    return x
-
-
-def _indexer(x: Any) -> Any:
-    """numpy index arrays as `x` takes them: unchanged for arrays, tensors on x's device."""
-    if isinstance(x, np.ndarray):
-        return lambda index: index
-    import torch
-
-    return lambda index: torch.as_tensor(index, device=x.device)
-
-
 def mix_batch(x: Any, y: np.ndarray, ops: BatchOps, rng: np.random.Generator) -> Batch:
-    """Apply the policy's batch ops to a normalised float batch (in place on `x`).
+    """Apply the policy's batch ops to a normalised float batch (in place on `x` where they can).
 
-    `x` is a numpy array or a torch tensor (on any device); the draws, from `rng`, are the same
-    for both (`draw_mix`), so both paths mix alike.
+    `x` is a numpy array or a torch tensor (on any device); either is mixed by
+    `children.batch_ops.apply_mix` (a numpy array through a tensor sharing its memory) with the
+    draws of `draw_mix` from `rng`, so both paths mix alike.
     """
     plan = draw_mix(len(x), x.shape[2], x.shape[3], ops, rng)
-    x = apply_mix(x, plan)
     if isinstance(x, np.ndarray):
-        x = x.astype(np.float32, copy=False)
+        x = apply_mix(torch.from_numpy(x), plan).numpy()
+    else:
+        x = apply_mix(x, plan)
     y_b = y if plan.perm is None else y[plan.perm]
     return Batch(x, y, y_b, plan.lam)
 
@@ -169,14 +107,12 @@ def tensor_batches(
     batch ops as `training_batches` does (`draw_mix`, the epoch's plans in batch order: the same
     draws). Never writes to `images`.
     """
-    import torch
-
     dev = torch.device(device)
     mean_t = torch.as_tensor(mean, device=dev).view(1, -1, 1, 1)  # no copy when already there
     std_t = torch.as_tensor(std, device=dev).view(1, -1, 1, 1)
     starts = range(0, len(order), batch_size)
     plans = [draw_mix(len(order[s:s + batch_size]), *images.shape[2:], ops, rng) for s in starts]
-    moved = _plans_on(plans, dev)
+    moved = plans_on(plans, dev)
     rows = torch.as_tensor(order, device=images.device)
     pin = images.device.type == "cpu" and dev.type == "cuda"
     for b, start in enumerate(starts):
@@ -190,24 +126,6 @@ def tensor_batches(
         else:
             y_a, perm = y.index_select(0, index.to(y.device)), moved[b].perm
         yield Batch(x, y_a, y_a if perm is None else y_a[perm], plans[b].lam)
-
-
-def _plans_on(plans: list[MixPlan], device: Any) -> list[MixPlan]:
-    """The plans with their index arrays on `device`, moved in one transfer."""
-    import torch
-
-    arrays = [a for p in plans for a in (p.chosen, p.partners, _EMPTY if p.perm is None
-                                         else p.perm)]
-    if not any(len(a) for a in arrays):
-        return plans
-    flat = torch.as_tensor(np.concatenate(arrays).astype(np.int64), device=device)
-    parts = flat.split([len(a) for a in arrays])
-    return [replace(p, chosen=parts[3 * i], partners=parts[3 * i + 1],
-                    perm=None if p.perm is None else parts[3 * i + 2])
-            for i, p in enumerate(plans)]
-
-
-_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def training_batches(

@@ -1,5 +1,5 @@
-"""The child's optimiser, learning-rate schedule and mixed precision, shared by a lone child
-(`children.train`) and a cohort (`children.cohort`)."""
+"""The child's optimiser, learning-rate schedule and mixed precision, which the one training loop
+(`children.trainer`) applies to a lone child, a cohort and contrastive pre-training alike."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -139,13 +140,33 @@ class Scorer:
             if self.labelled is None:
                 feats, y = self.embed_rotated(self.audit, None)
                 return (self._rotation()(feats) == y).float().mean()
-            feats, y = self.embed(self.audit, None)
-            return (self._probe()(feats) == y).float().mean()
+            return self.audit_hits().float().mean()
         raise ValueError(f"unknown score {name!r}; use probe, knn, rotation or audit")
+
+    def audit_hits(self) -> torch.Tensor | None:
+        """Each audit image's correctness under the probe (bool, on the device); None without
+        labels (the rotation audit scores 4 rotated copies of each image)."""
+        if self.labelled is None:
+            return None
+
+        def hits() -> torch.Tensor:
+            feats, y = self.embed(self.audit, None)
+            return self._probe()(feats) == y
+
+        return self._get("audit_hits", hits)
 
     def read(self, names: list[str]) -> dict[str, float]:
         """The named scores, read from the device in one transfer."""
+        return self.read_with_hits(names)[0]
+
+    def read_with_hits(self, names: list[str]) -> tuple[dict[str, float], np.ndarray | None]:
+        """The named scores and, where `audit` is one of them and a probe scores it, each
+        audit image's correctness: all read from the device in one transfer."""
         if not names:
-            return {}
-        values = torch.stack([self.score(n).float() for n in names]).tolist()
-        return dict(zip(names, values, strict=True))
+            return {}, None
+        hits = self.audit_hits() if "audit" in names else None
+        scores = torch.stack([self.score(n).float() for n in names])
+        table = scores if hits is None else torch.cat([scores, hits.float()])
+        values = table.tolist()
+        read = dict(zip(names, values[:len(names)], strict=True))
+        return read, None if hits is None else np.asarray(values[len(names):]) > 0.5

@@ -8,6 +8,7 @@ which the reward never sees, only in the epochs the reward reads.
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from children.errors import DataError
 if TYPE_CHECKING:
     from spaces.schema import RewardSpec
 
-__all__ = ["first_audit_epoch", "reward_from_history", "val_sample"]
+__all__ = ["first_audit_epoch", "pack_hits", "reward_from_history", "unpack_hits",
+           "val_sample"]
 
 _VAL_SAMPLE_STREAM = 7  # seed-sequence key of the trial's validation sample
 
@@ -75,3 +77,23 @@ def val_sample(pool: Arrays, reward: RewardSpec, seed: int) -> np.ndarray | None
                         f"dataset.val_pool_size")
     rng = np.random.default_rng((seed, _VAL_SAMPLE_STREAM))
     return np.sort(rng.choice(len(pool), size=size, replace=False))
+
+
+def pack_hits(hits: np.ndarray) -> str:
+    """Per-image correctness (bool, one per audit image) as a short text a trial can report:
+    `<count>:<base64 of the packed bits>` (a confirmation decides with the images' spread)."""
+    bits = np.packbits(np.asarray(hits, dtype=bool))
+    return f"{len(hits)}:{base64.b64encode(bits.tobytes()).decode('ascii')}"
+
+
+def unpack_hits(text: str) -> np.ndarray | None:
+    """`pack_hits`'s bools back; None for an empty or malformed text."""
+    count, _, data = str(text or "").partition(":")
+    try:
+        n = int(count)
+        bits = np.frombuffer(base64.b64decode(data, validate=True), dtype=np.uint8)
+    except ValueError:
+        return None
+    if n <= 0 or len(bits) * 8 < n:
+        return None
+    return np.unpackbits(bits)[:n].astype(bool)

@@ -12,14 +12,14 @@ images the reward never saw (the rotation score there when there are no labels).
 
 Like `children.train`: `seed` fixes the initial weights, batch order and dropout (the common
 random numbers of a search), `aug_seed` the views' draws; the batch's device is the only device
-(views drawn there from `Draws`, the pool resident there), losses are read once per epoch, and
-`on_epoch(stats, state)` receives a picklable `SSLState` to checkpoint and resume from. No Ray,
-no MLflow.
+(views drawn there from `Draws`, the pool resident there), and `on_epoch(stats, state)`
+receives a picklable `SSLState` to checkpoint and resume from. The loop (optimizer, precision,
+the tally read once per epoch, divergence, snapshots) is `children.trainer`'s; `_Contrastive`
+is its strategy here. No Ray, no MLflow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -31,15 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from children.batches import prefetch
 from children.datasets import Arrays, Splits
-from children.errors import DataError, DivergedError
+from children.errors import DataError
 from children.feed import Feed
 from children.models import build_model
-from children.optim import amp_dtype, autocast, lr_factor, make_optimizer, needs_scaler
 from children.probe import Scorer, rotated
-from children.reward import first_audit_epoch, reward_from_history, val_sample
+from children.reward import first_audit_epoch, pack_hits, reward_from_history, val_sample
 from children.tensor_aug import Draws
+from children.trainer import (
+    Saved,
+    Step,
+    Strategy,
+    Trained,
+    Trainer,
+    cpu_copy,
+    cpu_threads,
+    device_of,
+    memory_format,
+)
 
 if TYPE_CHECKING:
     from spaces.policy import Policy
@@ -48,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["Encoder", "SSLEpoch", "SSLMetrics", "SSLState", "nt_xent", "pool_of",
            "pretrain_ssl", "trunk_of"]
 
-_EVAL_BATCH = 512
 _ROTATION_STREAM = 11  # seed-sequence key of the images the rotation classifier is fitted on
 
 
@@ -110,6 +118,7 @@ class SSLEpoch:
     rotation_accuracy: float = math.nan
     seconds: float = 0.0
     images_per_s: float = 0.0
+    audit_hits: str = ""  # a probe's audit: each audit image's correctness (pack_hits)
 
 
 @dataclass
@@ -167,33 +176,21 @@ def pretrain_ssl(child: ChildSpec, reward: RewardSpec, policy: Policy, splits: S
     DivergedError at the end of the epoch whose loss first became NaN/inf (losses are read once
     per epoch).
     """
-    from children.train import cpu_threads
-
     started = time.perf_counter()
+    dev = device_of(device)
     total = epochs or child.epochs
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with cpu_threads(dev, threads):
-        run = _SSLRun(child, reward, splits, seed, dev, total,
-                      seed if aug_seed is None else aug_seed)
+        run = _Contrastive(child, reward, splits, seed, dev, total,
+                           seed if aug_seed is None else aug_seed)
+        trainer = Trainer(child, run, dev, total)
         if state is not None:
-            run.restore(state)
-        images, train_seconds = 0, 0.0
-        for epoch in range(run.epoch, total):
-            begun = time.perf_counter()
-            loss, accuracy, seen, seconds = run.train_epoch(epoch, policy)
-            scores = run.scores(epoch)
-            stats = SSLEpoch(epoch + 1, loss, accuracy, seconds=0.0, images_per_s=seen / seconds,
-                             **scores)
-            stats.seconds = time.perf_counter() - begun
-            run.history.append(stats)
-            images, train_seconds = images + seen, train_seconds + seconds
-            if on_epoch is not None:
-                on_epoch(stats, run.snapshot())
+            run.restore(trainer, state)
+        trainer.fit(lambda _epoch: policy, on_epoch)
     if not run.history:
-        raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total}; "
+        raise ValueError(f"nothing to report: the state is at epoch {trainer.epoch} of {total}; "
                          f"pass a larger `epochs`")
-    return _summary(run.history, reward, images / train_seconds if train_seconds else
-                    run.history[-1].images_per_s, time.perf_counter() - started)
+    speed = trainer.images / trainer.seconds if trainer.seconds else run.history[-1].images_per_s
+    return _summary(run.history, reward, speed, time.perf_counter() - started)
 
 
 def _summary(history: list[SSLEpoch], reward: RewardSpec, speed: float, wall: float
@@ -205,8 +202,11 @@ def _summary(history: list[SSLEpoch], reward: RewardSpec, speed: float, wall: fl
                       list(history), speed, wall, last.epoch, used)
 
 
-class _SSLRun:
-    """The mutable parts of one pre-training run; `pretrain_ssl` is its only user."""
+class _Contrastive(Strategy):
+    """Contrastive pre-training's strategy: the encoder, the pairs of views, the NT-Xent step,
+    the frozen features' scores and `SSLState`."""
+
+    views = 2  # the train accuracy counts both views of each image
 
     def __init__(self, child: ChildSpec, reward: RewardSpec, splits: Splits, seed: int,
                  dev: torch.device, total: int, aug_seed: int) -> None:
@@ -218,48 +218,40 @@ class _SSLRun:
             raise DataError("the pre-training pool holds fewer than 2 images; raise "
                             "dataset.train_size or add dataset.unlabelled images")
         self.pool = pool
-        self.cuda = dev.type == "cuda"
-        self.memory = torch.channels_last if self.cuda else torch.contiguous_format
+        self.memory = memory_format(dev)
         torch.manual_seed(seed)
         classes = max(2, splits.num_classes or 2)
         trunk, width = trunk_of(build_model(child.model, classes, pool.x.shape[3],
                                             pool.x.shape[1], child.width))
         model = Encoder(trunk, width, self.spec.hidden_dim or width, self.spec.projection_dim)
         self.model = model.to(dev, memory_format=self.memory)
-        self.optimizer = make_optimizer(child.optimizer, self.model, fused=self.cuda)
-        self.amp_dtype = amp_dtype(dev)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler(dev, self.amp_dtype))
         self.feed = Feed(child, replace(splits, train=pool), seed, dev, self.memory)
         if self.feed.batch_size < 2:
             raise DataError("contrastive pre-training needs batches of at least 2 images; "
                             "raise child.batch_size")
-        self.total_steps = self.feed.steps_per_epoch * total
-        self.epoch, self.step = 0, 0
         self.history: list[SSLEpoch] = []
         self.scorer_parts = self._scoring_sets(splits, seed)
 
     # ------------------------------------------------------------ state
 
-    def restore(self, state: SSLState) -> None:
+    def state(self, saved: Saved, policy: Policy | None) -> SSLState:
+        return SSLState(saved.epoch, saved.step, cpu_copy(self.model.state_dict()),
+                        saved.optimizer, list(self.history), saved.scalers[0])
+
+    def restore(self, trainer: Trainer, state: SSLState) -> None:
         self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        for group in self.optimizer.param_groups:
-            group["fused"] = self.cuda or None
-        if state.scaler is not None:
-            self.scaler.load_state_dict(state.scaler)
-        self.epoch, self.step, self.history = state.epoch, state.step, list(state.history)
-
-    def snapshot(self) -> SSLState:
-        from children.train import _cpu_copy
-
-        model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        return SSLState(self.epoch, self.step, model, _cpu_copy(self.optimizer.state_dict()),
-                        list(self.history),
-                        self.scaler.state_dict() if self.scaler.is_enabled() else None)
+        trainer.restore(state.epoch, state.step, state.optimizer, [state.scaler])
+        self.history = list(state.history)
 
     # ------------------------------------------------------------ training
 
-    def views(self, epoch: int, policy: Policy) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int, policy: Policy) -> tuple[Iterator[Any], bool]:
+        """The epoch's pairs of views: inline on an accelerator, in the prefetch thread on the
+        CPU."""
+        return self.views_of(epoch, policy), self.dev.type != "cpu"
+
+    def views_of(self, epoch: int, policy: Policy
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epoch `epoch`'s batches as pairs of normalised views on the device: the common
         seed's order (one move per epoch), the views' draws from `aug_seed` on the device."""
         order = self.feed.order(epoch)  # also seeds torch's draws (dropout) for the epoch
@@ -277,50 +269,29 @@ class _SSLRun:
             yield (self.feed.normalised(pipeline(x, draws)),
                    self.feed.normalised(pipeline(x, draws)))
 
-    def train_epoch(self, epoch: int, policy: Policy) -> tuple[float, float, int, float]:
-        """One epoch; returns the mean loss, contrastive accuracy, images seen and seconds."""
-        start = time.perf_counter()
-        self.model.train()
-        losses: list[torch.Tensor] = []
-        hits: list[torch.Tensor] = []
-        seen = 0
-        batches = self.views(epoch, policy)
-        with contextlib.closing(batches if self.dev.type != "cpu" else prefetch(batches)) as s:
-            for v1, v2 in s:
-                loss, hit = self._step(v1, v2)
-                losses.append(loss)
-                hits.append(hit)
-                seen += len(v1)
-        self.epoch = epoch + 1
-        if not losses:
-            return 0.0, 0.0, 0, time.perf_counter() - start
-        table = torch.cat([torch.stack(losses).float(), torch.stack(hits).float()]).tolist()
-        values = table[:len(losses)]
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                raise DivergedError(
-                    f"the contrastive loss became {value} at epoch {epoch + 1}, step {i + 1}; "
-                    f"lower child.optimizer.lr (now {self.child.optimizer.lr:g}) or raise "
-                    f"reward.ssl.temperature (now {self.spec.temperature:g})")
-        return (sum(values) / len(values), sum(table[len(losses):]) / max(2 * seen, 1), seen,
-                time.perf_counter() - start)
-
-    def _step(self, v1: torch.Tensor, v2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lr = self.child.optimizer.lr * lr_factor(self.child.schedule, self.step,
-                                                 self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(self.dev, self.amp_dtype):
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], amp: Callable[[], Any]) -> Step:
+        v1, v2 = batch
+        with amp():
             z = self.model(torch.cat([v1, v2]))
         loss, hits = nt_xent(z[:len(v1)], z[len(v1):], self.spec.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        return loss.detach(), hits
+        return Step(loss, hits, images=len(v1))
+
+    def what_diverged(self) -> str:
+        return "the contrastive loss"
+
+    def fix(self) -> str:
+        return (f"lower child.optimizer.lr (now {self.child.optimizer.lr:g}) or raise "
+                f"reward.ssl.temperature (now {self.spec.temperature:g})")
 
     # ------------------------------------------------------------ scoring
+
+    def score(self, trainer: Trainer, epoch: int, trained: Trained, begun: float) -> SSLEpoch:
+        scores = self.scores(trainer, epoch)
+        stats = SSLEpoch(epoch + 1, trained.losses[0], trained.accuracies[0],
+                         images_per_s=trained.images / max(trained.seconds, 1e-9), **scores)
+        stats.seconds = time.perf_counter() - begun
+        self.history.append(stats)
+        return stats
 
     def _scoring_sets(self, splits: Splits, seed: int) -> dict[str, Any]:
         """The sets the scores read, made once: the labelled images (None without labels), the
@@ -334,25 +305,20 @@ class _SSLRun:
                 "val": (splits.val_pool, val_sample(splits.val_pool, self.reward, seed)),
                 "audit": splits.audit, "rotation_fit": (self.pool, rows)}
 
-    @torch.no_grad()
-    def embed(self, data: Arrays, index: np.ndarray | None, rotate: bool = False
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, trainer: Trainer, data: Arrays, index: np.ndarray | None,
+              rotate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen trunk features (float32, eval mode) of `data` (rows `index`), with its labels,
         or with `rotate` of its images under the 4 rotations, with rotation labels."""
-        self.model.eval()
         x, y = self.feed.evaluation_set(data, index)
         if rotate:
             x, y = rotated(x)
-        parts = []
-        for start in range(0, len(x), _EVAL_BATCH):
-            with autocast(self.dev, self.amp_dtype):
-                parts.append(self.model.trunk(x[start:start + _EVAL_BATCH]).float())
-        return torch.cat(parts), y
+        out = trainer.evaluate(trainer.chunks(x), lambda c: self.model.trunk(c).float())
+        return (torch.zeros(0, 0, device=self.dev) if out is None else out), y
 
-    def scores(self, epoch: int) -> dict[str, float]:
+    def scores(self, trainer: Trainer, epoch: int) -> dict[str, Any]:
         """This epoch's scores as SSLEpoch fields: the reward's on the validation pool where
-        the reward reads it, the audit score in the reward's epochs, every score available at
-        the last epoch."""
+        the reward reads it, the audit score (and, for a probe's, each audit image's
+        correctness) in the reward's epochs, every score available at the last epoch."""
         p = self.scorer_parts
         names: list[str] = []
         if self.reward.scored(epoch, self.total):
@@ -362,11 +328,13 @@ class _SSLRun:
         if epoch == self.total - 1:
             names += [n for n in ("probe", "knn", "rotation") if n not in names
                       and (n == "rotation" or p["labelled"] is not None)]
-        scorer = Scorer(self.embed, lambda d, i: self.embed(d, i, rotate=True), p["labelled"],
+        scorer = Scorer(lambda d, i: self.embed(trainer, d, i),
+                        lambda d, i: self.embed(trainer, d, i, rotate=True), p["labelled"],
                         p["val"], p["audit"], p["rotation_fit"],
                         max(2, self.splits.num_classes or 2), self.spec)
-        read = scorer.read(names)
-        out = {"val_accuracy": read.get(self.spec.score, math.nan),
-               "audit_accuracy": read.get("audit", math.nan)}
+        read, hits = scorer.read_with_hits(names)
+        out: dict[str, Any] = {"val_accuracy": read.get(self.spec.score, math.nan),
+                               "audit_accuracy": read.get("audit", math.nan),
+                               "audit_hits": "" if hits is None else pack_hits(hits)}
         out.update({f"{n}_accuracy": read[n] for n in ("probe", "knn", "rotation") if n in read})
         return out

@@ -8,14 +8,24 @@ Two seeds keep comparisons fair: `seed` fixes the initial weights, batch order a
 (shared by every trial of a search: common random numbers), `aug_seed` the augmentation's own
 draws (per trial). It knows nothing of Ray: progress and checkpoints leave through the
 `on_epoch(stats, state)` callback, and `state` resumes a run.
+
+`child.augmentation` chooses how batches are augmented: `batched` augments whole uint8 tensors on
+the device (`children.tensor_aug`, the same meaning as the albumentations pipeline, drawn from
+`aug_seed` as well), `albumentations` one image at a time in the prefetch thread, `auto` the
+faster for the device. A policy with an op that has no batched kernel falls back to
+albumentations, and the run says so once on stderr; `Metrics.augmentation` records the path(s)
+taken.
+
+The loop is `children.trainer`'s; what is a child's is here: `Supervised`, the scoring a lone
+child and a cohort's members share (validation pool, audit set, one `EpochStats` per member),
+and `_Child`, a lone child's model, batches, mixed cross-entropy step and `TrainState`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,22 +33,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from children.batches import Batch, prefetch
 from children.datasets import Arrays, Splits
 from children.errors import DataError, DivergedError
 from children.feed import Feed, PathLog, PerImage
 from children.models import build_model
-from children.optim import amp_dtype, autocast, lr_factor, make_optimizer
-from children.reward import first_audit_epoch, reward_from_history, val_sample
+from children.reward import first_audit_epoch, pack_hits, reward_from_history, val_sample
+from children.trainer import (
+    EVAL_BATCH,
+    Saved,
+    Step,
+    Strategy,
+    Trained,
+    Trainer,
+    cpu_copy,
+    cpu_threads,
+    device_of,
+    memory_format,
+)
 
 if TYPE_CHECKING:
     from spaces.policy import Policy
-    from spaces.schema import ChildSpec, OptimizerSpec, RewardSpec
+    from spaces.schema import ChildSpec, RewardSpec
 
-__all__ = ["DivergedError", "EpochStats", "Metrics", "TrainState", "reward_from_history",
-           "train_child"]
-
-_EVAL_BATCH = 512
+__all__ = ["DivergedError", "EpochStats", "Metrics", "PathLog", "Supervised", "TrainState",
+           "cpu_threads", "num_classes", "reward_from_history", "summarise", "train_child"]
 
 
 @dataclass
@@ -52,6 +70,7 @@ class EpochStats:
     audit_accuracy: float  # NaN when the audit set is empty or not scored this epoch
     seconds: float  # the whole epoch, evaluation included
     images_per_s: float  # training images per second (augmentation and step)
+    audit_hits: str = ""  # where the audit was scored: each image's correctness (pack_hits)
 
 
 @dataclass
@@ -87,43 +106,28 @@ class TrainState:
     scaler: dict[str, Any] | None = None
 
 
-def train_child(
-    child: ChildSpec,
-    reward: RewardSpec,
-    policy: Policy,
-    splits: Splits,
-    *,
-    seed: int,
-    aug_seed: int | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
-    state: TrainState | None = None,
-    epochs: int | None = None,
-    schedule: Callable[[int], Policy] | None = None,
-    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-    augment: Callable[[np.ndarray], np.ndarray] | None = None,
-    on_end: Callable[[Callable[[np.ndarray], np.ndarray]], None] | None = None,
-) -> Metrics:
+def train_child(child: ChildSpec, reward: RewardSpec, policy: Policy, splits: Splits, *,
+                seed: int, aug_seed: int | None = None, threads: int | None = None,
+                device: str | None = None,
+                on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
+                state: TrainState | None = None, epochs: int | None = None,
+                schedule: Callable[[int], Policy] | None = None,
+                on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+                augment: Callable[[np.ndarray], np.ndarray] | None = None,
+                on_end: Callable[[Callable[[np.ndarray], np.ndarray]], None] | None = None,
+                ) -> Metrics:
     """Train `child.model` under `policy` on `splits.train` and return its reward and history.
 
-    `epochs` overrides child.epochs (the length of the learning-rate schedule); `state` continues
-    a run from state.epoch; `schedule(e)` gives the policy of 0-based epoch e and overrides
-    `policy`. `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults
-    to CUDA when available. `on_batch(inputs, targets)` sees every batch the model receives.
-    Same seed, same device and threads give the same metrics. Raises DivergedError at the end of
-    the epoch whose loss first became NaN/inf, naming that epoch and step (losses are read from
-    the device once per epoch, never per step). `aug_seed` (default: `seed`) drives the
+    `epochs` overrides child.epochs (the length of the learning-rate schedule); `state` continues a
+    run from state.epoch; `schedule(e)` gives the policy of 0-based epoch e and overrides `policy`.
+    `threads` sets torch's CPU threads (the CPUs the trial was given); `device` defaults to CUDA
+    when available. `on_batch(inputs, targets)` sees every batch the model receives. On a CPU the
+    same seeds and threads give the same metrics bit for bit, on a GPU up to float rounding. Raises
+    DivergedError at the end of the epoch whose loss first became NaN/inf, naming that epoch and
+    step (losses are read once per epoch, never per step). `aug_seed` (default: `seed`) drives the
     augmentation pipeline and the batch ops; `seed` drives everything else, a fresh validation
-    sample included, so two runs with the same `seed` and different policies differ only
-    through their policies' augmentation.
-
-    `child.augmentation` chooses how batches are augmented: `batched` augments whole uint8
-    tensors on `device` (`children.tensor_aug`, the same meaning as the albumentations pipeline,
-    drawn from `aug_seed` as well), `albumentations` one image at a time in the prefetch thread,
-    `auto` the faster for the device. A policy with an op that has no batched kernel falls back
-    to albumentations, and the run says so once on stderr; `Metrics.augmentation` records the
-    path(s) taken.
+    sample included, so two runs with the same `seed` and different policies differ only through
+    their policies' augmentation.
 
     `augment(image)` (uint8 H×W×C in and out) replaces the policy's albumentations pipeline,
     base crop/flip included, for augmentations that are not augsearch policies (torchvision's
@@ -136,38 +140,26 @@ def train_child(
     training (test-time augmentation uses it).
     """
     started = time.perf_counter()
+    dev = device_of(device)
     total = epochs or child.epochs
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with cpu_threads(dev, threads):
-        run = _Run(child, splits, seed, dev, total, seed if aug_seed is None else aug_seed)
-        run.feed.augment = PerImage(augment) if augment is not None else None
+        lone = _Child(child, reward, splits, seed, seed if aug_seed is None else aug_seed, dev,
+                      total, on_batch)
+        lone.feed.augment = PerImage(augment) if augment is not None else None
+        trainer = Trainer(child, lone, dev, total)
         if state is not None:
-            run.restore(state)
-        val_index = val_sample(splits.val_pool, reward, run.seed)
-        images, train_seconds = 0, 0.0
-        for epoch in range(run.epoch, total):
-            begun = time.perf_counter()
-            current = schedule(epoch) if schedule is not None else policy
-            loss, accuracy, seen, seconds = run.train_epoch(epoch, current, on_batch)
-            val = (run.accuracy(splits.val_pool, val_index) if reward.scored(epoch, total)
-                   else math.nan)
-            audit = (run.accuracy(splits.audit, None) if len(splits.audit)
-                     and epoch >= first_audit_epoch(reward, total) else math.nan)
-            stats = EpochStats(epoch + 1, loss, accuracy, val, audit,
-                               time.perf_counter() - begun, seen / seconds)
-            run.history.append(stats)
-            images += seen
-            train_seconds += seconds
-            if on_epoch is not None:
-                on_epoch(stats, run.snapshot(current))
+            lone.restore(trainer, state)
+        trainer.fit(schedule or (lambda _epoch: policy),
+                    None if on_epoch is None else lambda stats, st: on_epoch(stats[0], st))
         if on_end is not None:
-            on_end(run.probabilities)
-    if not run.history:
-        raise ValueError(f"nothing to report: the state is at epoch {run.epoch} of {total} and "
-                         f"holds no history; pass a larger `epochs`")
-    speed = images / train_seconds if train_seconds else run.history[-1].images_per_s
-    metrics = summarise(run.history, reward, speed, time.perf_counter() - started)
-    metrics.augmentation = " and ".join(run.paths.taken)
+            on_end(lambda images: lone.probabilities(trainer, images))
+    history = lone.history[0]
+    if not history:
+        raise ValueError(f"nothing to report: the state is at epoch {trainer.epoch} of {total} "
+                         f"and holds no history; pass a larger `epochs`")
+    speed = trainer.images / trainer.seconds if trainer.seconds else history[-1].images_per_s
+    metrics = summarise(history, reward, speed, time.perf_counter() - started)
+    metrics.augmentation = " and ".join(lone.feed.paths.taken)
     return metrics
 
 
@@ -184,206 +176,127 @@ def summarise(history: list[EpochStats], reward: RewardSpec, speed: float, wall:
     )
 
 
-@contextlib.contextmanager
-def cpu_threads(dev: torch.device, threads: int | None) -> Iterator[None]:
-    """cv2 single-threaded (one image at a time) and torch on `threads` CPUs; restored after."""
-    import cv2
-
-    cv2_before, torch_before = cv2.getNumThreads(), torch.get_num_threads()
-    cv2.setNumThreads(1)
-    if dev.type == "cpu" and threads:
-        torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(cv2_before)
-        torch.set_num_threads(torch_before)
-
-
 def num_classes(splits: Splits) -> int:
     """The classes a child is built for: the data's declared count, else the largest label."""
     return splits.num_classes or int(max(a.y.max(initial=0) for a in (
         splits.train, splits.val_pool, splits.audit, splits.test) if len(a))) + 1
 
 
-class _Run:
-    """The mutable parts of one training run; `train_child` is its only user."""
+def child_model(child: ChildSpec, splits: Splits) -> torch.nn.Module:
+    """A fresh child model for `splits` (its initial weights from torch's generator)."""
+    x = splits.train.x
+    if len(x) == 0:
+        raise DataError("the train split is empty; raise dataset.train_size")
+    return build_model(child.model, num_classes(splits), x.shape[3], x.shape[1], child.width)
 
-    def __init__(self, child: ChildSpec, splits: Splits, seed: int, dev: torch.device,
-                 total_epochs: int, aug_seed: int) -> None:
-        self.child, self.splits, self.seed, self.dev = child, splits, seed, dev
-        self.aug_seed = aug_seed
-        x = splits.train.x
-        if len(x) == 0:
-            raise DataError("the train split is empty; raise dataset.train_size")
+
+class Supervised(Strategy):
+    """A classifier's strategy, for one child or a cohort's K members: the scoring of an epoch
+    (the validation pool where the reward reads it, each audit image's correctness in the
+    reward's epochs, one `EpochStats` per member) and each member's history. A subclass sets
+    the model and feed, and says how its model predicts (`predict`: N×K classes)."""
+
+    def __init__(self, reward: RewardSpec, splits: Splits, seed: int, total: int) -> None:
+        self.reward, self.splits, self.total = reward, splits, total
+        self.val_index = val_sample(splits.val_pool, reward, seed)
+        self.history: list[list[EpochStats]] = [[] for _ in range(self.members)]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's predicted classes (N×K) of normalised images `x`."""
+        raise NotImplementedError
+
+    def correct(self, trainer: Trainer, data: Arrays, index: np.ndarray | None
+                ) -> torch.Tensor:
+        """Each image's top-1 correctness per member (N×K bool, on the device), no
+        augmentation."""
+        x, y = self.feed.evaluation_set(data, index)
+        out = trainer.evaluate(trainer.chunks(x), self.predict)
+        if out is None:
+            return torch.zeros(0, self.members, dtype=torch.bool, device=trainer.dev)
+        return out == y.view(-1, 1)
+
+    def score(self, trainer: Trainer, epoch: int, trained: Trained, begun: float
+              ) -> list[EpochStats]:
+        k, splits = self.members, self.splits
+        val = [math.nan] * k
+        if self.reward.scored(epoch, self.total):
+            n = len(splits.val_pool) if self.val_index is None else len(self.val_index)
+            counts = self.correct(trainer, splits.val_pool, self.val_index).sum(0).tolist()
+            val = [c / max(n, 1) for c in counts]
+        hits = None
+        if len(splits.audit) and epoch >= first_audit_epoch(self.reward, self.total):
+            hits = self.correct(trainer, splits.audit, None).cpu().numpy()
+        speed = trained.images / max(trained.seconds, 1e-9)
+        stats = [EpochStats(epoch + 1, trained.losses[m], trained.accuracies[m], val[m],
+                            math.nan if hits is None else float(hits[:, m].mean()),
+                            time.perf_counter() - begun, speed,
+                            "" if hits is None else pack_hits(hits[:, m])) for m in range(k)]
+        for m, s in enumerate(stats):
+            self.history[m].append(s)
+        return stats
+
+
+class _Child(Supervised):
+    """One child: its model, its batches (inline on an accelerator's batched path, else made in
+    the prefetch thread), its mixed cross-entropy step and its `TrainState`."""
+
+    def __init__(self, child: ChildSpec, reward: RewardSpec, splits: Splits, seed: int,
+                 aug_seed: int, dev: torch.device, total: int,
+                 on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None) -> None:
+        self.child, self.seed, self.aug_seed, self.dev = child, seed, aug_seed, dev
+        self.on_batch = on_batch
+        self.memory = memory_format(dev)
         torch.manual_seed(seed)
-        model = build_model(child.model, num_classes(splits), x.shape[3], x.shape[1],
-                            child.width)
-        self.cuda = dev.type == "cuda"
-        self.memory = torch.channels_last if self.cuda else torch.contiguous_format
-        self.model = model.to(dev, memory_format=self.memory)
-        self.optimizer = make_optimizer(child.optimizer, self.model, fused=self.cuda)
-        self.amp_dtype = amp_dtype(dev)
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.cuda and self.amp_dtype != torch.bfloat16)
+        self.model = child_model(child, splits).to(dev, memory_format=self.memory)
         self.feed = Feed(child, splits, seed, dev, self.memory)
-        self.steps_per_epoch = self.feed.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * total_epochs
-        self.epoch, self.step = 0, 0
-        self.history: list[EpochStats] = []
+        super().__init__(reward, splits, seed, total)
 
-    @property
-    def paths(self) -> PathLog:
-        return self.feed.paths
+    def batches(self, epoch: int, policy: Policy) -> tuple[Iterator[Any], bool]:
+        path, batches = self.feed.batches(epoch, policy, self.aug_seed)
+        return batches, path == "batched" and self.dev.type != "cpu"
 
-    def restore(self, state: TrainState) -> None:
-        self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        for group in self.optimizer.param_groups:  # as made here, whichever device saved it
-            group["fused"] = self.cuda or None
-        if state.scaler is not None:
-            self.scaler.load_state_dict(state.scaler)
-        self.epoch, self.step = state.epoch, state.step
-        self.history = list(state.history)
-
-    def snapshot(self, policy: Policy | None) -> TrainState:
-        model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        optimizer = _cpu_copy(self.optimizer.state_dict())
-        return TrainState(
-            epoch=self.epoch, step=self.step, model=model, optimizer=optimizer,
-            scheduler={"kind": self.child.schedule, "step": self.step, "total": self.total_steps},
-            rng={"seed": self.seed, "aug_seed": self.aug_seed, "torch": torch.get_rng_state()},
-            history=list(self.history), policy=policy,
-            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
-        )
-
-    def batches(self, epoch: int, policy: Policy) -> tuple[str, Iterator[Batch]]:
-        """Epoch `epoch`'s path and batches; seeds torch's generator for the epoch (dropout)."""
-        return self.feed.batches(epoch, policy, self.aug_seed)
-
-    def train_epoch(
-        self, epoch: int, policy: Policy, on_batch: Callable[..., None] | None
-    ) -> tuple[float, float, int, float]:
-        """Train one epoch; returns mean loss, accuracy, images seen and seconds taken.
-
-        Losses and hit counts stay on the device until the epoch ends and are read once then;
-        a NaN/inf loss raises DivergedError there, naming its epoch and step. The albumentations
-        path (CPU work) and the batched path on the CPU make batches in the prefetch thread;
-        on an accelerator the batched path runs inline (its kernels launch asynchronously).
-        """
-        start = time.perf_counter()
-        path, batches = self.batches(epoch, policy)
-        self.model.train()
-        tally = _Tally()
-        inline = path == "batched" and self.dev.type != "cpu"
-        with contextlib.closing(batches if inline else prefetch(batches)) as stream:
-            for batch in stream:
-                tally.add(batch, *self._step(batch, on_batch))
-        loss, accuracy = tally.read(epoch, self.child.optimizer, self.steps_per_epoch)
-        self.epoch = epoch + 1
-        return loss, accuracy, tally.seen, time.perf_counter() - start
-
-    def _step(self, batch: Batch, on_batch: Callable[..., None] | None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimiser step; returns the loss and the hits on y_a and y_b, on the device."""
+    def step(self, batch: Any, amp: Callable[[], Any]) -> Step:
         x = batch.x if isinstance(batch.x, torch.Tensor) else torch.from_numpy(batch.x)
         x = x.to(self.dev, non_blocking=True, memory_format=self.memory)
         y_a = torch.as_tensor(batch.y_a).to(self.dev, non_blocking=True)
         y_b = torch.as_tensor(batch.y_b).to(self.dev, non_blocking=True)
-        if on_batch is not None:
-            on_batch(x, y_a)
-        lr = self.child.optimizer.lr * lr_factor(self.child.schedule, self.step, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        smoothing = self.child.optimizer.label_smoothing
-        with autocast(self.dev, self.amp_dtype):
+        if self.on_batch is not None:
+            self.on_batch(x, y_a)
+        smoothing, lam = self.child.optimizer.label_smoothing, batch.lam
+        with amp():
             out = self.model(x)
             loss = F.cross_entropy(out, y_a, label_smoothing=smoothing)
-            if batch.lam < 1.0:
-                loss = batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(
-                    out, y_b, label_smoothing=smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        pred = out.detach().argmax(1)
-        hits_a = (pred == y_a).sum()
-        hits_b = (pred == y_b).sum() if batch.lam < 1.0 else hits_a
-        return loss.detach(), hits_a, hits_b
-
-    @torch.inference_mode()
-    def accuracy(self, data: Arrays, index: np.ndarray | None) -> float:
-        """Top-1 accuracy on `data` (or its rows `index`), no augmentation; counted on the
-        device and read once."""
-        self.model.eval()
-        x, y = self.feed.evaluation_set(data, index)
-        correct = torch.zeros((), dtype=torch.long, device=self.dev)
-        for start in range(0, len(x), _EVAL_BATCH):
-            with autocast(self.dev, self.amp_dtype):
-                pred = self.model(x[start:start + _EVAL_BATCH]).argmax(1)
-            correct += (pred == y[start:start + _EVAL_BATCH]).sum()
-        return int(correct) / max(len(x), 1)
-
-    @torch.inference_mode()
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax class probabilities (float32 N×classes) of uint8 N×H×W×C images."""
-        self.model.eval()
-        parts = []
-        for start in range(0, len(images), _EVAL_BATCH):
-            chunk = images[start:start + _EVAL_BATCH].transpose(0, 3, 1, 2).copy()
-            x = self.feed.normalised(torch.from_numpy(chunk).to(self.dev, non_blocking=True))
-            with autocast(self.dev, self.amp_dtype):
-                out = self.model(x)
-            parts.append(torch.softmax(out.float(), 1))
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return torch.cat(parts).cpu().numpy()
-
-
-class _Tally:
-    """An epoch's per-step losses and hits, kept on the device until `read`."""
-
-    def __init__(self) -> None:
-        self.losses: list[torch.Tensor] = []
-        self.hits: list[torch.Tensor] = []
-        self.lams: list[float] = []
-        self.seen = 0
-
-    def add(self, batch: Batch, loss: torch.Tensor, hits_a: torch.Tensor,
-            hits_b: torch.Tensor) -> None:
-        self.losses.append(loss.float())
-        self.hits += [hits_a, hits_b]
-        self.lams.append(batch.lam)
-        self.seen += len(batch.y_a)
-
-    def read(self, epoch: int, spec: OptimizerSpec, steps: int) -> tuple[float, float]:
-        """Mean loss over `steps` and the lam-weighted accuracy, from one device read; raises
-        DivergedError at the first non-finite loss."""
-        if not self.losses:
-            return 0.0, 0.0
-        table = torch.cat([torch.stack(self.losses), torch.stack(self.hits).float()]).tolist()
-        losses, hits = table[:len(self.losses)], table[len(self.losses):]
-        loss_sum = correct = 0.0
-        for i, (value, lam) in enumerate(zip(losses, self.lams, strict=True)):
-            if not math.isfinite(value):
-                raise DivergedError(
-                    f"loss became {value} at epoch {epoch + 1}, step {i + 1}; lower "
-                    f"child.optimizer.lr (now {spec.lr:g}) or weight_decay (now "
-                    f"{spec.weight_decay:g})")
-            loss_sum += value
-            right = lam * hits[2 * i]
             if lam < 1.0:
-                right += (1.0 - lam) * hits[2 * i + 1]
-            correct += right
-        return loss_sum / max(1, steps), correct / max(self.seen, 1)
+                loss = lam * loss + (1.0 - lam) * F.cross_entropy(
+                    out, y_b, label_smoothing=smoothing)
+        pred = out.detach().argmax(1)
+        return Step(loss, (pred == y_a).sum(), (pred == y_b).sum() if lam < 1.0 else None,
+                    lams=[lam], images=len(batch.y_a))
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).argmax(1).view(-1, 1)
 
-def _cpu_copy(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cpu_copy(v) for v in value)
-    return value
+    def state(self, saved: Saved, policy: Policy | None) -> TrainState:
+        return TrainState(
+            epoch=saved.epoch, step=saved.step, model=cpu_copy(self.model.state_dict()),
+            optimizer=saved.optimizer, scheduler=saved.scheduler,
+            rng={"seed": self.seed, "aug_seed": self.aug_seed, "torch": torch.get_rng_state()},
+            history=list(self.history[0]), policy=policy, scaler=saved.scalers[0])
+
+    def restore(self, trainer: Trainer, state: TrainState) -> None:
+        self.model.load_state_dict(state.model)
+        trainer.restore(state.epoch, state.step, state.optimizer, [state.scaler])
+        self.history = [list(state.history)]
+
+    def probabilities(self, trainer: Trainer, images: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities (float32 N×classes) of uint8 N×H×W×C images."""
+        def chunks() -> Iterable[torch.Tensor]:
+            for start in range(0, len(images), EVAL_BATCH):
+                chunk = images[start:start + EVAL_BATCH].transpose(0, 3, 1, 2).copy()
+                yield self.feed.normalised(torch.from_numpy(chunk).to(self.dev,
+                                                                      non_blocking=True))
+
+        out = trainer.evaluate(chunks(), self.model)
+        if out is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.softmax(out.float(), 1).cpu().numpy()

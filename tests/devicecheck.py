@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
 __all__ = ["DeviceMix", "OneDevice"]
 
@@ -40,9 +39,17 @@ def _device(leaf: Any) -> str | None:
     return None
 
 
+def _leaves(value: Any) -> list[Any]:
+    """Everything inside lists, tuples and dicts (their values), depth first."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return [value]
+
+
 def _devices(args: tuple, kwargs: dict) -> set[str]:
-    leaves, _ = tree_flatten((args, kwargs))
-    devices = {d for d in map(_device, leaves) if d is not None}
+    devices = {d for d in map(_device, _leaves((args, kwargs))) if d is not None}
     if kwargs.get("device") is not None:
         devices.add(torch.device(kwargs["device"]).type)
     return devices

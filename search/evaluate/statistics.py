@@ -1,4 +1,5 @@
-"""Statistics over seeds: each arm's mean with a Student-t interval, paired differences."""
+"""Statistics over seeds: each arm's mean with a Student-t interval, paired differences (scipy's
+paired t-test and its interval, `paired`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.evaluate.arms import Arm
-from search.stats import Estimate, estimate
+from search.stats import CONFIDENCE, Estimate, estimate
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,35 @@ def summarize(arms: Sequence[Arm], runs: Sequence[RunResult]
             if other is arm or (other.found and arms.index(other) < i):
                 continue
             pairs = _paired(by_arm[arm.name], by_arm[other.name])
-            diffs = [a.accuracy - b.accuracy for a, b in pairs]
-            tta = [a.tta_accuracy - b.tta_accuracy for a, b in pairs]
-            differences.append(Difference(arm.name, other.name, estimate(diffs),
-                                          sum(d > 0 for d in diffs), estimate(tta)))
+            mine, theirs = [a for a, _ in pairs], [b for _, b in pairs]
+            wins = sum(a.accuracy > b.accuracy for a, b in pairs)
+            differences.append(Difference(
+                arm.name, other.name,
+                paired([r.accuracy for r in mine], [r.accuracy for r in theirs]), wins,
+                paired([r.tta_accuracy for r in mine], [r.tta_accuracy for r in theirs])))
     return summaries, differences
+
+
+def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """a − b paired by position (seed): the mean difference, its sample std and the paired
+    Student-t interval at `confidence` (`scipy.stats.ttest_rel`); pairs with a non-finite value
+    are left out, and below 2 pairs the interval is NaN."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need as many of each, got {len(a)} and {len(b)}")
+    kept = [(x, y) for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
+    d = np.array([x - y for x, y in kept], dtype=float)
+    if len(d) < 2:
+        return estimate(list(d), confidence)
+    import warnings
+
+    from scipy.stats import ttest_rel
+
+    with warnings.catch_warnings():  # equal differences: scipy warns of its cancellation
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = ttest_rel([x for x, _ in kept], [y for _, y in kept])
+        low, high = test.confidence_interval(confidence)
+    return Estimate(len(d), float(d.mean()), float(d.std(ddof=1)), float(low), float(high),
+                    confidence)
 
 
 def _paired(a: list[RunResult], b: list[RunResult]) -> list[tuple[RunResult, RunResult]]:

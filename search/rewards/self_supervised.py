@@ -27,12 +27,12 @@ from typing import Any, ClassVar
 
 from search.errors import SearchError
 from search.rewards.base import RewardKind, register_reward_kind
-from search.trials.config import cohort_members
+from search.trials.cohorts import members
 from search.trials.context import Checkpointed, TrialContext
+from search.trials.hooks import maybe_crash_once
 from search.trials.references import policy_of
 from search.trials.seeds import trial_seeds
 from search.trials.simclr import JITTER_OPS, simclr_policy, simclr_text
-from search.trials.trial import maybe_crash_once
 from spaces.schema import Space
 
 # ---------------------------------------------------------------- one trial
@@ -47,7 +47,7 @@ def run_ssl(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Any,
     from children.reward import reward_from_history
     from children.ssl import pretrain_ssl
 
-    if cohort_members(config) is not None:
+    if members(config) is not None:
         raise ValueError("reward.kind: self_supervised trains no cohorts; use search.cohort: 1")
     space = ctx.space
     seed, aug_seed = trial_seeds(ctx, config)

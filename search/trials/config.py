@@ -5,9 +5,10 @@ stage, candidate, test hook).
 Tune carries a trial's config as one flat dict, so the `TrialConfig` travels in it under private
 keys (`_`-prefixed; search dimensions never start with `_`). This module is the only code that
 knows those keys: everything else reads a config with `decode`, writes one with `encode` or
-`with_fields`, and takes its search dimensions with `dimensions`. It also holds the two ways a
-config wraps others: a cohort's member configs (`cohort_config`) and a fixed run's whole config
-as one value of Tune's grid (`fixed_runs`, lifted back by `flat`).
+`with_fields`, and takes its search dimensions with `dimensions`. It also holds one way a config
+wraps others: a fixed run's whole config as one value of Tune's grid (`fixed_runs`, lifted back
+by `flat`); a cohort's member configs travel under `_cohort`, which `search.trials.cohorts`
+writes and reads.
 
 `policy_config` and `seed_config` are the parts of a config that name its policy and its
 augmentation draws; `search.trials.seeds` hashes the latter, so their keys and values are kept
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["TrialConfig", "cohort_config", "cohort_members", "decode", "dimensions", "encode",
-           "fixed_runs", "flat", "policy_config", "seed_config", "updated", "with_fields"]
+__all__ = ["TrialConfig", "decode", "dimensions", "encode", "fixed_runs", "flat",
+           "policy_config", "seed_config", "updated", "with_fields"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,6 @@ class TrialConfig:
 
 _KEYS = {f.name: f"_{f.name}" for f in fields(TrialConfig)}
 _DEFAULT = TrialConfig()
-_COHORT = "_cohort"  # a cohort trial's member configs
 _FIXED = "_run"  # a fixed run's whole config, as one value of Tune's grid
 
 
@@ -115,18 +115,7 @@ def seed_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- configs that wrap configs
-
-
-def cohort_config(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """A cohort trial's config: its members' configs (`search.trials.cohort`)."""
-    return {_COHORT: members}
-
-
-def cohort_members(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """A cohort trial's member configs (None for a plain trial)."""
-    found = config.get(_COHORT)
-    return [dict(c) for c in found] if found else None
+# ---------------------------------------------------------------- a config that wraps configs
 
 
 def fixed_runs(grid: Any) -> dict[str, Any]:

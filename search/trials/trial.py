@@ -1,5 +1,5 @@
-"""One trial of child training, without Ray: decode the config, train the child (or a cohort's
-children), report each epoch with a checkpoint.
+"""One trial of child training, without Ray: decode the config, train the child (or hand a
+cohort's members to `search.trials.cohorts`), report each epoch with a checkpoint.
 
 The Tune adapter's trainable runs a trial function like `run_child` with Tune's report and
 checkpoint calls; keeping this part free of Ray lets it be tested and debugged by calling it
@@ -9,27 +9,18 @@ directly.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from search.trials.config import cohort_members, decode, policy_config
+from search.trials.cohorts import members, run_cohort
+from search.trials.config import decode, policy_config
 from search.trials.context import Checkpointed, TrialContext
+from search.trials.hooks import maybe_crash_once
 from search.trials.references import policy_of
 from search.trials.schedule import schedule_policies, schedule_to_json
 from search.trials.seeds import trial_seeds
 from spaces.policy import Policy
-
-
-def maybe_crash_once(config: dict[str, Any], epoch: int) -> None:
-    """Fault-injection hook for tests: kill this worker process once, after epoch 1."""
-    marker = decode(config).crash_once
-    if marker and epoch == 1 and not os.path.exists(marker):
-        with open(marker, "w", encoding="utf-8") as f:
-            f.write(json.dumps(policy_config(config)))
-        os._exit(1)
-
 
 Report = Callable[[dict[str, Any], "Checkpointed | None"], None]  # metrics, checkpoint or None
 
@@ -37,14 +28,14 @@ Report = Callable[[dict[str, Any], "Checkpointed | None"], None]  # metrics, che
 def run_child(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Report,
               restored: Checkpointed | None = None, reward: Any = None) -> Any:
     """A trial of child training (`reward.kind: child_training`, the trial the Tune adapter
-    runs by default): a cohort's members trained together (`run_cohort`), or one child
+    runs by default): a cohort's members trained together (`cohorts.run_cohort`), or one child
     (`run_trial`, scored by `reward`, default the space's). A diverging child is a failed trial,
     not a crash to retry: it reports reward NaN and status `diverged` without a checkpoint."""
     from children.train import DivergedError
 
-    members = cohort_members(config)
-    if members is not None:  # members diverge alone: a cohort reports them, never raises
-        return run_cohort(members, ctx, splits, report, restored)
+    configs = members(config)
+    if configs is not None:  # members fail alone: a cohort reports them, never raises
+        return run_cohort(configs, ctx, splits, report, restored)
     try:
         return run_trial(config, ctx, splits, report, restored, reward)
     except DivergedError as err:
@@ -92,45 +83,6 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Re
         aug_seed=aug_seed, threads=ctx.threads, on_epoch=on_epoch,
         state=restored.state if restored else None, schedule=_schedule(ctx, config, schedule),
     )
-
-
-def run_cohort(configs: list[dict[str, Any]], ctx: TrialContext, splits: Any, report: Report,
-               restored: Checkpointed | None = None) -> list[Any]:
-    """Train a cohort's members together (`children.cohort`), reporting every epoch one result
-    holding each member's metrics (as `run_trial` reports them) and one checkpoint of all.
-
-    The members must share their common seed (one batch order and dropout stream): a search's
-    trials do under common random numbers, and the confirmation packs one replicate per cohort.
-    A diverging member reports reward NaN and status `diverged`; the others go on.
-    """
-    from children.cohort import train_cohort
-    from children.train import reward_from_history
-    from search.trials.cohort import cohort_result
-
-    seeds = [trial_seeds(ctx, c) for c in configs]
-    if len({common for common, _ in seeds}) != 1:
-        raise ValueError("a cohort's members must share their common seed (one replicate, "
-                         "common random numbers); use search.cohort: 1")
-    seed, reward = seeds[0][0], ctx.space.reward
-
-    def on_epoch(stats: list[Any], states: list[Any], errors: list[str]) -> None:
-        results = []
-        for k, (s, state) in enumerate(zip(stats, states, strict=True)):
-            metrics = dict(asdict(s))
-            metrics["reward"] = (reward_from_history(state.history, reward)[0] if not errors[k]
-                                 else float("nan"))
-            metrics["train_val_gap"] = s.train_accuracy - s.val_accuracy
-            metrics["common_seed"], metrics["aug_seed"] = seeds[k]
-            if errors[k]:
-                metrics.update(status="diverged", error=errors[k])
-            results.append(metrics)
-        report(cohort_result(results), Checkpointed(list(states)))
-        maybe_crash_once(configs[0], stats[0].epoch)
-
-    return train_cohort(
-        ctx.space.child, reward, [policy_of(ctx.space, c) for c in configs], splits, seed=seed,
-        aug_seeds=[aug for _, aug in seeds], threads=ctx.threads, on_epoch=on_epoch,
-        states=restored.state if restored else None)
 
 
 def _schedule(ctx: TrialContext, config: dict[str, Any],

@@ -10,13 +10,16 @@ from typing import Any
 from ray.tune import Callback
 
 from search.events import SearchListener
-from search.trials import cohort
+from search.trials import cohorts
 from search.trials.config import flat
 
 # Listeners of the search running in this driver, by experiment path. Tune pickles its callbacks
 # into the experiment state, so the callback holds only the key and finds its listeners here,
 # which also lets a resumed search attach fresh listeners.
 LISTENERS: dict[str, list[SearchListener]] = {}
+# Each trial's Tune status (TERMINATED, ERROR, PENDING, ...) at the experiment's end, by
+# experiment path then trial id: what Tune's public callback hook hands over (`Trial.status`).
+STATUSES: dict[str, dict[str, str]] = {}
 
 
 class Events(Callback):
@@ -46,6 +49,11 @@ class Events(Callback):
                 if retry is not None:
                     retry(tid, _error_text(trial))
 
+    def on_experiment_end(self, trials, **info):  # noqa: ANN001
+        """Every trial's status once Tune has stopped (after Ctrl-C too: then the trials it
+        stopped read TERMINATED, and `run_search` tells them by their epochs)."""
+        STATUSES[self.key] = {t.trial_id: str(t.status) for t in trials}
+
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         for tid, config, _mine in _trials(trial, None):
             for listener in self.listeners:
@@ -55,7 +63,7 @@ class Events(Callback):
 def _trials(trial: Any, result: dict[str, Any] | None
             ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """The trials a Tune trial stands for (a cohort's members, or itself), with their results."""
-    return cohort.expand(trial.trial_id, flat(trial.config), dict(result or {}))
+    return cohorts.expand(trial.trial_id, flat(trial.config), dict(result or {}))
 
 
 def _error_text(trial: Any) -> str:

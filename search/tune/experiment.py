@@ -3,6 +3,7 @@ trial as a `TrialOutcome`."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,9 @@ from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneC
 
 from search.errors import SearchError
 from search.events import SearchListener
-from search.trials import cohort
+from search.trials import cohorts
 from search.trials.config import flat
-from search.tune.callbacks import LISTENERS, Events
+from search.tune.callbacks import LISTENERS, STATUSES, Events
 from search.tune.plan import EXPERIMENT, METRIC, MODE, TrialOutcome, TunePlan, cohort_size
 from search.tune.schedulers import param_space, scheduler
 from search.tune.searchers import search_alg
@@ -43,7 +44,7 @@ def _tuner(plan: TunePlan, resume: bool) -> tune.Tuner:
         wrapped, param_space=param_space(plan),
         tune_config=TuneConfig(
             metric=METRIC, mode=MODE, search_alg=search_alg(plan), scheduler=scheduler(plan),
-            num_samples=1 if plan.configs is not None else cohort.trials_of(
+            num_samples=1 if plan.configs is not None else cohorts.trials_of(
                 plan.trials, cohort_size(plan)),
             # the concurrency limit is inside the search algorithm (`search_alg`)
             trial_dirname_creator=_trial_dirname, reuse_actors=True),
@@ -93,40 +94,59 @@ def run_search(plan: TunePlan, listeners: list[SearchListener],
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see _loggers
     key = str(experiment_path(plan.storage, plan.name))
     LISTENERS[key] = listeners
+    quiet = _NoMissingMetrics()
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    analysis.addFilter(quiet)
     try:
         results = _tuner(plan, resume).fit()
+        statuses = STATUSES.pop(key, {})  # from Tune's `on_experiment_end` (callbacks.Events)
     finally:
         LISTENERS.pop(key, None)
-    # Tune's ResultGrid keeps each trial's status only on its (private) analysis object; read
-    # it here, in the one module that knows Tune, with a safe default.
-    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+        STATUSES.pop(key, None)
+        analysis.removeFilter(quiet)
     # After Ctrl-C, Tune marks the trials it stopped TERMINATED in memory (its saved state,
     # which a resume reads, keeps them unfinished): a trial short of its last epoch that no
     # scheduler could have stopped was interrupted.
     last_epoch = 0 if plan.early_stop and plan.configs is None else (
         plan.epochs or plan.ctx.space.child.epochs)
     outcomes = []
-    for k, res in enumerate(results):
-        trial = trials[k] if k < len(trials) else None
+    for res in results:
         metrics = dict(res.metrics or {})
-        tune_status = getattr(trial, "status", "TERMINATED")
-        trial_id = metrics.get("trial_id") or getattr(trial, "trial_id", "")
+        trial_id = metrics.get("trial_id") or _trial_id(res.path)
+        tune_status = statuses.get(trial_id, "TERMINATED")
         config = flat(res.config or {})
-        whole = cohort.members(config) is None  # a cohort's checkpoint is no member's
-        for tid, mine_config, mine in cohort.expand(trial_id, config, metrics):
-            status = _status(tune_status, mine, res.error, last_epoch)
+        whole = cohorts.members(config) is None  # a cohort's checkpoint is no member's
+        for tid, mine_config, mine in cohorts.expand(trial_id, config, metrics):
             outcomes.append(TrialOutcome(
-                tid, mine_config, mine, status,
+                tid, mine_config, mine, _status(tune_status, mine, res.error, last_epoch),
                 _short_error(res.error) or str(mine.get("error", "")),
                 res.checkpoint if whole else None))
     return outcomes
 
 
+def _trial_id(path: str | None) -> str:
+    """A trial's id from its directory (`_trial_dirname`), for a trial that never reported."""
+    name = Path(path or "").name
+    return name.removeprefix("trial_") if name.startswith("trial_") else ""
+
+
+class _NoMissingMetrics(logging.Filter):
+    """After Ctrl-C, Tune's result grid tries to read every trial's result files, and a trial
+    stopped before its first report has none: it logs one FileNotFoundError per such trial.
+    Nothing reads those data frames (outcomes come from each result's metrics), and a resume
+    runs those trials, so the lines only alarm the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to fetch metrics" not in record.getMessage()
+
+
 def _status(tune_status: str, metrics: dict[str, Any], error: Any, last_epoch: int) -> str:
+    """A trial's (or cohort member's) outcome: error (the trial raised, or the member's own
+    work did), diverged, interrupted (unfinished, or short of its last epoch), or ok."""
     if error is not None or tune_status == "ERROR":
         return "error"
-    if metrics.get("status") == "diverged":
-        return "diverged"
+    if metrics.get("status") in cohorts.FAILED:
+        return str(metrics["status"])
     if tune_status != "TERMINATED" or int(metrics.get("epoch") or 0) < last_epoch:
         return "interrupted"
     return "ok"

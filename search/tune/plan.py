@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search.strategies import Strategy
+from search.trials import cohorts
 from search.trials.context import TrialContext
 
 METRIC, MODE = "reward", "max"
@@ -62,8 +63,5 @@ class TunePlan:
 
 
 def cohort_size(plan: TunePlan) -> int:
-    """Members per Tune trial: the plan's, else the space's `search.cohort` for our trainable
-    (a reward kind whose trial is no child training sets 1; a trainable swapped in trains none)."""
-    if plan.cohort is not None:
-        return plan.cohort
-    return plan.ctx.space.search.cohort if plan.trainable is None else 1
+    """Members per Tune trial (`search.trials.cohorts.cohort_size`)."""
+    return cohorts.cohort_size(plan.cohort, plan.ctx.space, plan.trainable is not None)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import tune
 
-from search.trials import cohort
+from search.trials import cohorts
 from search.trials.config import fixed_runs, with_fields
 from search.tune.plan import TunePlan, cohort_size
 
@@ -48,13 +48,14 @@ def param_space(plan: TunePlan) -> dict[str, Any]:
     if plan.configs is not None:
         size = cohort_size(plan)
         runs = ([dict(c) for c in plan.configs] if size == 1 else
-                cohort.pack(plan.configs, size))
+                cohorts.pack(plan.configs, size))
         return {**fixed_runs(tune.grid_search(runs)), **plan.extra_config}
     if not plan.strategy.population_based:
         return dict(plan.extra_config)
     from search.trials.compile import flat_dimensions
     from search.trials.references import BASE
 
-    dims = {d.name: tune.choice(list(d.choices)) if d.categorical else tune.uniform(d.low, d.high)
+    dims = {d.name: tune.choice(list(d.choices)) if d.categorical else
+            tune.randint(int(d.low), int(d.high) + 1) if d.integer else tune.uniform(d.low, d.high)
             for d in flat_dimensions(plan.ctx.space)}
     return {**with_fields(dims, reference=tune.choice(["", BASE])), **plan.extra_config}

@@ -11,8 +11,8 @@ from typing import Any
 
 from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 
-from search.trials import cohort
-from search.trials.config import TrialConfig, cohort_config, decode, encode, with_fields
+from search.trials import cohorts
+from search.trials.config import TrialConfig, decode, encode, with_fields
 from search.tune.plan import METRIC, MODE, TunePlan, cohort_size
 
 
@@ -20,7 +20,7 @@ def search_alg(plan: TunePlan) -> Any:
     """The search algorithm, wrapped so that its snapshots reach Tune's synced directory only
     as whole files (`_WholeSnapshots`), with the concurrency limit Tune would have added."""
     size = cohort_size(plan)
-    limit = cohort.trials_of(plan.concurrency, size) if plan.concurrency else 0
+    limit = cohorts.trials_of(plan.concurrency, size) if plan.concurrency else 0
     if plan.configs is not None:  # a fixed list of runs (the confirmation stage): a grid
         return _Variants(max_concurrent=limit)
     if plan.strategy.population_based:  # PBT: a seeded initial population, base arm first
@@ -124,48 +124,37 @@ class _ReferencesFirst(_WholeState):
 
 
 class _Cohorts(_WholeState):
-    """Cohort trials of up to `size` members, each member one suggestion of the wrapped
-    searcher under its own trial id (`cohort.member_id`), told its own result; `total` member
-    trials in all."""
+    """Cohort trials for the wrapped searcher: each member one suggestion under its own trial
+    id, told its own results; a member that fails is told so alone, the others go on
+    (`search.trials.cohorts.Suggestions` keeps the books)."""
 
     def __init__(self, inner: Searcher, size: int, total: int) -> None:
         super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner, self.size, self.left = inner, size, total
-        self.ids: dict[str, list[str]] = {}
+        self.inner = inner
+        self.books = cohorts.Suggestions(size, total)
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict[str, Any],
                               **spec: Any) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        configs, ids = [], []
-        for k in range(min(self.size, self.left)):
-            config = self.inner.suggest(cohort.member_id(trial_id, k))
-            if config is None or config == Searcher.FINISHED:
-                break
-            configs.append(config)
-            ids.append(cohort.member_id(trial_id, k))
-        if not configs:
-            return None
-        self.left -= len(configs)
-        self.ids[trial_id] = ids
-        return cohort_config(configs)
+        def one(member: str) -> dict[str, Any] | None:
+            config = self.inner.suggest(member)
+            return None if config is None or config == Searcher.FINISHED else config
 
-    def _members(self, trial_id: str, result: dict[str, Any] | None
-                 ) -> list[tuple[str, dict[str, Any] | None]]:
-        ids = self.ids.get(trial_id, [])
-        return list(zip(ids, cohort.member_results(result, len(ids)), strict=True))
+        return self.books.suggest(trial_id, one)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        for mid, mine in self._members(trial_id, result):
-            if mine is not None:
-                self.inner.on_trial_result(mid, mine)
+        ongoing, failed = self.books.results(trial_id, result)
+        for mid, mine in ongoing:
+            self.inner.on_trial_result(mid, mine)
+        for mid in failed:
+            self.inner.on_trial_complete(mid, result=None, error=True)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        for mid, mine in self._members(trial_id, result):
-            self.inner.on_trial_complete(mid, result=mine, error=error or mine is None)
-
+        for mid, mine, bad in self.books.completions(trial_id, result, error):
+            self.inner.on_trial_complete(mid, result=mine, error=bad)
 
 
 SNAPSHOT_SCRATCH = ".augsearch-snapshot"  # beside Tune's synced staging directory, not in it

@@ -21,8 +21,8 @@ from scipy.stats import ks_2samp, kstest
 
 from children import augment
 from children.augment import PolicyAugment, load_augment, mix_on_device, soft_labels
-from children.batches import draw_mix
-from children.tensor_aug import BATCHED, Draws
+from children.batch_ops import draw_mix
+from children.tensor_aug import BATCHED
 from children.train import cpu_threads
 from search.evaluate.arms import policy_arm
 from search.trials.compile import sample_configs
@@ -314,12 +314,13 @@ def test_sample_pairing_averages_with_a_partner_and_keeps_the_own_target() -> No
 
 def _lams(ops: BatchOps, draws: int = 1500) -> tuple[np.ndarray, np.ndarray]:
     """The weight of each image's own target in `draws` batches of 16 32×32 images (the module
-    on the device; `draw_mix` with numpy). One torch thread: tiny ops on a busy machine."""
-    eye, zeros, d = torch.eye(16), torch.zeros(16, 1, 32, 32), Draws(11)
+    applying them to targets; `draw_mix`'s own lam under other draws). One torch thread: tiny
+    ops on a busy machine."""
+    eye, zeros, d = torch.eye(16), torch.zeros(16, 1, 32, 32), np.random.default_rng(11)
     with cpu_threads(torch.device("cpu"), 1):
         ours = [float(mix_on_device(zeros, eye, ops, d)[1].diagonal().min())
                 for _ in range(draws)]
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(12)
     theirs = [draw_mix(16, 32, 32, ops, rng).lam for _ in range(draws)]
     return np.array(ours), np.array(theirs)
 
@@ -335,7 +336,7 @@ def test_lam_has_draw_mixs_distribution(ops) -> None:
 
 
 def test_sample_pairing_picks_images_at_its_rate() -> None:
-    ops, d = BatchOps(sample_pairing=0.3), Draws(2)
+    ops, d = BatchOps(sample_pairing=0.3), np.random.default_rng(2)
     x = _levels(64)
     with cpu_threads(torch.device("cpu"), 1):
         changed = [float((mix_on_device(x, None, ops, d)[0] != x).flatten(1).any(1).float()
@@ -360,7 +361,8 @@ def test_a_uint8_batch_is_mixed_and_rounded_to_levels() -> None:
 
 def test_the_module_stays_on_the_batch_device() -> None:
     """All batch ops on, a schedule of two policies, uint8 and float, labels and soft targets:
-    no call mixes devices, nothing moves, nothing is read back (meta holds no data)."""
+    no call mixes devices, nothing is read back (meta holds no data), and one thing moves per
+    batch: the batch ops' plan, drawn on the host."""
     second = Policy((SubPolicy((Op("ShearX", 0.5, 0.9), Op("Sharpness", 0.4, 0.5))),), ALL_MIX)
     aug = PolicyAugment([(0, FOUND), (2, second)], base=BaseAug(), image_size=32,
                         num_classes=10)
@@ -374,7 +376,7 @@ def test_the_module_stays_on_the_batch_device() -> None:
             unit, mixed = aug(x.float(), torch.empty(16, 10, device=META))
         assert out.device == unit.device == soft.device == mixed.device == META
         assert out.dtype == torch.uint8 and soft.shape == (16, 10)
-        assert check.moves == []
+        assert len(check.moves) == 2 and all("cpu -> meta" in m for m in check.moves), check.moves
 
 
 def test_targets_on_another_device_are_refused() -> None:
@@ -504,8 +506,8 @@ def test_out_of_range_labels_become_nan_rows_without_a_host_read() -> None:
 
 
 def test_normalised_batches_stay_on_the_batch_device() -> None:
-    """mean/std moved to the batch's device once (the first call), then nothing moves; a meta
-    batch has no values to check and is not read."""
+    """mean/std moved to the batch's device once (the first call), then nothing moves but each
+    batch's batch-ops plan; a meta batch has no values to check and is not read."""
     aug = PolicyAugment(FOUND, base=BaseAug(), image_size=32, num_classes=10, mean=MEAN, std=STD)
     x = torch.empty(16, 3, 32, 32, device=META)
     labels = torch.empty(16, dtype=torch.long, device=META)
@@ -514,4 +516,5 @@ def test_normalised_batches_stay_on_the_batch_device() -> None:
         out, soft = aug(x, labels)
         half, _ = aug(x.half(), labels)
     assert out.device == soft.device == META and out.dtype == torch.float32
-    assert half.dtype == torch.float16 and check.moves == []
+    assert half.dtype == torch.float16
+    assert len(check.moves) == 2 and all("cpu -> meta" in m for m in check.moves), check.moves

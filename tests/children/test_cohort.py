@@ -147,7 +147,8 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(
                            seed=7, aug_seeds=AUG_SEEDS, threads=1, epochs=EPOCHS,
                            states=poisoned, on_epoch=lambda _s, _st, e: errors.append(e))
     assert errors[0][0] == errors[0][2] == ""
-    assert "non-finite at epoch 2, step 1" in errors[0][1]
+    assert "loss became nan at epoch 2, step 1" in errors[0][1]
+    assert errors[0][1].status == "diverged"
     for k in (0, 2):
         assert [h.val_accuracy for h in resumed[k].history] == pytest.approx(
             [h.val_accuracy for h in metrics[k].history], abs=1e-9)

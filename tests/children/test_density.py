@@ -138,12 +138,13 @@ def test_both_augmentation_paths_score_alike(folds: FoldModels, dm_space: Space,
 def test_scoring_never_trains(folds: FoldModels, dm_space: Space, digits_splits: Splits,
                               monkeypatch) -> None:
     import children.train
+    import children.trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("a density-matching score trained a child")
 
     monkeypatch.setattr(children.train, "train_child", refuse)
-    monkeypatch.setattr(children.train._Run, "train_epoch", refuse)
+    monkeypatch.setattr(children.trainer.Trainer, "train_epoch", refuse)
     before = {k: v.copy() for k, v in folds.folds[0].weights.items()}
     score_policy(ROTATE, folds, digits_splits, dm_space.reward.matching(), None, seed=0,
                  threads=1)

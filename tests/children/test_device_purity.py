@@ -23,6 +23,7 @@ from children.batches import tensor_batches
 from children.density import FoldModels, fold_rows
 from children.models import build_model
 from children.tensor_aug import BATCHED, BatchedPipeline, Draws
+from children.trainer import Trainer
 from spaces.policy import BatchOps, Op, Policy, SubPolicy
 from spaces.schema import BaseAug
 from tests.devicecheck import DeviceMix, OneDevice
@@ -115,16 +116,18 @@ def test_a_training_step_stays_on_the_device(digits_space, digits_splits) -> Non
     its order and plans; a step moves nothing and reads nothing back."""
     child = digits_space.replace(**{"child.augmentation": "batched"}).child
     policy = Policy(EVERY_OP.sub_policies, BatchOps(mixup_alpha=0.4, sample_pairing=0.5))
-    run = train._Run(child, digits_splits, 0, META, 2, 1)
+    run = train._Child(child, digits_space.reward, digits_splits, 0, 1, META, 2, None)
+    trainer = Trainer(child, run, META, 2)
     run.feed.batched(policy)(_meta_batch(4, 1, 16), Draws(0, META))  # its per-strength caches
     with OneDevice() as check:
-        path, batches = run.batches(0, policy)
+        batches, inline = run.batches(0, policy)
+        batches = iter(batches)
         first = next(batches)
         setup = list(check.moves)
-        step = run._step(first, None)
-        step += run._step(next(batches), None)
-    assert path == "batched"
-    assert all(t.device == META and t.ndim == 0 for t in step)
+        steps = [trainer._step(first), trainer._step(next(batches))]
+    assert inline and run.feed.paths.taken == ["batched"]
+    tensors = [t for s in steps for t in (s.loss, s.hits_a, s.hits_b) if t is not None]
+    assert all(t.device == META and t.ndim == 0 for t in tensors)
     assert check.moves == setup, check.moves[len(setup):]
     assert len(setup) <= 4, setup  # images, labels (once per run); order, plans (per epoch)
 
@@ -132,23 +135,23 @@ def test_a_training_step_stays_on_the_device(digits_space, digits_splits) -> Non
 def test_a_cohort_step_stays_on_the_device(digits_space, digits_splits) -> None:
     """A cohort of three on meta: its members' batches come from one feed, its step (mix weights
     included) moves nothing and reads nothing back."""
-    from children.cohort import _Cohort
+    from children.cohort.members import _Cohort
 
     child = digits_space.replace(**{"child.augmentation": "batched"}).child
     policies = [Policy(EVERY_OP.sub_policies[:2], BatchOps(mixup_alpha=0.4)),
                 Policy(EVERY_OP.sub_policies[2:4], BatchOps(cutmix_alpha=0.5)),
                 Policy(EVERY_OP.sub_policies[4:6], BatchOps(sample_pairing=0.5))]
-    run = _Cohort(child, digits_splits, 0, [1, 2, 3], META, 2)
+    run = _Cohort(child, digits_space.reward, digits_splits, 0, [1, 2, 3], META, 2)
+    trainer = Trainer(child, run, META, 2)
     for p in policies:
         run.feed.batched(p)(_meta_batch(4, 1, 16), Draws(0, META))  # per-strength caches
-    alive = torch.ones(3, dtype=torch.bool, device=META)
     with OneDevice() as check:
-        steps = run._batches(0, policies)
+        steps, _inline = run.batches(0, policies)
         first = next(steps)
         setup = list(check.moves)
-        loss, hits = run._step(first, alive)
-        run._step(next(steps), alive)
-    assert loss.device == hits.device == META and loss.shape == (3,)
+        step = trainer._step(first)
+        trainer._step(next(steps))
+    assert step.loss.device == step.hits_a.device == META and step.loss.shape == (3,)
     assert check.moves == setup, check.moves[len(setup):]
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from children.grouped import child_state, group_models
+from children.cohort.grouped import child_state, group_models
 from children.models import build_model, model_names
 
 K = 3

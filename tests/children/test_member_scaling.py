@@ -16,12 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from children.cohort import _Cohort, _mask_grads
-from children.grouped import child_state, group_models
+from children.cohort.grouped import child_state, group_models
+from children.cohort.members import _Cohort
 from children.models import build_model
 from children.optim import make_optimizer
-from children.scaling import MemberScaler
+from children.scaling import MemberScaler, mask_grads
 from children.tensor_aug import Draws
+from children.trainer import Trainer
 from spaces.policy import identity_policy
 from tests.devicecheck import OneDevice
 
@@ -43,9 +44,9 @@ class _Net:
         self.steps = 0
 
     def step(self, inject: int | None = None, masks: int | None = None) -> list[bool]:
-        """One step as `_Cohort._step` takes it, with an inf in member `inject`'s gradient;
-        which members stepped. Dropout draws step i's masks in every net (or those of step
-        `masks`)."""
+        """One step as `MemberScaler.backward_step` takes a cohort's, with an inf in member
+        `inject`'s gradient; which members stepped. Dropout draws step i's masks in every net
+        (or those of step `masks`)."""
         kept = torch.ones(K, dtype=torch.bool)
         torch.manual_seed(self.steps if masks is None else masks)
         self.steps += 1
@@ -57,7 +58,7 @@ class _Net:
             grad = next(self.model.parameters()).grad
             grad.unflatten(0, (K, -1))[inject].view(-1)[0] = torch.inf
         stepped = self.scaler.unscale_(list(self.model.parameters()), kept)
-        _mask_grads(self.model, stepped)
+        mask_grads(self.model, stepped)
         self.scaler.step(self.optimizer, stepped)
         self.scaler.update(kept, stepped)
         return stepped.tolist()
@@ -126,40 +127,45 @@ def test_scales_grow_after_growth_interval_good_steps(digits_space) -> None:
 # ---------------------------------------------------------------- in a cohort
 
 
-def _cohort(space, splits, dev: torch.device = CPU, scaled: bool = False) -> _Cohort:
-    run = _Cohort(space.child, splits, 7, [11, 12, 13], dev, 2)
+def _cohort(space, splits, dev: torch.device = CPU, scaled: bool = False
+            ) -> tuple[_Cohort, Trainer]:
+    """A cohort of K (seed 7) and its trainer before any epoch; `scaled`: the scaler forced
+    on."""
+    run = _Cohort(space.child, space.reward, splits, 7, [11, 12, 13], dev, 2)
+    trainer = Trainer(space.child, run, dev, 2)
     if scaled:
-        run.scaler = MemberScaler(K, dev, enabled=True)
-    return run
+        trainer.scaler = MemberScaler(K, dev, enabled=True)
+    return run, trainer
 
 
 def test_the_scaler_is_off_on_the_cpu_and_changes_nothing_when_on(digits_space,
                                                                   digits_splits) -> None:
     """Forced on with nothing overflowing, an epoch of a cohort ends with the weights and
     losses it has with the scaler off (the CPU's setting), bit for bit."""
-    off, on = _cohort(digits_space, digits_splits), _cohort(digits_space, digits_splits,
-                                                             scaled=True)
+    (_, off), (_, on) = (_cohort(digits_space, digits_splits),
+                         _cohort(digits_space, digits_splits, scaled=True))
     assert not off.scaler.enabled
     policies = [identity_policy()] * K
-    assert off.train_epoch(0, policies)[:3] == on.train_epoch(0, policies)[:3]
+    one, two = off.train_epoch(0, policies), on.train_epoch(0, policies)
+    assert (one.losses, one.accuracies, one.images) == (two.losses, two.accuracies, two.images)
     for name, value in off.model.state_dict().items():
         assert torch.equal(value, on.model.state_dict()[name]), name
-    assert all(s.scaler is None for s in off.snapshots(policies))
+    assert all(s.scaler is None for s in off.snapshot(policies))
 
 
 def test_the_scales_travel_in_the_members_states(digits_space, digits_splits) -> None:
     """Each member's TrainState carries its scale in a lone child's GradScaler layout, and a
     resumed cohort takes them back."""
-    run = _cohort(digits_space, digits_splits, scaled=True)
-    run.scaler.scale.copy_(torch.tensor([2.0**10, 2.0**7, 2.0**12]))
-    run.scaler.good.copy_(torch.tensor([5, 0, 3], dtype=torch.int32))
-    states = run.snapshots([identity_policy()] * K)
+    _, trainer = _cohort(digits_space, digits_splits, scaled=True)
+    trainer.scaler.scale.copy_(torch.tensor([2.0**10, 2.0**7, 2.0**12]))
+    trainer.scaler.good.copy_(torch.tensor([5, 0, 3], dtype=torch.int32))
+    states = trainer.snapshot([identity_policy()] * K)
     assert [s.scaler["scale"] for s in states] == [2.0**10, 2.0**7, 2.0**12]
     lone = torch.amp.GradScaler("cpu")
     lone.load_state_dict(copy.deepcopy(states[1].scaler))
     assert lone.get_scale() == 2.0**7
-    resumed = _cohort(digits_space, digits_splits, scaled=True)
-    resumed.restore(states)
+    run, resumed = _cohort(digits_space, digits_splits, scaled=True)
+    run.restore(resumed, states)
     assert resumed.scaler.scale.tolist() == [2.0**10, 2.0**7, 2.0**12]
     assert resumed.scaler.good.tolist() == [5, 0, 3]
 
@@ -169,23 +175,22 @@ def test_a_scaled_cohort_step_stays_on_the_device_and_never_syncs(digits_space,
     """On meta (no data: a host read fails) under OneDevice: the scaler's work in a step moves
     nothing and reads nothing back."""
     space = digits_space.replace(**{"child.augmentation": "batched"})
-    run = _cohort(space, digits_splits, META, scaled=True)
+    run, trainer = _cohort(space, digits_splits, META, scaled=True)
     policies = [identity_policy()] * K
     run.feed.batched(policies[0])(torch.empty(4, 1, 16, 16, dtype=torch.uint8, device=META),
                                   Draws(0, META))
-    alive = torch.ones(K, dtype=torch.bool, device=META)
     with OneDevice() as check:
-        steps = run._batches(0, policies)
+        steps, _inline = run.batches(0, policies)
         first = next(steps)
         setup = list(check.moves)
-        loss, _ = run._step(first, alive)
-        run._step(next(steps), alive)
-    assert loss.device == run.scaler.scale.device == META
+        loss = trainer._step(first).loss
+        trainer._step(next(steps))
+    assert loss.device == trainer.scaler.scale.device == META
     assert check.moves == setup, check.moves[len(setup):]
 
 
 @pytest.mark.parametrize("k", range(K))
 def test_a_member_state_loads_into_a_lone_childs_model(digits_space, digits_splits, k) -> None:
-    run = _cohort(digits_space, digits_splits, scaled=True)
-    state = run.snapshots([identity_policy()] * K)[k]
+    _, trainer = _cohort(digits_space, digits_splits, scaled=True)
+    state = trainer.snapshot([identity_policy()] * K)[k]
     build_model("basiccnn", 10, 1, 16, digits_space.child.width).load_state_dict(state.model)

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from children.datasets import DataError, ImageData, check_classes, load_dataset, make_splits
 from children.probe import Scorer, fit_linear, knn_accuracy, rotated
-from children.ssl import _SSLRun, nt_xent, pool_of, pretrain_ssl, trunk_of
+from children.ssl import _Contrastive, nt_xent, pool_of, pretrain_ssl, trunk_of
 from children.tensor_aug import Draws
+from children.trainer import Trainer
 from spaces.errors import SpaceError
 from spaces.policy import Op, Policy, SubPolicy
 from spaces.schema import Space
@@ -53,6 +54,12 @@ def _manual_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
         others = [math.exp(float(z[i] @ z[k]) / t) for k in range(n2) if k != i]
         total -= math.log(math.exp(float(z[i] @ z[j]) / t) / sum(others))
     return total / n2
+
+
+def _run(space: Space, splits, dev: torch.device, epochs: int) -> tuple[_Contrastive, Trainer]:
+    """A pre-training's strategy (seed 0, views' seed 1) and its trainer, before any epoch."""
+    run = _Contrastive(space.child, space.reward, splits, 0, dev, epochs, 1)
+    return run, Trainer(space.child, run, dev, epochs)
 
 
 def test_nt_xent_on_known_inputs() -> None:
@@ -131,9 +138,8 @@ def test_the_comparison_fails_for_a_network_that_learned_nothing(learning_space:
     from children.train import cpu_threads
 
     with cpu_threads(torch.device("cpu"), 1):
-        run = _SSLRun(learning_space.child, learning_space.reward, ssl_splits, 0,
-                      torch.device("cpu"), 20, 1)
-        fresh = run.scores(19)  # the last epoch's: every score
+        run, trainer = _run(learning_space, ssl_splits, torch.device("cpu"), 20)
+        fresh = run.scores(trainer, 19)  # the last epoch's: every score
     assert not _learned(fresh["knn_accuracy"], untrained.knn_accuracy, ssl_splits)
     assert not _learned(untrained.knn_accuracy, untrained.knn_accuracy, ssl_splits)
 
@@ -203,20 +209,22 @@ def test_a_pretraining_step_and_the_scores_stay_on_the_device(ssl_space: Space,
     """On meta: the run moves its pool there once and the epoch its order; a step (two views,
     NT-Xent, the optimiser) moves nothing and reads nothing back; the probe, k-NN and rotation
     scores are computed there, read by the caller once."""
-    run = _SSLRun(ssl_space.child, ssl_space.reward, ssl_splits, 0, META, 2, 1)
+    run, trainer = _run(ssl_space, ssl_splits, META, 2)
     run.feed.batched(VIEWS)(torch.empty(4, 1, 16, 16, dtype=torch.uint8, device=META),
                             Draws(0, META))  # its per-strength caches
     with OneDevice() as check:
-        views = run.views(0, VIEWS)
+        views, _inline = run.batches(0, VIEWS)
         first = next(views)
         setup = list(check.moves)
-        loss, hits = run._step(*first)
-        run._step(*next(views))
+        step = trainer._step(first)
+        trainer._step(next(views))
+    loss, hits = step.loss, step.hits_a
     assert loss.device == hits.device == META and loss.ndim == 0
     assert check.moves == setup, check.moves[len(setup):]
     assert len(setup) <= 3, setup  # pool images and labels (once per run), the epoch's order
     p = run.scorer_parts
-    scorer = Scorer(run.embed, lambda d, i: run.embed(d, i, rotate=True), p["labelled"],
+    scorer = Scorer(lambda d, i: run.embed(trainer, d, i),
+                    lambda d, i: run.embed(trainer, d, i, rotate=True), p["labelled"],
                     p["val"], p["audit"], p["rotation_fit"], 10, ssl_space.reward.contrastive())
     with OneDevice() as check:
         scores = [scorer.score(n) for n in ("probe", "knn", "rotation", "audit")]

@@ -12,9 +12,11 @@ from ray.tune.search import Searcher
 
 from search.api import search
 from search.errors import SearchError
-from search.trials import cohort
-from search.trials.config import TrialConfig, cohort_config, decode, encode
+from search.trials import cohorts as cohort
+from search.trials.cohorts import cohort_config
+from search.trials.config import TrialConfig, decode, encode
 from search.tune.searchers import _Cohorts
+from spaces.schema import load_space
 
 
 class _Recorder(Searcher):
@@ -106,3 +108,167 @@ def test_a_cohort_search_shows_every_member_as_a_trial(ray_session, tmp_path: Pa
     assert stages.count("search") == 5
     assert stages.count("confirm") == 2 * 2  # the best policy and the base, 2 replicates
     assert result.confirmation is not None
+
+
+# ---------------------------------------------------------------- a member that fails
+
+
+class _Counting(_Recorder):
+    """A recorder that also lists every completion it is told, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[tuple[str, bool]] = []
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.told.append((trial_id, error))
+        super().on_trial_complete(trial_id, result, error)
+
+
+def _failing(epoch: int) -> dict:
+    return {"reward": math.nan, "epoch": epoch, "status": "error",
+            "error": "RuntimeError: member 1's augmentation broke"}
+
+
+def test_a_failed_member_is_told_to_the_searcher_alone_and_once() -> None:
+    inner = _Counting()
+    outer = _Cohorts(inner, size=3, total=3)
+    outer.suggest("t1")
+    outer.on_trial_result("t1", cohort.cohort_result(
+        [{"reward": 0.1, "epoch": 1}, _failing(1), {"reward": 0.2, "epoch": 1}]))
+    assert inner.told == [("t1-1", True)]  # at once: its Optuna trial fails, not at the end
+    outer.on_trial_result("t1", cohort.cohort_result(
+        [{"reward": 0.3, "epoch": 2}, _failing(2), {"reward": 0.4, "epoch": 2}]))
+    outer.on_trial_complete("t1", cohort.cohort_result(
+        [{"reward": 0.3, "epoch": 2}, _failing(2), {"reward": 0.4, "epoch": 2}]))
+    assert inner.told == [("t1-1", True), ("t1-0", False), ("t1-2", False)]
+    assert inner.results == {"t1-0": [0.1, 0.3], "t1-2": [0.2, 0.4]}  # never t1-1's NaN
+    assert inner.completed == {"t1-1": None, "t1-0": 0.3, "t1-2": 0.4}
+
+
+def test_a_failed_member_is_its_own_outcome() -> None:
+    from search.tune.experiment import _status
+
+    done = {"epoch": 3}
+    assert _status("TERMINATED", {**done, "status": "error"}, None, 3) == "error"
+    assert _status("TERMINATED", {**done, "status": "diverged"}, None, 3) == "diverged"
+    assert _status("TERMINATED", done, None, 3) == "ok"
+    assert _status("PENDING", done, None, 3) == "interrupted"
+    assert _status("TERMINATED", {"epoch": 2}, None, 3) == "interrupted"  # stopped by Ctrl-C
+    assert _status("TERMINATED", done, RuntimeError("the worker died"), 3) == "error"
+    assert _status("ERROR", done, None, 3) == "error"
+
+
+def _cohort_space():
+    return load_space("digits").replace(**{
+        "dataset.train_size": 64, "dataset.val_pool_size": 100, "dataset.audit_size": 60,
+        "child.epochs": 3, "child.batch_size": 16, "reward.last_epochs": 1,
+        "reward.val_sample_size": 50})
+
+
+def break_member(aug_seeds: set[int], epoch: int = 1):
+    """Feed.batches, with the members of `aug_seeds` raising in their own batches at `epoch`
+    (after one good batch); returns the original to put back."""
+    from children.feed import Feed
+
+    original = Feed.batches
+
+    def batches(self, e, policy, aug_seed, order=None):
+        path, stream = original(self, e, policy, aug_seed, order)
+        if aug_seed not in aug_seeds or e != epoch:
+            return path, stream
+
+        def failing():
+            for i, batch in enumerate(stream):
+                if i == 1:
+                    raise RuntimeError(f"the augmentation of seed {aug_seed} broke")
+                yield batch
+
+        return path, failing()
+
+    Feed.batches = batches
+    return original
+
+
+def test_run_cohort_reports_a_failed_member_alone() -> None:
+    """Member 1's own batches raise in epoch 2: each report holds its error and status from
+    then on, members 0 and 2 report every epoch as they would without it."""
+    from children.datasets import load_dataset, make_splits
+    from children.feed import Feed
+    from search.trials.cohorts import run_cohort
+    from search.trials.context import TrialContext
+    from search.trials.references import identity_config
+    from search.trials.seeds import trial_seeds
+
+    space = _cohort_space()
+    splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
+    ctx = TrialContext(space, 0, threads=1)
+    configs = [identity_config(space), {**identity_config(space), "extra": 1},
+               {**identity_config(space), "extra": 2}]
+    reports: list[dict] = []
+    original = break_member({trial_seeds(ctx, configs[1])[1]})
+    try:
+        run_cohort(configs, ctx, splits, lambda result, _saved: reports.append(result))
+    finally:
+        Feed.batches = original
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    first, *later = [r[cohort.MEMBERS] for r in reports]
+    assert "status" not in first[1]
+    for members in later:
+        assert members[1]["status"] == "error" and math.isnan(members[1]["reward"])
+        assert members[1]["error"].startswith("RuntimeError: the augmentation of seed ")
+        assert all("status" not in members[k] and math.isfinite(members[k]["reward"])
+                   for k in (0, 2))
+    unbroken: list[dict] = []
+    run_cohort(configs, ctx, splits, lambda result, _saved: unbroken.append(result))
+    for k in (0, 2):  # as without the failure, bit for bit
+        assert [r[cohort.MEMBERS][k]["reward"] for r in unbroken] == \
+            [r[cohort.MEMBERS][k]["reward"] for r in reports]
+        assert [r[cohort.MEMBERS][k]["train_loss"] for r in unbroken] == \
+            [r[cohort.MEMBERS][k]["train_loss"] for r in reports]
+
+
+def breaking_trial(config, ctx, splits, report, restored=None):
+    """The default trial (`run_child`) in a worker where the base arm's batches raise in its
+    second epoch."""
+    from children.feed import Feed
+    from search.trials.config import decode
+    from search.trials.seeds import trial_seeds
+    from search.trials.trial import run_child
+
+    base = {trial_seeds(ctx, c)[1] for c in cohort.members(config) or []
+            if decode(c).reference == "base"}
+    original = break_member(base)
+    try:
+        return run_child(config, ctx, splits, report, restored)
+    finally:  # the worker is reused by other tests' trials
+        Feed.batches = original
+
+
+@pytest.mark.slow
+def test_a_member_that_fails_in_a_search_fails_alone(ray_session, tmp_path: Path) -> None:
+    """A Tune trial of 3 members whose base arm raises: the base is an error outcome with its
+    message, the other two finish ok; Tune's trial itself did not fail."""
+    import sys
+
+    from children.datasets import load_dataset, make_splits
+    from search.events import SearchListener
+    from search.strategies import get_strategy
+    from search.trials.context import TrialContext
+    from search.tune import Resources, TunePlan, run_search
+
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    space = _cohort_space()
+    splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
+    plan = TunePlan(ctx=TrialContext(space, 0, threads=1), splits=splits,
+                    strategy=get_strategy("random"), resources=Resources(1, 0), trials=3,
+                    concurrency=1, storage=tmp_path, seed=0, trial=breaking_trial, cohort=3)
+    outcomes = run_search(plan, [SearchListener()])
+    by_reference = {decode(o.config).reference: o for o in outcomes}
+    assert len(outcomes) == 3 and set(by_reference) >= {"base", "trivialaugment"}
+    failed = by_reference["base"]
+    assert failed.status == "error" and "augmentation of seed" in failed.error
+    assert [o.status for o in outcomes if o is not failed] == ["ok", "ok"]
+    assert all(o.result["epoch"] == 3 and math.isfinite(o.result["reward"])
+               for o in outcomes if o is not failed)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from search.trials.cohorts import cohort_config, members
 from search.trials.config import (
     TrialConfig,
-    cohort_config,
-    cohort_members,
     decode,
     dimensions,
     encode,
@@ -106,11 +105,11 @@ def test_fields_are_written_as_given_and_changed_by_name() -> None:
 
 
 def test_wrapped_configs() -> None:
-    members = [{**DIMS, **encode(TrialConfig(replicate=1))}, dict(IDENTITY)]
-    assert cohort_members(cohort_config(members)) == members
-    assert cohort_members(DIMS) is None
-    wrapped = {**fixed_runs(members[0]), "extra": 1}
-    assert flat(wrapped) == {**members[0], "extra": 1}
+    wrapped_members = [{**DIMS, **encode(TrialConfig(replicate=1))}, dict(IDENTITY)]
+    assert members(cohort_config(wrapped_members)) == wrapped_members
+    assert members(DIMS) is None
+    wrapped = {**fixed_runs(wrapped_members[0]), "extra": 1}
+    assert flat(wrapped) == {**wrapped_members[0], "extra": 1}
     assert flat(DIMS) == DIMS
 
 

@@ -73,10 +73,9 @@ def test_rays_own_savers_leave_transient_files_there(tmp_path, monkeypatch, make
 
 
 def test_saves_beside_a_concurrent_copy_never_break_it(tmp_path) -> None:
-    """Tune's own copy (Ray's `_upload_to_fs_path`) of the staging directory, in a loop, while
-    snapshots are saved into it: no copy fails."""
+    """The copy Tune's upload of the staging directory makes (`pyarrow.fs.copy_files` of the
+    whole directory), in a loop, while snapshots are saved into it: no copy fails."""
     import pyarrow.fs
-    from ray.train._internal.storage import _upload_to_fs_path
 
     staging, target = _staging(tmp_path), tmp_path / "storage"
     alg = _Generator(_searcher())
@@ -86,7 +85,9 @@ def test_saves_beside_a_concurrent_copy_never_break_it(tmp_path) -> None:
         fs = pyarrow.fs.LocalFileSystem()
         while not stop.is_set():
             try:
-                _upload_to_fs_path(str(staging), fs, str(target))
+                fs.create_dir(str(target))
+                pyarrow.fs.copy_files(str(staging), str(target), destination_filesystem=fs,
+                                      chunk_size=64 * 1024 * 1024)  # as Tune copies
             except Exception as err:  # noqa: BLE001 - the failure under test
                 errors.append(err)
                 return
