@@ -1,5 +1,6 @@
-"""Small-sample statistics for comparing policies over seeds: mean, std, Student-t CI, and the
-Bonferroni level that makes k such intervals hold together."""
+"""Small-sample statistics for comparing policies over seeds: mean, std, Student-t CI, the
+Bonferroni level that makes k such intervals hold together, and the power of the confirmation's
+rule (a paired margin's corrected interval above 0) from a measured paired SD."""
 
 from __future__ import annotations
 
@@ -52,3 +53,74 @@ def bonferroni(confidence: float, k: int) -> float:
     if k < 1:
         raise ValueError(f"`k >= 1` must hold, but got k={k}")
     return 1 - (1 - confidence) / k
+
+
+POWER = 0.80
+
+
+def power(margin: float, sd: float, n: int, k: int = 1, confidence: float = CONFIDENCE,
+          image_sd: float = 0.0) -> float:
+    """The probability that a true paired margin `margin` (SD `sd` of one pair's difference)
+    over `n` pairs gets a lower bound above 0 in its interval at the Bonferroni level for `k`:
+    the noncentral Student-t tail beyond the one-sided critical value. `image_sd`: the SD of
+    the evaluation images' own term in the margin (a fixed image set's luck, which no number of
+    pairs averages away; `two_way`), added to the standard error. It is the power of the
+    confirmation's "beats the base" once the candidate is the one picked."""
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    from scipy.stats import nct, t
+
+    crit = float(t.ppf(1 - (1 - confidence) / (2 * k), n - 1))
+    se = math.sqrt(sd ** 2 / n + image_sd ** 2)
+    return float(nct.sf(crit, n - 1, margin / se))
+
+
+def detectable_margin(sd: float, n: int, k: int = 1, target: float = POWER,
+                      confidence: float = CONFIDENCE, image_sd: float = 0.0) -> float:
+    """The smallest true margin that `n` pairs with paired SD `sd` find with probability
+    `target` under the rule above (NaN below 2 pairs or without a finite SD)."""
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    from scipy.optimize import brentq
+
+    def gap(m: float) -> float:
+        return power(m, sd, n, k, confidence, image_sd) - target
+
+    high = sd + image_sd
+    while gap(high) < 0:
+        high *= 2
+    return float(brentq(gap, 0.0, high, xtol=1e-7))
+
+
+def replicates_for(margin: float, sd: float, k: int = 1, target: float = POWER,
+                   confidence: float = CONFIDENCE, image_sd: float = 0.0,
+                   most: int = 200) -> int:
+    """The fewest pairs that find `margin` with probability `target` (`most` + 1 if none up
+    to `most` do: an image term as large as the margin is a floor no replicates lower)."""
+    for n in range(2, most + 1):
+        if power(margin, sd, n, k, confidence, image_sd) >= target:
+            return n
+    return most + 1
+
+
+def two_way(d: np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
+    """The mean of `d` (seeds x images: a margin per seed and image) and its interval when both
+    the seeds and the images are samples: a two-way random-effects variance of the mean,
+    (MS_seed + MS_image - MS_residual) / (seeds x images), never below the seeds-only one,
+    with the seeds' degrees of freedom (Student-t at seeds - 1). A fixed evaluation set's own
+    luck (a policy that happens to suit these images) widens it; over the seeds alone it would
+    not, however many seeds there were. `std` is the per-seed SD that gives this interval."""
+    d = np.asarray(d, dtype=float)
+    s, n = d.shape
+    if s < 2 or n < 2:
+        return estimate(d.mean(axis=1) if n else [], confidence)
+    from scipy.stats import t
+
+    rows, cols, grand = d.mean(axis=1), d.mean(axis=0), float(d.mean())
+    ms_seed = n * float(rows.var(ddof=1))
+    ms_image = s * float(cols.var(ddof=1))
+    resid = d - rows[:, None] - cols[None, :] + grand
+    ms_resid = float((resid ** 2).sum()) / ((s - 1) * (n - 1))
+    var = max(ms_seed, ms_seed + ms_image - ms_resid) / (s * n)
+    half = float(t.ppf(0.5 + confidence / 2, s - 1)) * math.sqrt(var)
+    return Estimate(s, grand, math.sqrt(var * s), grand - half, grand + half, confidence)

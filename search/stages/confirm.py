@@ -7,13 +7,11 @@ only pick the top-k policies; the confirmation stage then trains them and the ba
 weights, batch order, dropout, a fresh validation sample) for every candidate, so the
 differences to the base pair up by replicate. No search trial is a replicate: the reward that
 selected a candidate is kept for the record (confirm.csv, `used_for: selection`) and nothing else.
+`search.stages.verdict` decides, on the audit images that no selection read.
 
-The best of the k is picked again, by its fresh mean, so its margin over the base gets a
-Bonferroni-adjusted paired Student-t interval: each of the k margins at level 1 - 0.05/k, which
-hold all together at 95%, so the picked one is covered whatever the pick. The policy "beats the
-base" only when that interval's lower bound is above 0 (a one-sided test at 2.5% for the whole
-family); then it is exported. Otherwise the base is exported and the best candidate is written
-beside it with its margin. tests/search/test_selection_null.py runs the whole rule on null data.
+A confirmation that was asked for and did not finish (interrupted, or no training finished)
+decides nothing: the base is exported, `Confirmation.reason` says why, and `--resume` finishes
+it. tests/search/test_selection_null.py runs the whole rule on null data.
 
 Pure functions; the session runs the confirmation configs as one more Tune experiment.
 """
@@ -26,20 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.stats import CONFIDENCE, Estimate, bonferroni, estimate
+import numpy as np
+
+from children.reward import unpack_hits
+from search.stages.verdict import AUDIT, LOSS, Verdict, verdict
 from search.trials.config import TrialConfig, decode, encode, updated
 from search.trials.references import BASE, reference_of
 
 CONFIRM = "confirm"
 SEARCH = "search"
 DEFAULT_TOP = 3
-# Fresh replicates per candidate: the fewest that find a true margin of 0.02 reward with 80% power
-# (Bonferroni over 3, paired SD 0.0125, given the policy reached the top 3; tests/search/
-# test_selection_null.py holds the simulation). Costs (top + 1) x 8 = 32 trainings.
-DEFAULT_REPLICATES = 8
-CORRECTION = "bonferroni"
-# What a verdict is (provenance `verdict`) and what was exported (`exported`).
-KEPT_BASE, BEATS_BASE, WITHIN_NOISE = "base", "beats_base", "within_noise"
+DEFAULT_REPLICATES = 8  # a space's `search.confirm_seeds` default; sized in spaces/schema.py
+# Why a confirmation that was asked for decided nothing (`Confirmation.status`).
+DONE, INTERRUPTED, FAILED = "done", "interrupted", "failed"
 
 
 @dataclass(frozen=True)
@@ -63,20 +60,57 @@ class Candidate:
 
 @dataclass
 class Measurement:
-    """One candidate's reward and audit accuracy per replicate."""
+    """One candidate's reward, audit accuracy and run status per fresh replicate."""
 
     rewards: dict[int, float] = field(default_factory=dict)
     audits: dict[int, float] = field(default_factory=dict)
     sources: dict[int, str] = field(default_factory=dict)  # "confirm": fresh trainings only
+    statuses: dict[int, str] = field(default_factory=dict)  # ok, diverged, error, ...
+    hits: dict[int, np.ndarray] = field(default_factory=dict)  # per audit image, where known
 
-    def add(self, replicate: int, reward: float, audit: float, source: str = CONFIRM) -> None:
+    def add(self, replicate: int, reward: float, audit: float, source: str = CONFIRM,
+            status: str = "ok", hits: np.ndarray | None = None) -> None:
         self.rewards[replicate] = reward
         self.audits[replicate] = audit
         self.sources[replicate] = source
+        self.statuses[replicate] = status
+        if hits is not None:
+            self.hits[replicate] = np.asarray(hits, dtype=float)
 
-    def mean(self) -> float:
-        finite = [v for v in self.rewards.values() if math.isfinite(v)]
-        return sum(finite) / len(finite) if finite else math.nan
+    def images(self, replicate: int, n: int) -> np.ndarray | None:
+        """Each audit image's correctness at a replicate (zeros where the run did not finish:
+        a loss), None where a finished run did not report them or they count other images."""
+        if replicate not in self.finished():
+            return np.zeros(n)
+        found = self.hits.get(replicate)
+        return found if found is not None and len(found) == n else None
+
+    def finished(self) -> set[int]:
+        """The replicates whose run finished with a finite reward."""
+        return {r for r, v in self.rewards.items()
+                if self.statuses.get(r, "ok") == "ok" and math.isfinite(v)}
+
+    def failed(self, replicates: int) -> list[int]:
+        """Replicates 1..r that did not finish (failed, diverged, or missing)."""
+        done = self.finished()
+        return [r for r in range(1, replicates + 1) if r not in done]
+
+    def audit_known(self) -> bool:
+        """Every finished run has an audit accuracy."""
+        return all(math.isfinite(self.audits.get(r, math.nan)) for r in self.finished())
+
+    def value(self, replicate: int, basis: str) -> float:
+        """The reward or audit accuracy at a replicate; `LOSS` where the run did not finish."""
+        if replicate not in self.finished():
+            return LOSS
+        return (self.audits if basis == AUDIT else self.rewards)[replicate]
+
+    def mean(self, basis: str = "reward", replicates: int | None = None) -> float:
+        """The mean over replicates 1..r (default: those recorded), failures counted at
+        `LOSS`; NaN when nothing was recorded."""
+        reps = range(1, replicates + 1) if replicates else sorted(self.rewards)
+        values = [self.value(r, basis) for r in reps]
+        return sum(values) / len(values) if values else math.nan
 
 
 def candidates(rows: list[dict[str, Any]], top: int, replay: bool,
@@ -152,177 +186,77 @@ def confirm_configs(cands: list[Candidate], replicates: int) -> list[dict[str, A
 
 
 def record(measured: dict[str, Measurement], outcomes: list[Any]) -> None:
-    """Add the confirmation runs' results (Tune outcomes) to the measurements."""
+    """Add the confirmation runs' results (Tune outcomes), with their status, to the
+    measurements: a run that failed or diverged stays recorded, as evidence against it."""
     for o in outcomes:
         trial = decode(o.config)
         if trial.candidate not in measured:
             continue
-        reward = o.result.get("reward") if o.status == "ok" else math.nan
-        audit = o.result.get("audit_accuracy", math.nan)
-        measured[trial.candidate].add(trial.replicate, _num(reward), _num(audit))
+        reward = _num(o.result.get("reward")) if o.status == "ok" else math.nan
+        status = o.status if o.status != "ok" or math.isfinite(reward) else "failed"
+        audit = _num(o.result.get("audit_accuracy", math.nan))
+        measured[trial.candidate].add(trial.replicate, reward, audit, status=status,
+                                      hits=unpack_hits(o.result.get("audit_hits", "")))
 
 
 def _num(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The best candidate on fresh replicates, its margin over the base, and what is exported:
-    the candidate only when the margin's corrected interval lies above 0, else the base."""
-
-    best: Candidate  # the non-base candidate with the best fresh mean
-    base: Candidate
-    means: dict[str, float]  # mean reward over the fresh replicates, by candidate key
-    replicates: dict[str, int]  # finite fresh replicates, by candidate key
-    reward_margin: Estimate  # best − base, paired by fresh replicate, at the Bonferroni level
-    audit_margin: Estimate
-    k: int  # candidates the best was picked from: the Bonferroni correction's k
-    estimation: tuple[int, ...] = ()  # the fresh replicates the margin pairs up
-    confidence: float = CONFIDENCE  # of the k intervals together
-
-    @property
-    def significant(self) -> bool:
-        """The margin's corrected interval lies above 0: the best candidate beats the base."""
-        return math.isfinite(self.reward_margin.ci_low) and self.reward_margin.ci_low > 0
-
-    @property
-    def kind(self) -> str:
-        """`beats_base`, `base` (the base's fresh mean was at least the best candidate's) or
-        `within_noise` (a better mean whose interval contains 0, or no interval at all)."""
-        if self.significant:
-            return BEATS_BASE
-        best, base = self.means.get(self.best.key, math.nan), self.means.get(self.base.key,
-                                                                             math.nan)
-        if math.isfinite(best) and math.isfinite(base) and base >= best:
-            return KEPT_BASE
-        return WITHIN_NOISE
-
-    @property
-    def base_wins(self) -> bool:
-        """The base's fresh mean was at least the best candidate's."""
-        return self.kind == KEPT_BASE
-
-    @property
-    def winner(self) -> Candidate:
-        """The exported policy: the best candidate when it beats the base, else the base."""
-        return self.best if self.significant else self.base
-
-    @property
-    def exported(self) -> str:
-        """`candidate` or `base`."""
-        return "candidate" if self.significant else "base"
-
-    @property
-    def level(self) -> float:
-        """Each interval's two-sided level: 1 - (1 - confidence) / k."""
-        return bonferroni(self.confidence, self.k)
-
-    def text(self, base_name: str = "crop/flip") -> str:
-        """One plain sentence for the user."""
-        n = self.replicates.get(self.base.key, 0)
-        if self.kind == KEPT_BASE:
-            return (f"no policy beat {base_name}; keep the base (over {n} fresh seeds the base's "
-                    f"mean reward was at least the best of the {self.k} confirmed policies')")
-        margin = self._margin_text()
-        if self.significant:
-            return f"the best policy beats {base_name} by {margin} reward over {n} fresh seeds"
-        if not math.isfinite(self.reward_margin.ci_low):
-            return (f"the best policy's margin over {base_name} is {margin}; keep the base "
-                    f"until more seeds show it")
-        return (f"the best policy's margin over {base_name} is {margin} reward over {n} fresh "
-                f"seeds: the interval contains 0, so it is not distinguishable from the base; "
-                f"keep the base")
-
-    def _margin_text(self) -> str:
-        e = self.reward_margin
-        if not math.isfinite(e.ci_low):
-            return f"{e.mean:+.4f} (no interval: fewer than 2 paired fresh seeds)"
-        return (f"{e.mean:+.4f} (simultaneous {self.confidence:.0%} CI [{e.ci_low:+.4f}, "
-                f"{e.ci_high:+.4f}], {CORRECTION.capitalize()} over {self.k})")
-
-    def provenance(self) -> dict[str, Any]:
-        """JSON-ready figures for best_policy.yaml, candidate_policy.yaml, schedule.json and
-        MLflow: the best candidate's margin over the base, how its interval was corrected, the
-        verdict and what was exported."""
-        return {
-            "verdict": self.kind,
-            "exported": self.exported,
-            "candidate": self.best.key,
-            "confirmed_over_seeds": self.replicates.get(self.best.key, 0),
-            "estimation_replicates": list(self.estimation),
-            "mean_reward": _round(self.means.get(self.best.key, math.nan)),
-            "base_mean_reward": _round(self.means.get(self.base.key, math.nan)),
-            **_estimate_fields("margin_reward", self.reward_margin),
-            **_estimate_fields("margin_audit", self.audit_margin),
-            "correction": CORRECTION, "correction_k": self.k,
-            "confidence": self.confidence, "interval_level": _round(self.level),
-        }
-
-
-def verdict(cands: list[Candidate], measured: dict[str, Measurement],
-            confidence: float = CONFIDENCE) -> Verdict | None:
-    """The non-base candidate with the best fresh mean (ties: the better search rank), and its
-    margin over the base paired by fresh replicate, with a Bonferroni-adjusted Student-t
-    interval (each of the k margins at 1 - (1 - confidence) / k). None when nothing was
-    measured or there is no candidate besides the base."""
-    base, others = cands[0], cands[1:]
-    means = {c.key: measured[c.key].mean() for c in cands}
-    if not others or not any(math.isfinite(v) for v in means.values()):
-        return None
-    best = max(others, key=lambda c: means[c.key] if math.isfinite(means[c.key]) else -math.inf)
-    level = bonferroni(confidence, len(others))
-    pairs = _pairs(measured[best.key], measured[base.key])
-    counts = {c.key: sum(math.isfinite(v) for v in measured[c.key].rewards.values())
-              for c in cands}
-    return Verdict(best, base, means, counts,
-                   estimate([a - b for _, a, b, _, _ in pairs], level),
-                   estimate([c - d for _, _, _, c, d in pairs], level),
-                   len(others), tuple(r for r, *_ in pairs), confidence)
-
-
-def _pairs(a: Measurement, b: Measurement) -> list[tuple[int, float, float, float, float]]:
-    common = sorted(set(a.rewards) & set(b.rewards))
-    return [(r, a.rewards[r], b.rewards[r], a.audits.get(r, math.nan), b.audits.get(r, math.nan))
-            for r in common if math.isfinite(a.rewards[r]) and math.isfinite(b.rewards[r])]
-
-
 def _round(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
-def _estimate_fields(prefix: str, e: Estimate) -> dict[str, Any]:
-    """`<prefix>_ci95` is the simultaneous 95% interval (each of the k at `interval_level`)."""
-    return {prefix: _round(e.mean), f"{prefix}_ci95": [_round(e.ci_low), _round(e.ci_high)],
-            f"{prefix}_seeds": e.n}
-
-
 @dataclass(frozen=True)
 class Confirmation:
-    """What the confirmation stage measured and decided."""
+    """What the confirmation stage measured and decided; `status` DONE, or INTERRUPTED /
+    FAILED with `reason` when it was asked for and decided nothing (the base is exported)."""
 
     candidates: list[Candidate]
     measured: dict[str, Measurement]
     verdict: Verdict | None
     replay: bool = False  # the search's rewards are no child's (PBT, density matching)
+    status: str = DONE
+    reason: str = ""
+
+    @classmethod
+    def decide(cls, cands: list[Candidate], measured: dict[str, Measurement], replicates: int,
+               replay: bool = False) -> Confirmation:
+        """The verdict of finished confirmation runs, or FAILED when none finished."""
+        v = verdict(cands, measured, replicates)
+        if v is not None:
+            return cls(cands, measured, v, replay)
+        runs = sum(len(m.rewards) for m in measured.values())
+        return cls(cands, measured, None, replay, FAILED,
+                   f"none of the confirmation's {runs} trainings finished (see confirm.csv and "
+                   f"the errors in the MLflow runs tagged stage=confirm)")
+
+    @classmethod
+    def unfinished(cls, status: str, reason: str, cands: list[Candidate] | None = None,
+                   measured: dict[str, Measurement] | None = None,
+                   replay: bool = False) -> Confirmation:
+        """A confirmation asked for that did not finish: nothing is decided."""
+        return cls(cands or [], measured or {}, None, replay, status, reason)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per candidate and replicate (confirm.csv): the search trial that selected it
         (replicate 0, `used_for: selection`, or `none` for the base's reference trial; not for
         PBT or density matching, whose search reward is another kind of figure) and its fresh
-        replicates (`used_for: estimation`, the only ones in its mean and margin)."""
+        replicates (`used_for: estimation`, the only ones in its mean and margin; a failed or
+        diverged one is counted as a loss)."""
         out = []
         for c in self.candidates:
             if not self.replay and math.isfinite(c.search_reward) and c.key != BASE:
                 out.append({"candidate": c.key, "reference": c.reference, "replicate": 0,
                             "reward": c.search_reward, "audit_accuracy": c.search_audit,
-                            "source": SEARCH,
+                            "source": SEARCH, "status": "ok",
                             "used_for": "none" if c.is_base else "selection"})
-            m = self.measured[c.key]
+            m = self.measured.get(c.key, Measurement())
             for rep in sorted(m.rewards):
                 out.append({"candidate": c.key, "reference": c.reference, "replicate": rep,
                             "reward": m.rewards[rep], "audit_accuracy": m.audits.get(rep),
-                            "source": m.sources.get(rep, CONFIRM), "used_for": "estimation"})
+                            "source": m.sources.get(rep, CONFIRM),
+                            "status": m.statuses.get(rep, "ok"), "used_for": "estimation"})
         return out
 
 

@@ -2,9 +2,10 @@
 
 With a confirmation, the exported policy (best_policy.*, schedule.json for PBT) is the base unless
 the best candidate's confirmed margin over it has a corrected interval above 0
-(`search.stages.confirm`); a candidate that did not prove itself is still written beside it
+(`search.stages.verdict`); a candidate that did not prove itself is still written beside it
 (candidate_policy.*, candidate_schedule.json) with its margin, and the provenance and summary say
-which was exported and why.
+which was exported and why. A confirmation that was asked for and did not finish exports the
+base and says why; nothing unconfirmed is exported when a confirmation was asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from search.rewards import reward_kind
-from search.stages.confirm import Confirmation, Verdict, search_margin
+from search.stages.confirm import Confirmation, Verdict, candidates, search_margin
 from search.trials.config import decode, policy_config
 from search.trials.references import BASE, policy_of, reference_of
 from search.trials.schedule import schedule_to_json
@@ -46,11 +47,15 @@ class SearchResult:
     confirmation: Confirmation | None = None
     interrupted: bool = False  # a later stage (the confirmation) was interrupted
     exported_text: str = ""  # what was exported in words, when it is no trial (a proposal)
+    headroom: Any = None  # search.stages.headroom.Headroom, measured before the search
+    stopped: str = ""  # why the search was not run after the headroom check
 
     @property
     def complete(self) -> bool:
         """False when the search was interrupted before every trial (and its confirmation)
-        finished."""
+        finished; a search stopped after its headroom check on purpose is complete."""
+        if self.stopped:
+            return not self.interrupted
         finished = [r for r in self.leaderboard if r["status"] != "interrupted"]
         return len(finished) >= self.trials and not self.interrupted
 
@@ -58,7 +63,12 @@ class SearchResult:
         count = {s: sum(1 for r in self.leaderboard if r["status"] == s)
                  for s in ("ok", "interrupted")}
         failed = len(self.leaderboard) - count["ok"] - count["interrupted"]
-        lines = [f"{len(self.leaderboard)} of {self.trials} trials ({count['ok']} ok, {failed} "
+        head = [f"headroom (before the search): {self.headroom.text()}"] if self.headroom else []
+        if self.stopped:
+            return "\n".join([*head, f"stopped: {self.stopped}; outputs in {self.output_dir}",
+                              *(f"  {n}: {p}" for n, p in self.files.items())])
+        lines = [*head,
+                 f"{len(self.leaderboard)} of {self.trials} trials ({count['ok']} ok, {failed} "
                  f"failed, {count['interrupted']} interrupted); outputs in {self.output_dir}"]
         if not self.complete:
             lines.append(f"interrupted: resume with the same command plus --resume --output "
@@ -75,6 +85,9 @@ class SearchResult:
         """What the user should take away: the winner, and its margin over the base."""
         verdict = self.confirmation.verdict if self.confirmation is not None else None
         prov = self.best_policy.provenance if self.best_policy is not None else {}
+        if self.confirmation is not None and verdict is None:
+            return [f"exported: the base (crop/flip only), unconfirmed: "
+                    f"{self.confirmation.reason}", "policy:"]
         if verdict is None:
             what = (self.exported_text or
                     f"best reward {self.best_reward:.4f} (trial {self.best_trial})")
@@ -89,23 +102,49 @@ class SearchResult:
 
 
 def confirmed_lines(verdict: Verdict, files: dict[str, Path]) -> list[str]:
-    """What was exported and why, the best candidate's fresh figures, and where it is."""
-    best = verdict.best
-    seeds = verdict.replicates.get(best.key, 0)
-    what = ("the best candidate, " + _who(best) if verdict.significant else
+    """What was exported and why, the best candidate's fresh figures on both image sets, the
+    failures counted against it, the smallest margin the confirmation could find, and where the
+    unproven candidate is."""
+    best, base = verdict.best, verdict.base
+    what = ("the best candidate, " + _who(best) if verdict.beats_base else
             "the base (crop/flip only)")
-    audit = verdict.audit_margin
+    (reward, audit), (base_reward, base_audit) = verdict.means[best.key], verdict.means[base.key]
     lines = [f"exported: {what}", f"  {verdict.text()}",
-             f"  best candidate: {_who(best)}, mean reward "
-             f"{verdict.means[best.key]:.4f} over {seeds} fresh seeds (base "
-             f"{verdict.means[verdict.base.key]:.4f}; the search's rewards only chose the "
-             f"{verdict.k} candidates)",
-             f"  its audit accuracy margin over the base: {audit.mean:+.4f}"
-             + (f" (simultaneous {verdict.confidence:.0%} CI [{audit.ci_low:+.4f}, "
-                f"{audit.ci_high:+.4f}])" if math.isfinite(audit.ci_low) else "")]
-    if not verdict.significant and f"{CANDIDATE}.yaml" in files:
+             f"  best candidate: {_who(best)}, mean audit accuracy {audit:.4f} and reward "
+             f"{reward:.4f} over {verdict.replicates} fresh seeds (base {base_audit:.4f} and "
+             f"{base_reward:.4f}; the search's rewards only chose the {verdict.k} candidates)",
+             f"  decided on {_images(verdict.basis)}; {_other(verdict.basis)}: margin "
+             f"{_estimate(verdict.other, verdict.confidence)}"]
+    for key, reps in verdict.losses.items():
+        if reps:
+            lines.append(f"  {key} did not finish fresh replicate(s) "
+                         f"{', '.join(map(str, reps))}: "
+                         + ("no pair there" if key == base.key else "counted as losses "
+                            "(accuracy 0)"))
+    if math.isfinite(verdict.detectable):
+        lines.append(f"  this confirmation could find a margin of {verdict.detectable:.4f} or "
+                     f"more with 80% power (paired SD {verdict.paired_sd:.4f} over "
+                     f"{len(verdict.pairs)} fresh seeds, Bonferroni over {verdict.k}); a "
+                     f"smaller true margin is likely missed")
+    if not verdict.beats_base and f"{CANDIDATE}.yaml" in files:
         lines.append(f"  written beside the base, not exported: {files[f'{CANDIDATE}.yaml']}")
     return lines
+
+
+def _images(basis: str) -> str:
+    return ("the audit images, which no selection read" if basis == "audit" else
+            "the reward (no audit accuracy was measured)")
+
+
+def _other(basis: str) -> str:
+    return ("on the validation pool, whose images selected it" if basis == "audit" else
+            "on the audit images")
+
+
+def _estimate(e: Any, confidence: float) -> str:
+    if not math.isfinite(e.ci_low):
+        return f"{e.mean:+.4f}"
+    return f"{e.mean:+.4f} (simultaneous {confidence:.0%} CI [{e.ci_low:+.4f}, {e.ci_high:+.4f}])"
 
 
 def _who(c: Any) -> str:
@@ -153,35 +192,42 @@ def leaderboard_rows(space: Space, outcomes: list[Any]) -> list[dict[str, Any]]:
 
 def write_outputs(space: Space, searcher: str, rows: list[dict[str, Any]], output: Path,
                   trials: int, confirmation: Confirmation | None = None,
-                  proposal: Any = None) -> SearchResult:
+                  proposal: Any = None, headroom: Any = None, stopped: str = "") -> SearchResult:
     """Write leaderboard.csv, best_policy.json/.yaml (and schedule.json for pbt), and with a
     confirmation stage confirm.csv.
 
     Confirmed, the exported policy is the best candidate only when its margin over the base has
-    a corrected interval above 0 (`Verdict.significant`), else the base; the best candidate is
+    a corrected interval above 0 (`Verdict.beats_base`), else the base; the best candidate is
     then still written as candidate_policy.json/.yaml (candidate_schedule.json for pbt) with
-    its margin. Unconfirmed, it is the reward kind's chosen `proposal` (`search.rewards.Proposal`,
-    a policy that is no trial's: density matching's merged policy) or the best reward."""
+    its margin. A confirmation asked for that decided nothing (interrupted, failed) exports the
+    base. Unconfirmed (`--confirm 0`), it is the reward kind's chosen `proposal`
+    (`search.rewards.Proposal`, a policy that is no trial's: density matching's merged policy)
+    or the best reward."""
     output.mkdir(parents=True, exist_ok=True)
-    files = {"leaderboard": _write_leaderboard(rows, output / "leaderboard.csv")}
+    files = {} if stopped else {"leaderboard": _write_leaderboard(rows,
+                                                                  output / "leaderboard.csv")}
+    if headroom is not None:
+        files["headroom.json"] = _write_json(headroom.provenance(), output / "headroom.json")
     if confirmation is not None:
         files["confirm.csv"] = _write_csv(confirmation.rows(), output / "confirm.csv")
     proposed = _proposal_row(proposal)
     best = _chosen(rows, confirmation, proposed)
     if best is None:
         return SearchResult(None, float("nan"), "", rows, output, files, trials=trials,
-                            confirmation=confirmation)
+                            confirmation=confirmation, headroom=headroom, stopped=stopped)
     verdict = confirmation.verdict if confirmation is not None else None
     pbt = any(r.get("schedule") for r in rows)  # every pbt trial records its schedule
-    policy, schedule = _export(space, best, _provenance(space, searcher, best, rows, verdict),
-                               output, files, (BEST, SCHEDULE), pbt)
-    if verdict is not None and not verdict.significant:
+    room = {"headroom": headroom.provenance()} if headroom is not None else {}
+    policy, schedule = _export(
+        space, best, {**_provenance(space, searcher, best, rows, confirmation), **room},
+        output, files, (BEST, SCHEDULE), pbt)
+    if verdict is not None and not verdict.beats_base:
         row = _row(rows, verdict.best)
-        _export(space, row, _provenance(space, searcher, row, rows, verdict), output, files,
-                (CANDIDATE, CANDIDATE_SCHEDULE), pbt)
+        _export(space, row, {**_provenance(space, searcher, row, rows, confirmation), **room},
+                output, files, (CANDIDATE, CANDIDATE_SCHEDULE), pbt)
     text = proposal.text if proposed is not None and best is proposed else ""
     return SearchResult(policy, best["reward"], best["trial_id"], rows, output, files, schedule,
-                        trials, confirmation, exported_text=text)
+                        trials, confirmation, exported_text=text, headroom=headroom)
 
 
 def _export(space: Space, row: dict[str, Any], provenance: dict[str, Any], output: Path,
@@ -207,12 +253,17 @@ def _export(space: Space, row: dict[str, Any], provenance: dict[str, Any], outpu
 
 
 def _provenance(space: Space, searcher: str, row: dict[str, Any], rows: list[dict[str, Any]],
-                verdict: Verdict | None) -> dict[str, Any]:
+                confirmation: Confirmation | None) -> dict[str, Any]:
     """Where a written policy came from, and (confirmed) the verdict and why the exported
     policy is what it is; unconfirmed, its one-seed margin over the base arm."""
+    verdict = confirmation.verdict if confirmation is not None else None
     kind = reward_kind(space).provenance(space)
     out = {"space": space.name, "searcher": searcher, **kind, "trial": row["trial_id"],
            "reward": _rounded(row["reward"]), "audit_accuracy": _rounded(row["audit_accuracy"])}
+    if confirmation is not None and confirmation.verdict is None:
+        return {**out, "verdict": f"unconfirmed_{confirmation.status}", "exported": "base",
+                "why": f"{confirmation.reason}; the base is exported until a confirmation "
+                       f"finishes (--resume)"}
     if verdict is not None:
         return {**out, **verdict.provenance(), "why": verdict.text()}
     base = reference_of(row["config"]) == BASE
@@ -230,13 +281,15 @@ def _proposal_row(proposal: Any) -> dict[str, Any] | None:
 
 def _chosen(rows: list[dict[str, Any]], confirmation: Confirmation | None,
             proposal: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The row to export: the confirmed verdict's (the base unless a candidate proved itself),
-    else the proposal or the best reward's."""
+    """The row to export: the confirmed verdict's (the base unless a candidate proved itself;
+    the base when the confirmation decided nothing), unconfirmed the proposal or the best
+    reward's."""
     ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["reward"])]
-    verdict = confirmation.verdict if confirmation is not None else None
-    if verdict is None:
+    if confirmation is None:
         return proposal if proposal is not None and ok else (ok[0] if ok else None)
-    return _row(ok, verdict.winner)
+    if confirmation.verdict is None:  # asked for, decided nothing: the base
+        return _row(ok, candidates(rows, 0, confirmation.replay)[0]) if ok else None
+    return _row(ok, confirmation.verdict.exported)
 
 
 def _row(rows: list[dict[str, Any]], cand: Any) -> dict[str, Any]:
@@ -251,6 +304,11 @@ def _row(rows: list[dict[str, Any]], cand: Any) -> dict[str, Any]:
 
 def _rounded(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
+
+
+def _write_json(data: dict[str, Any], path: Path) -> Path:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> Path:

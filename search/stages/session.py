@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -26,7 +26,7 @@ from search.prepare.checks import Prepared
 from search.prepare.output import SPACE_FILE
 from search.prepare.resume import RunRecord
 from search.rewards import Proposal, reward_kind
-from search.stages import confirm
+from search.stages import confirm, headroom
 from search.stages.outputs import SearchResult, leaderboard_rows, write_outputs
 from search.tracking.trials import STAGE_TAG
 from search.trials.config import TrialConfig, encode
@@ -37,6 +37,20 @@ CONFIRM_FILE = "confirm_candidates.json"  # what the confirmation retrains (read
 
 # Statuses of trials that a resumed search does not run again.
 ENDED = ("ok", "failed", "diverged")
+
+
+@dataclass(frozen=True)
+class Stages:
+    """What the stages left: the leaderboard rows, the reward kind's proposal, the
+    confirmation, whether a stage was interrupted, the headroom and why the search stopped
+    after it ('' when it did not)."""
+
+    rows: list[dict[str, Any]]
+    proposal: Proposal | None
+    confirmation: Any
+    interrupted: bool
+    headroom: Any = None
+    stopped: str = ""
 
 
 class SearchSession:
@@ -61,31 +75,67 @@ class SearchSession:
                 tune.check_resources(tune.Resources(s.cpus_per_trial, s.gpus_per_trial),
                                      cluster=connection.cluster)
                 tracker = self._set_up()
-                rows, proposal, confirmation, interrupted = self._stages(tracker)
+                done = self._stages(tracker)
             finally:
                 if connection.started:
                     tune.shutdown()
-            result = write_outputs(self.space, self.strategy.name, rows, self.output, s.trials,
-                                   confirmation, proposal)
-            result.files.update(self.kind.export(self.space, proposal, self.output))
-            result.interrupted = interrupted
+            result = write_outputs(self.space, self.strategy.name, done.rows, self.output,
+                                   s.trials, done.confirmation, done.proposal, done.headroom,
+                                   done.stopped)
+            result.files.update(self.kind.export(self.space, done.proposal, self.output))
+            result.interrupted = done.interrupted
         except BaseException as err:
             if tracker is not None:
                 tracker.abort(err)
             raise
         tracker.finish(result)
+        if result.complete:  # a later --resume says so and starts nothing
+            RunRecord.mark_finished(self.output)
         return result
 
-    def _stages(self, tracker: Any) -> tuple[list[dict[str, Any]], Proposal | None, Any, bool]:
-        """The reward kind's own stage, the search and the confirmation: the leaderboard rows,
-        the kind's proposal, the confirmation and whether a stage was interrupted."""
+    def _stages(self, tracker: Any) -> Stages:
+        """The headroom check, the reward kind's own stage, the search and the confirmation."""
         plan = self._plan(self.prepared.splits)
+        room, interrupted = self._headroom(plan, tracker)
+        stopped = self._stop(room)
+        if interrupted or stopped:
+            return Stages([], None, None, interrupted, room, stopped)
         searching = self.kind.prepare(plan, tracker, self.output, self.opts.resume)
         outcomes = [] if searching is None else self._search(searching, tracker)
         rows = leaderboard_rows(self.space, outcomes)
         proposal = self.kind.propose(self.space, outcomes)
         confirmation, interrupted = self._confirm(plan, rows, tracker, proposal)
-        return rows, proposal, confirmation, interrupted or searching is None
+        return Stages(rows, proposal, confirmation, interrupted or searching is None, room)
+
+    def _headroom(self, plan: Any, tracker: Any) -> tuple[Any, bool]:
+        """The reference arms under fresh seeds before the search (a Tune experiment
+        `headroom`, nested MLflow runs tagged stage=headroom): the headroom (None when off) and
+        whether the stage was interrupted."""
+        seeds = self.space.search.headroom_seeds
+        cands = headroom.arms(self.space)
+        if seeds == 0 or len(cands) < 2:
+            return None, False
+        configs = headroom.headroom_configs(cands, seeds)
+        print(f"[augsearch] headroom: the base and {len(cands) - 1} reference arms under "
+              f"{seeds} fresh seeds before the search: {len(configs)} trainings", flush=True)
+        outcomes, complete = self._run_stage(plan, configs, tracker, headroom.HEADROOM)
+        if not complete:
+            return None, True
+        measured = confirm.measurements(cands)
+        confirm.record(measured, outcomes)
+        room = headroom.decide(cands, measured, seeds)
+        print(f"[augsearch] {room.text() if room else 'headroom: no arm finished a run'}",
+              flush=True)
+        return room, False
+
+    def _stop(self, room: Any) -> str:
+        """Why the search stops after the headroom check ('' when it goes on)."""
+        if self.opts.headroom_only:
+            return "--headroom-only: the search was not run"
+        if self.opts.stop_without_headroom and (room is None or room.state != headroom.SHOWN):
+            return "--stop-without-headroom: the headroom check showed none, so the search was " \
+                   "not run"
+        return ""
 
     def _search(self, plan: Any, tracker: Any) -> list[Any]:
         from search import tune
@@ -104,27 +154,34 @@ class SearchSession:
                  proposal: Proposal | None) -> tuple[Any, bool]:
         """Train the top policies and the base under fresh seeds (a second Tune experiment,
         nested MLflow runs tagged stage=confirm); the search's rewards chose the candidates and
-        are no replicate. Returns the confirmation (None when off, the search is unfinished or
-        the stage was interrupted) and whether it was interrupted."""
+        are no replicate. Returns the confirmation (None when off; INTERRUPTED or FAILED, with
+        its reason, when it was asked for and decided nothing) and whether it was
+        interrupted."""
         s = self.space.search
-        unfinished = any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials
-        if s.confirm == 0 or unfinished:
+        if s.confirm == 0:
             return None, False
         # The search's reward is no child's (PBT's changed policy mid-training, replayed from
         # its schedule; a reward kind that trains no child per trial): confirm.csv leaves it out.
         replay = self.strategy.population_based or not self.kind.child_per_trial
+        if any(r["status"] == "interrupted" for r in rows) or len(rows) < s.trials:
+            return confirm.Confirmation.unfinished(
+                confirm.INTERRUPTED, "the search was interrupted before the confirmation ran",
+                replay=replay), False
         cands = self._candidates(rows, proposal, replay)
         if cands is None:  # no searched policy finished: nothing to confirm
-            return None, False
+            return confirm.Confirmation.unfinished(
+                confirm.FAILED, "no searched policy finished, so there was nothing to confirm",
+                replay=replay), False
         measured = confirm.measurements(cands)
         configs = confirm.confirm_configs(cands, s.confirm_seeds)
-        if configs:
-            outcomes = self._retrain(plan, configs, tracker, len(cands) - 1)
-            if outcomes is None:
-                return None, True
-            confirm.record(measured, outcomes)
-        return confirm.Confirmation(cands, measured, confirm.verdict(cands, measured),
-                                    replay), False
+        outcomes, complete = self._retrain(plan, configs, tracker, len(cands) - 1)
+        confirm.record(measured, [o for o in outcomes if o.status != "interrupted"])
+        if not complete:
+            done = sum(o.status != "interrupted" for o in outcomes)
+            return confirm.Confirmation.unfinished(
+                confirm.INTERRUPTED, f"the confirmation was interrupted after {done} of its "
+                f"{len(configs)} trainings", cands, measured, replay), True
+        return confirm.Confirmation.decide(cands, measured, s.confirm_seeds, replay), False
 
     def _candidates(self, rows: list[dict[str, Any]], proposal: Proposal | None,
                     replay: bool) -> list[Any] | None:
@@ -142,26 +199,30 @@ class SearchSession:
         return cands
 
     def _retrain(self, plan: Any, configs: list[dict[str, Any]], tracker: Any,
-                 best: int) -> Any:
-        """The confirmation's Tune experiment: every config trained by the reward kind's
-        confirmation plan (a child, or the kind's own model per trial); None when it was
-        interrupted."""
-        from search import tune
-
+                 best: int) -> tuple[list[Any], bool]:
+        """The confirmation's Tune experiment: its outcomes and whether every run ended."""
         print(f"[augsearch] confirming the {best} best policies and the base with "
               f"{self.space.search.confirm_seeds} fresh seeds: {len(configs)} trainings",
               flush=True)
-        stage = replace(self.kind.confirmation(plan), configs=configs, name=CONFIRM_EXPERIMENT,
+        return self._run_stage(plan, configs, tracker, CONFIRM_EXPERIMENT)
+
+    def _run_stage(self, plan: Any, configs: list[dict[str, Any]], tracker: Any,
+                   name: str) -> tuple[list[Any], bool]:
+        """Fixed runs as one more Tune experiment `name` on the same Ray, each trained by the
+        reward kind's confirmation plan (a child, or the kind's own model per trial), with
+        nested MLflow runs tagged stage=`name`: the outcomes and whether every run ended."""
+        from search import tune
+
+        stage = replace(self.kind.confirmation(plan), configs=configs, name=name,
                         trials=len(configs), references=False, early_stop=False, extra_config={},
                         ctx=replace(plan.ctx, record_schedule=False))
-        resume = self.opts.resume and tune.can_resume(plan.storage, CONFIRM_EXPERIMENT)
-        listeners = [Progress(len(configs), stage="confirm"),
-                     tracker.stage({STAGE_TAG: confirm.CONFIRM}, name="confirm-{}",
-                                   resume=resume)]
+        resume = self.opts.resume and tune.can_resume(plan.storage, name)
+        listeners = [Progress(len(configs), stage=name),
+                     tracker.stage({STAGE_TAG: name}, name=f"{name}-{{}}", resume=resume)]
         outcomes = tune.run_search(stage, listeners, resume=resume)
-        if len(outcomes) < len(configs) or any(o.status == "interrupted" for o in outcomes):
-            return None
-        return outcomes
+        complete = len(outcomes) >= len(configs) and all(o.status != "interrupted"
+                                                         for o in outcomes)
+        return outcomes, complete
 
     # ------------------------------------------------------------ set-up
 

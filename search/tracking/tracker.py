@@ -40,11 +40,28 @@ PARENT_FILE = "mlflow_parent.json"
 PREVIEW_IMAGES = 8
 
 
-# The best candidate's margin over the base on fresh replicates (search.stages.confirm), logged
+# The best candidate's margin over the base on fresh replicates (search.stages.verdict), logged
 # on the parent run with its simultaneous interval's correction (k candidates, each interval's
-# level).
+# level), its paired SD and the smallest margin the confirmation could find (80% power).
 MARGIN_METRICS = ("margin_reward", "margin_audit", "mean_reward", "base_mean_reward",
-                  "confirmed_over_seeds", "correction_k", "interval_level")
+                  "mean_audit", "base_mean_audit", "confirmed_over_seeds", "correction_k",
+                  "interval_level", "paired_sd", "detectable_margin")
+
+
+def _headroom_metrics(result: Any, tags: dict[str, str]) -> dict[str, float]:
+    """The headroom check's figures on the parent run (metrics; its state and arm as tags)."""
+    room = getattr(result, "headroom", None)
+    if room is None:
+        return {}
+    prov = room.provenance()
+    tags.update({"headroom": prov["state"], "headroom_arm": prov["arm"]})
+    if getattr(result, "stopped", ""):
+        tags["stopped"] = result.stopped
+    low, high = prov["margin_ci95"]
+    values = {"headroom_margin": prov["margin"], "headroom_ci95_low": low,
+              "headroom_ci95_high": high, "headroom_seeds": prov["seeds"],
+              "headroom_detectable": prov["detectable"]}
+    return {k: float(v) for k, v in values.items() if finite(v)}
 
 
 class Tracker(SearchListener):
@@ -241,8 +258,12 @@ class Tracker(SearchListener):
                 "status": "finished" if complete else "interrupted",
                 "verdict": str(provenance.get("verdict", "unconfirmed")),
                 "exported": str(provenance.get("exported", "-"))}
+        if provenance.get("why"):
+            tags["why"] = str(provenance["why"])
+        metrics.update(_headroom_metrics(result, tags))
         if provenance.get("correction"):  # confirmed: the best candidate, exported or not
             tags["candidate"] = str(provenance.get("candidate", "-"))
+            tags["decided_on"] = str(provenance.get("decided_on", "-"))
             tags["margin_ci"] = (f"simultaneous {provenance.get('confidence', 0.95):.0%}, "
                                  f"{provenance['correction']} over {provenance['correction_k']} "
                                  f"candidates")

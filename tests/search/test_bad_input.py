@@ -440,7 +440,7 @@ EVALUATE_CASES = [
         "--policy", f"cropflip={policy_file(t)}"]),
         "policy labels must be distinct, non-empty and not a baseline name"),
     Case("unknown baseline", E, _eval("--baselines", "cropflip,randaugmnt"),
-         "unknown baseline 'randaugmnt'; choose from: none, cropflip, randaugment"),
+         "unknown baseline 'randaugmnt'; choose from: none, cropflip, cutout, randaugment"),
     Case("nothing to evaluate", E, _eval("--baselines", ""),
          "nothing to evaluate; pass --policy FILE and/or --baselines"),
     Case("unknown space", E, _eval("--space", "cifar11"), "unknown space 'cifar11'"),
@@ -637,8 +637,9 @@ def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, cap
            "models on the 800 audit images" in out
     assert "confirm   the base, the merged policy and the next best policies (3 besides the " \
            "base) trained with real children under 8 fresh seeds each (32 trainings)" in out
-    assert "exported only if its margin over the base has a simultaneous 95% interval " \
-           "(Bonferroni over 3) above 0, else the base" in out
+    assert "exported only if its margin over the base on the audit images has a simultaneous " \
+           "95% interval (Bonferroni over 3; seeds and images counted) above 0, else the " \
+           "base" in out
     assert search_main(["--dry-run", "--output", str(tmp_path / "out")]) == 0
     plain = capsys.readouterr().out
     assert "reward    child_training: mean val_accuracy" in plain and "folds " not in plain

@@ -1,5 +1,6 @@
-"""The confirmation stage's logic: candidates, fresh runs to train, the best by fresh mean, its
-paired margin with a Bonferroni-corrected interval, and the base unless that interval is above 0."""
+"""The confirmation stage's logic: candidates, fresh runs to train, what is recorded (failed runs
+included), confirm.csv's rows, and what a confirmation that decided nothing says (the verdict's
+rules are tests/search/test_verdict.py's)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from scipy import stats
 
 from search.stages.confirm import (
+    FAILED,
     Confirmation,
     Measurement,
     candidates,
@@ -96,95 +97,6 @@ def _measure(values: dict[str, list[tuple[float, float]]]) -> dict[str, Measurem
     return out
 
 
-def _t_interval(diffs: list[float], k: int) -> tuple[float, float]:
-    """The paired Student-t interval at the Bonferroni level for k margins (95% together)."""
-    n = len(diffs)
-    half = stats.t.ppf(1 - 0.025 / k, n - 1) * stats.tstd(diffs) / math.sqrt(n)
-    mean = sum(diffs) / n
-    return mean - half, mean + half
-
-
-def test_the_best_is_the_best_fresh_mean_not_the_best_search_reward():
-    cands = candidates(ROWS, top=2, replay=False)  # t1 won the search with 0.95
-    measured = _measure({"b": [(0.92, 0.91), (0.93, 0.92), (0.92, 0.91), (0.91, 0.90)],
-                         "t1": [(0.92, 0.90), (0.91, 0.90), (0.93, 0.90), (0.90, 0.90)],
-                         "t2": [(0.95, 0.93), (0.955, 0.94), (0.945, 0.94), (0.94, 0.93)]})
-    v = verdict(cands, measured)
-    assert v.best.key == "t2" and v.k == 2
-    diffs = [0.03, 0.025, 0.025, 0.03]
-    assert v.reward_margin.mean == pytest.approx(sum(diffs) / 4)
-    assert (v.reward_margin.ci_low, v.reward_margin.ci_high) == pytest.approx(
-        _t_interval(diffs, k=2))
-    assert v.reward_margin.n == 4 and v.reward_margin.ci_low > 0
-    assert v.audit_margin.mean == pytest.approx((0.02 + 0.02 + 0.03 + 0.03) / 4)
-    assert v.significant and v.winner.key == "t2" and v.exported == "candidate"
-    assert "beats crop/flip" in v.text() and "Bonferroni over 2" in v.text()
-    prov = v.provenance()
-    assert prov["verdict"] == "beats_base" and prov["exported"] == "candidate"
-    assert prov["correction"] == "bonferroni" and prov["correction_k"] == 2
-    assert prov["interval_level"] == pytest.approx(0.975) and prov["confidence"] == 0.95
-    assert prov["estimation_replicates"] == [1, 2, 3, 4] and prov["confirmed_over_seeds"] == 4
-
-
-def test_the_search_reward_that_selected_a_candidate_never_enters_its_margin():
-    """t1's search reward (0.95, replicate 0) is far above the base's (0.92): with it, the
-    margin would be positive; on fresh replicates alone the two are equal."""
-    cands = candidates(ROWS, top=1, replay=False)
-    fresh = [(0.92, 0.9), (0.93, 0.9), (0.91, 0.9)]
-    v = verdict(cands, _measure({"b": fresh, "t1": fresh}))
-    assert v.reward_margin.mean == 0 and v.means["t1"] == pytest.approx(0.92)
-    assert not v.significant and v.winner.key == "b" and v.kind == "base"
-
-
-def test_the_interval_widens_with_the_candidates_the_best_was_picked_from():
-    """The same margins: significant when the best is the only candidate, not when it is the
-    best of three (each interval then at 1 - 0.05/3)."""
-    base = [(0.90, 0.9), (0.91, 0.9), (0.92, 0.9), (0.90, 0.9)]
-    best = [(0.915, 0.9), (0.915, 0.9), (0.94, 0.9), (0.91, 0.9)]  # +0.015 +0.005 +0.02 +0.01
-    low = [(0.80, 0.8)] * 4
-    one = verdict(candidates(ROWS, top=1, replay=False), _measure({"b": base, "t1": best}))
-    three = verdict(candidates(ROWS, top=3, replay=False),
-                    _measure({"b": base, "t1": best, "t2": low, "ta": low}))
-    diffs = [0.015, 0.005, 0.02, 0.01]
-    assert one.k == 1 and three.k == 3 and one.best.key == three.best.key == "t1"
-    assert one.reward_margin.mean == pytest.approx(three.reward_margin.mean)
-    assert one.reward_margin.ci_low == pytest.approx(_t_interval(diffs, 1)[0])
-    assert three.reward_margin.ci_low == pytest.approx(_t_interval(diffs, 3)[0])
-    assert _t_interval(diffs, 1)[0] > 0 > _t_interval(diffs, 3)[0]
-    assert one.significant and one.winner.key == "t1"
-    assert not three.significant and three.winner.key == "b" and three.kind == "within_noise"
-
-
-def test_noise_sized_margins_are_reported_as_such_and_keep_the_base():
-    cands = candidates(ROWS, top=1, replay=False)
-    measured = _measure({"b": [(0.92, 0.9), (0.93, 0.9), (0.90, 0.9)],
-                         "t1": [(0.95, 0.9), (0.91, 0.9), (0.90, 0.9)]})
-    v = verdict(cands, measured)
-    assert v.best.key == "t1" and not v.significant and v.winner.key == "b"
-    assert v.reward_margin.ci_low < 0 < v.reward_margin.ci_high
-    assert "not distinguishable from the base" in v.text() and "keep the base" in v.text()
-    assert v.provenance()["verdict"] == "within_noise"
-    assert v.provenance()["exported"] == "base" and v.provenance()["candidate"] == "t1"
-
-
-def test_one_fresh_replicate_gives_no_interval_and_keeps_the_base():
-    cands = candidates(ROWS, top=1, replay=False)
-    v = verdict(cands, _measure({"b": [(0.90, 0.9)], "t1": [(0.99, 0.9)]}))
-    assert v.reward_margin.mean == pytest.approx(0.09) and math.isnan(v.reward_margin.ci_low)
-    assert not v.significant and v.winner.key == "b" and v.kind == "within_noise"
-    assert "no interval" in v.text()
-
-
-def test_when_the_base_has_the_best_mean_the_verdict_is_keep_the_base():
-    cands = candidates(ROWS, top=2, replay=False)
-    measured = _measure({"b": [(0.95, 0.9), (0.95, 0.9)], "t1": [(0.95, 0.9), (0.94, 0.9)],
-                         "t2": [(0.90, 0.9), (0.91, 0.9)]})
-    v = verdict(cands, measured)
-    assert v.base_wins and v.text().startswith("no policy beat crop/flip; keep the base")
-    assert v.best.key == "t1" and v.winner.key == "b"
-    assert v.provenance()["verdict"] == "base" and v.provenance()["exported"] == "base"
-
-
 def test_confirm_csv_rows_say_which_replicates_estimate_and_which_selected():
     cands = candidates(ROWS, top=1, replay=False)
     measured = _measure({"b": [(0.92, 0.9), (0.93, 0.9)], "t1": [(0.91, 0.9), (0.94, 0.9)]})
@@ -209,7 +121,30 @@ def test_confirmation_results_are_recorded_by_candidate_and_replicate():
                         "error")]
     record(measured, outcomes)
     assert measured["t1"].rewards == {1: 0.9} and measured["t1"].audits[1] == 0.8
-    assert math.isnan(measured["b"].rewards[1])
+    assert math.isnan(measured["b"].rewards[1]) and measured["b"].statuses[1] == "error"
+    assert measured["b"].failed(1) == [1] and measured["t1"].finished() == {1}
+
+
+def test_a_diverged_run_stays_recorded_with_its_status_in_confirm_csv():
+    cands = candidates(ROWS, top=1, replay=False)
+    measured = measurements(cands)
+    record(measured, [Outcome(encode(TrialConfig(candidate="t1", replicate=1)),
+                              {"reward": math.nan, "status": "diverged"}, "diverged"),
+                      Outcome(encode(TrialConfig(candidate="b", replicate=1)),
+                              {"reward": 0.9, "audit_accuracy": 0.9})])
+    rows = Confirmation(cands, measured, None).rows()
+    fresh = {r["candidate"]: r["status"] for r in rows if r["replicate"] == 1}
+    assert fresh == {"t1": "diverged", "b": "ok"}
+
+
+def test_a_confirmation_whose_every_run_failed_decides_nothing_and_says_why():
+    cands = candidates(ROWS, top=2, replay=False)
+    measured = measurements(cands)
+    record(measured, [Outcome(encode(TrialConfig(candidate=c.key, replicate=r)), {}, "error")
+                      for c in cands for r in (1, 2)])
+    conf = Confirmation.decide(cands, measured, replicates=2)
+    assert conf.verdict is None and conf.status == FAILED
+    assert "none of the confirmation's 6 trainings finished" in conf.reason
 
 
 def test_without_confirmation_the_margin_is_one_seed_against_the_base_arm():

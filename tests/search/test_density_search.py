@@ -96,10 +96,10 @@ def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Pa
     assert provenance["reward_kind"] == "density_matching"
     verdict = result.confirmation.verdict
     assert verdict.best.key == "merged" and provenance["candidate"] == "merged"
-    assert provenance["trial"] == verdict.winner.key == ("merged" if verdict.significant
-                                                          else "base")
+    assert provenance["trial"] == verdict.exported.key == ("merged" if verdict.beats_base
+                                                            else "base")
     assert provenance["confirmed_over_seeds"] == 2
-    assert (out / "candidate_policy.yaml").exists() == (not verdict.significant)
+    assert (out / "candidate_policy.yaml").exists() == (not verdict.beats_base)
     # MLflow: K fold runs (trained epochs), the trials (one scoring each), the confirmation
     stages = runs_by_stage(out)
     assert sorted(len(stages[k]) for k in ("fold", "search", "confirm")) == [FOLDS, 4, 6]
@@ -124,15 +124,16 @@ def guarded(config, ctx, splits, folds) -> None:
     """The Tune trainable running density matching's trial, in a worker where any child
     training raises."""
     import children.train
+    import children.trainer
     from search.rewards.density_matching import score_trial
     from search.tune import trainable
 
-    saved = children.train.train_child, children.train._Run.train_epoch
-    children.train.train_child = children.train._Run.train_epoch = _refuse
+    saved = children.train.train_child, children.trainer.Trainer.train_epoch
+    children.train.train_child = children.trainer.Trainer.train_epoch = _refuse
     try:
         trainable(config, ctx, splits, trial=score_trial, folds=folds)
     finally:  # the worker is reused by other tests' trials
-        children.train.train_child, children.train._Run.train_epoch = saved
+        children.train.train_child, children.trainer.Trainer.train_epoch = saved
 
 
 def test_trials_never_train_and_score_with_the_fold_models_they_were_given(

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from search.evaluate.arms import policy_arm
-from search.stages.confirm import Confirmation, Measurement, candidates, verdict
+from search.stages.confirm import (
+    FAILED,
+    INTERRUPTED,
+    Confirmation,
+    Measurement,
+    candidates,
+    verdict,
+)
 from search.stages.outputs import leaderboard_rows, write_outputs
 from search.trials.compile import decode, sample_configs
 from search.trials.config import TrialConfig, encode
@@ -74,12 +81,12 @@ BASE_BEST = {"t0": [-0.01, -0.02, 0.0, -0.01], "t1": [-0.03, -0.02, -0.02, -0.02
 
 
 @pytest.mark.parametrize(("margins", "kind"), [(WITHIN_NOISE, "within_noise"),
-                                               (BASE_BEST, "base")])
+                                               (BASE_BEST, "kept_base")])
 def test_an_unproven_best_candidate_keeps_the_base_and_is_written_beside_it(
         space: Space, tmp_path: Path, margins: dict[str, list[float]], kind: str) -> None:
     rows, configs = leaderboard(space)
     conf = confirmed(rows, margins)
-    assert conf.verdict.kind == kind and conf.verdict.best.key == "t0"
+    assert conf.verdict.decision.value == kind and conf.verdict.best.key == "t0"
     result = write_outputs(space, "tpe", rows, tmp_path, 5, conf)
     best = written(tmp_path, "best_policy")
     assert best.sub_policies == identity_policy().sub_policies  # the base: crop/flip only
@@ -103,7 +110,7 @@ def test_a_candidate_whose_corrected_interval_excludes_zero_is_exported(space: S
                                                                          tmp_path: Path) -> None:
     rows, configs = leaderboard(space)
     conf = confirmed(rows, SIGNIFICANT)
-    assert conf.verdict.best.key == "t1" and conf.verdict.significant
+    assert conf.verdict.best.key == "t1" and conf.verdict.beats_base
     result = write_outputs(space, "tpe", rows, tmp_path, 5, conf)
     best = written(tmp_path, "best_policy")
     assert best.sub_policies == decode(space, configs[1]).sub_policies
@@ -119,7 +126,7 @@ def test_pbt_keeps_the_base_as_a_one_entry_schedule_and_writes_the_candidates(
         space: Space, tmp_path: Path) -> None:
     rows, configs = leaderboard(space, schedules=True)
     conf = confirmed(rows, {"t0": WITHIN_NOISE["t0"], "t1": WITHIN_NOISE["t1"]}, replay=True)
-    assert conf.verdict.base.key == BASE and not conf.verdict.significant
+    assert conf.verdict.base.key == BASE and not conf.verdict.beats_base
     write_outputs(space, "pbt", rows, tmp_path, 5, conf)
     base = policy_arm("base", tmp_path / "schedule.json", space, EPOCHS)  # as evaluate reads it
     assert base.kind == "schedule"
@@ -143,3 +150,36 @@ def test_unconfirmed_searches_export_the_best_reward(space: Space, tmp_path: Pat
     assert best.provenance["margin_reward"] == pytest.approx(0.2)
     assert "not confirmed (--confirm 0)" in result.summary()
     assert not list(tmp_path.glob("candidate_*"))
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    (INTERRUPTED, "the confirmation was interrupted after 3 of its 12 trainings"),
+    (FAILED, "none of the confirmation's 12 trainings finished")])
+def test_a_confirmation_that_decided_nothing_exports_the_base_and_says_why(
+        space: Space, tmp_path: Path, status: str, reason: str) -> None:
+    """Asked for and unfinished (Ctrl-C, every run failing): the search's top trial t0 is not
+    exported unconfirmed (it was before), and the summary does not blame --confirm 0."""
+    rows, _ = leaderboard(space)
+    result = write_outputs(space, "tpe", rows, tmp_path, 5,
+                           Confirmation.unfinished(status, reason))
+    best = written(tmp_path, "best_policy")
+    assert best.sub_policies == identity_policy().sub_policies
+    assert best.provenance["trial"] == "b" and result.best_trial == "b"
+    assert best.provenance["exported"] == "base"
+    assert best.provenance["verdict"] == f"unconfirmed_{status}"
+    assert reason in best.provenance["why"] and "--resume" in best.provenance["why"]
+    summary = result.summary()
+    assert f"exported: the base (crop/flip only), unconfirmed: {reason}" in summary
+    assert "--confirm 0" not in summary
+
+
+def test_an_unfinished_confirmation_of_pbt_exports_the_base_as_a_schedule(
+        space: Space, tmp_path: Path) -> None:
+    rows, _ = leaderboard(space, schedules=True)
+    write_outputs(space, "pbt", rows, tmp_path, 5,
+                  Confirmation.unfinished(INTERRUPTED, "interrupted", replay=True))
+    base = policy_arm("base", tmp_path / "schedule.json", space, EPOCHS)
+    assert all(base.schedule(e).sub_policies == identity_policy().sub_policies
+               for e in range(EPOCHS))
+    assert json.loads((tmp_path / "schedule.json").read_text())["provenance"]["exported"] == \
+        "base"

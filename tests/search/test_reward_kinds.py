@@ -189,3 +189,43 @@ def test_the_registry_holds_the_built_ins_and_refuses_a_second_of_a_name() -> No
 
     with pytest.raises(ValueError, match="Nameless has no name"):
         register_reward_kind(Nameless())
+
+
+BROKEN = "toy_broken_confirmation"
+
+
+def broken_trial(config: dict[str, Any], ctx: Any, splits: Any, report: Any,
+                 restored: Any = None) -> None:
+    raise RuntimeError("the confirmation's child could not train")
+
+
+class BrokenConfirmation(Rotation):
+    """The toy kind whose every confirmation run fails (a full disk, a broken worker)."""
+
+    name: ClassVar[str] = BROKEN
+
+    def confirmation(self, plan: Any) -> Any:
+        return replace(plan, trial=broken_trial)
+
+
+def test_a_confirmation_whose_every_run_fails_exports_the_base_and_says_why(
+        ray_session, tmp_path: Path) -> None:
+    """Before, a confirmation that measured nothing exported the search's choice unconfirmed
+    (here the toy's proposal) and blamed --confirm 0."""
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    register_reward_kind(BrokenConfirmation())
+    try:
+        out = tmp_path / "out"
+        result = search(load_space("digits").replace(**{"reward.kind": BROKEN}), "random",
+                        smoke_test=True, trials=3, confirm=1, confirm_seeds=2, seed=0,
+                        output=out, max_failures=0)
+    finally:
+        unregister_reward_kind(BROKEN)
+    assert result.confirmation.verdict is None and result.confirmation.status == "failed"
+    exported = yaml.safe_load((out / "best_policy.yaml").read_text())
+    assert exported["sub_policies"] == [] and exported["provenance"]["exported"] == "base"
+    assert exported["provenance"]["verdict"] == "unconfirmed_failed"
+    summary = result.summary()
+    assert "unconfirmed: none of the confirmation's 4 trainings finished" in summary
+    assert "--confirm 0" not in summary
+    assert {r["status"] for r in read_csv(out / "confirm.csv")} == {"error"}

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from search.api import search
 from search.errors import SearchError
@@ -53,15 +54,22 @@ def test_searcher_end_to_end_writes_outputs(ray_session, tmp_path: Path, searche
     rewards = [float(r["reward"]) for r in rows]
     assert rewards == sorted(rewards, reverse=True)
     assert all(0.0 <= x <= 1.0 for x in rewards)
-    # Confirmed, the export is the verdict's winner (the base unless a candidate proved itself),
-    # and the result's reward is that trial's search reward, not the leaderboard's top.
-    verdict = result.confirmation.verdict
-    winner = verdict.best if verdict.significant else verdict.base
-    assert result.best_trial == winner.key
+    # Confirmed: what best_policy.yaml holds follows the verdict it records. The base (crop/flip
+    # alone, the unproven candidate beside it) unless the verdict says a candidate beats it.
+    best = yaml.safe_load((out / "best_policy.yaml").read_text())
+    prov = best["provenance"]
+    assert prov["verdict"] in ("beats_base", "kept_base", "within_noise")
+    assert prov["decided_on"] == "audit" and prov["correction_k"] == 1
+    if prov["verdict"] == "beats_base":
+        assert prov["exported"] == "candidate" and prov["trial"] == prov["candidate"]
+        assert prov["margin_audit_ci95"][0] > 0 and not (out / "candidate_policy.yaml").exists()
+    else:
+        assert prov["exported"] == "base" and not best["sub_policies"]
+        beside = yaml.safe_load((out / "candidate_policy.yaml").read_text())
+        assert beside["provenance"]["trial"] == prov["candidate"] != prov["trial"]
     row = next(r for r in rows if r["trial_id"] == result.best_trial)
+    assert result.best_trial == prov["trial"]
     assert result.best_reward == pytest.approx(float(row["reward"]))
-    exported = "candidate" if verdict.significant else "base"
-    assert f"exported: {exported}" in (out / "best_policy.yaml").read_text()
     # The exported pipeline keeps the space's image shape, whichever data the test used.
     dataset = load_space(data_args()["space"]).dataset
     shape = (dataset.image_size, dataset.image_size, dataset.channels)
@@ -177,9 +185,15 @@ def test_resume_finishes_without_repeating_finished_trials(tmp_path: Path) -> No
     before = _trial_reports(out)
     done_before = {name for name, n in before.items() if n == 3}
     assert len(done_before) >= 2
-    _interrupt(cmd + ["--resume"], env, after=1, stage="confirm ")
+    console = _interrupt(cmd + ["--resume"], env, after=1, stage="confirm ")
     confirmed_before = {name for name, n in _trial_reports(out, "confirm").items() if n == 3}
     assert confirmed_before
+    # asked for and unfinished: the base is exported, the summary says why, Tune is quiet
+    interrupted = yaml.safe_load((out / "best_policy.yaml").read_text())
+    assert interrupted["provenance"]["exported"] == "base" and not interrupted["sub_policies"]
+    assert interrupted["provenance"]["verdict"] == "unconfirmed_interrupted"
+    assert "unconfirmed: the confirmation was interrupted after" in console, console
+    assert "--confirm 0" not in console and "Could not fetch metrics" not in console, console
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -21,7 +21,8 @@ from search.prepare.checks import prepare
 from search.prepare.options import SearchOptions
 from search.rewards import reward_kind
 from search.trials.references import reference_policies
-from search.trials.simclr import simclr_policy
+from search.trials.simclr import simclr_policy, simclr_text
+from spaces.ops import get_op
 from spaces.schema import Space, load_space
 from tests.search.test_search import _trial_reports
 
@@ -73,7 +74,7 @@ def test_a_self_supervised_search_writes_every_output(ray_session, tmp_path: Pat
     assert provenance["reward_kind"] == "self_supervised" and provenance["ssl_score"] == "probe"
     verdict = result.confirmation.verdict
     assert provenance["confirmed_over_seeds"] == 2
-    assert (out / "candidate_policy.yaml").exists() == (not verdict.significant)
+    assert (out / "candidate_policy.yaml").exists() == (not verdict.beats_base)
     # the confirmation: the base and the best policy pre-trained again on fresh replicates,
     # the selecting trial kept as replicate 0 (a trial trains a model: child_per_trial)
     confirmed = read_csv(out / "confirm.csv")
@@ -140,11 +141,23 @@ def test_simclr_views_are_written_in_the_spaces_ops() -> None:
     assert list(reference_policies(cifar)) == ["base", "simclr"]
     assert len(policy.sub_policies) == 16
     first = policy.sub_policies[0].ops
-    assert [o.name for o in first] == ["Brightness", "Contrast", "Color", "Color"]
-    assert [o.probability for o in first] == [0.8, 0.8, 0.8, 0.4]
+    assert [o.name for o in first] == ["RandomResizedCrop", "Brightness", "Contrast", "Color",
+                                       "Color"]
+    assert [o.probability for o in first] == [1.0, 0.8, 0.8, 0.8, 0.4]
+    # SimCLR's crop in every sub-policy, always: scale 0.08-1
+    assert all(s.ops[0] == first[0] for s in policy.sub_policies)
+    assert get_op("RandomResizedCrop").strength(first[0].magnitude) == pytest.approx(0.08)
     strengths = sorted({round(o.magnitude * 0.9, 4) for s in policy.sub_policies
-                        for o in s.ops[:3]})
+                        for o in s.ops[1:4]})
     assert strengths == [0.05, 0.15, 0.25, 0.35]  # ColorJitter 0.4 on a grid of 4 levels
+    text = simclr_text(cifar)
+    assert "RandomResizedCrop at magnitude 1 (scale 0.08-1" in text
+    assert "not expressible: hue jitter" in text and "random resized crop" not in text
+    uncropped = cifar.replace(**{"policy.ops": [o.name for o in cifar.policy.ops
+                                                if o.name != "RandomResizedCrop"]})
+    assert [o.name for o in simclr_policy(uncropped).sub_policies[0].ops] == [
+        "Brightness", "Contrast", "Color", "Color"]
+    assert "not expressible: the random resized crop (scale 0.08-1" in simclr_text(uncropped)
     digits = ssl_space()  # grayscale: no Color, so neither saturation nor grayscale
     assert {o.name for s in simclr_policy(digits).sub_policies for o in s.ops} == {
         "Brightness", "Contrast"}

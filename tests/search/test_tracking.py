@@ -523,12 +523,12 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
     metrics = client.get_run(parent).data.metrics
     tags = client.get_run(parent).data.tags
     verdict = result.confirmation.verdict
-    assert tags["verdict"] == verdict.kind and tags["candidate"] == verdict.best.key
-    assert tags["exported"] == ("candidate" if verdict.significant else "base")
-    assert tags["best_trial"] == result.best_trial == verdict.winner.key
+    assert tags["verdict"] == verdict.decision.value and tags["candidate"] == verdict.best.key
+    assert tags["exported"] == ("candidate" if verdict.beats_base else "base")
+    assert tags["best_trial"] == result.best_trial == verdict.exported.key
     assert metrics["correction_k"] == 1
     assert ("candidate_policy.yaml" in artifact_names(client, parent)) == (
-        not verdict.significant)
+        not verdict.beats_base)
     # the search's best reward, whatever was exported
     assert metrics["best_reward"] == pytest.approx(max(r["reward"] for r in result.leaderboard))
     assert "selection_gap" in metrics and metrics["trials_ok"] == 4
