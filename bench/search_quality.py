@@ -72,6 +72,7 @@ class Setup:
     search_seeds: int
     eval_seeds: int
     trials: int | None = None  # TPE's trials (default: the space's)
+    families: tuple[str, ...] = ()  # one TPE search per policy family (default: the space's)
     density: bool = False  # also a density-matching search (unconfirmed)
     random: bool = False  # also random search with as many child trainings (unconfirmed)
     baselines: str = BASELINES
@@ -106,6 +107,7 @@ class SearchRun:
     confirmed: dict[str, Any] | None = None  # the best candidate's provenance (confirmed only)
     candidate_arm: str = ""  # the arm that is the best confirmed candidate
     exported_arm: str = ""  # the arm that is best_policy.yaml ("cropflip" when it is the base)
+    headroom: str = "—"  # the headroom check before the search (headroom.json), in words
 
 
 # ---------------------------------------------------------------- searching
@@ -134,9 +136,13 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
     rows = read_leaderboard(out / "leaderboard.csv")
     confirmed = _confirm_rows(out)
     trainings = len(rows) + sum(r["source"] == "confirm" for r in confirmed)
+    if (out / "headroom.json").exists():  # the headroom check's trainings before the search
+        room = json.loads((out / "headroom.json").read_text(encoding="utf-8"))
+        trainings += room["arms"] * room["seeds"]
     best = _provenance(out / "best_policy.yaml")
     run = SearchRun(name, seed, out, rows, str(best.get("trial", "")), trainings, minutes,
-                    str(best.get("why") or "not confirmed: the best reward is the winner"), {})
+                    str(best.get("why") or "not confirmed: the best reward is the winner"), {},
+                    headroom=headroom_words(out / "headroom.json"))
     if (out / "merged_policy.yaml").exists():
         run.policies = {f"{name}-single-{seed}": out / "best_policy.yaml",
                         f"{name}-merged-{seed}": out / "merged_policy.yaml"}
@@ -145,6 +151,18 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
     else:
         _confirmed_arms(run, best, name, seed)
     return run
+
+
+def headroom_words(path: Path) -> str:
+    """headroom.json in a few words: state, the best arm's margin and interval in points."""
+    if not path.exists():
+        return "—"
+    h = json.loads(path.read_text(encoding="utf-8"))
+    low, high = h["margin_ci95"]
+    interval = (f" [{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and high is not None
+                else "")
+    return (f"{h['state']}: {h['arm']} {100 * (h['margin'] or 0):+.1f}{interval} over "
+            f"{h['seeds']} seeds")
 
 
 def _confirmed_arms(run: SearchRun, best: dict[str, Any], name: str, seed: int) -> None:
@@ -203,11 +221,10 @@ def _confirm_rows(out: Path) -> list[dict[str, str]]:
 
 
 def spearman(rows: list[dict[str, Any]]) -> float:
-    from scipy.stats import spearmanr
+    from bench.ranks import spearman as rho
 
-    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["audit_accuracy"])]
-    value = spearmanr([r["reward"] for r in ok], [r["audit_accuracy"] for r in ok]).statistic
-    return float(value)
+    ok = [r for r in rows if r["status"] == "ok"]
+    return rho([r["reward"] for r in ok], [r["audit_accuracy"] for r in ok])
 
 
 def audit_rank(run: SearchRun) -> tuple[int, int]:
@@ -244,15 +261,16 @@ def run_evaluation(space: Space, setup: Setup, runs: list[SearchRun], root: Path
 
 
 def search_lines(runs: list[SearchRun]) -> list[str]:
-    lines = ["| search | trials + confirmation trainings | minutes | reward–audit Spearman | "
-             "selected | its audit rank | exported | the search's verdict |",
-             "|---|---:|---:|---:|---|---:|---|---|"]
+    lines = ["| search | headroom before it (points, audit) | headroom + trials + confirmation "
+             "trainings | minutes | reward–audit Spearman | selected | its audit rank | exported "
+             "| the search's verdict |", "|---|---|---:|---:|---:|---|---:|---|---|"]
     for r in runs:
         rank, n = audit_rank(r)
         rho = "— (circular)" if r.searcher == "dm" else f"{spearman(r.rows):+.2f}"
         exported = ("the base (= the cropflip arm)" if r.exported_arm == CROPFLIP else
                     r.exported_arm or ", ".join(r.policies))
-        lines.append(f"| {r.searcher} seed {r.seed} | {r.trainings} | {r.minutes:.1f} | {rho} | "
+        lines.append(f"| {r.searcher} seed {r.seed} | {r.headroom} | {r.trainings} | "
+                     f"{r.minutes:.1f} | {rho} | "
                      f"{r.winner} | {rank} of {n} | {exported} | {r.verdict} |")
     return lines
 
@@ -291,6 +309,20 @@ def budget_line(space: Space, setup: Setup) -> str:
             f"on the search's {d.train_size} training images, tested on the test set.")
 
 
+def with_family(space: Space, family: str) -> Space:
+    """The space searched in another policy family (its own family's section kept, the other
+    families' sections dropped; sub-policy settings at their defaults where they do not
+    apply)."""
+    if family == space.policy.family:
+        return space
+    changes: dict[str, Any] = {"policy.family": family, "policy.randaugment": None,
+                               "policy.trivialaugment": None}
+    if space.policy.family == "subpolicies":
+        changes.update({"policy.sub_policies": 5, "policy.ops_per_sub_policy": 2,
+                        "policy.search_probability": True, "policy.probability": [0.0, 1.0]})
+    return space.replace(**changes)
+
+
 def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False,
               workers: int = 2) -> list[str]:
     if setup.data is not None and not setup.data.exists():
@@ -302,8 +334,12 @@ def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False,
         space = space.replace(**QUICK)
     runs = []
     for seed in range(setup.search_seeds):
-        tpe = run_search(space, setup, "tpe", seed, root, reuse)
-        runs.append(tpe)
+        for family in setup.families:  # the families compared under the same evaluation
+            runs.append(run_search(with_family(space, family), setup, "tpe", seed, root, reuse,
+                                   label=f"tpe-{family}"))
+        tpe = runs[-1] if setup.families else run_search(space, setup, "tpe", seed, root, reuse)
+        if not setup.families:
+            runs.append(tpe)
         if setup.random:
             runs.append(run_search(space, setup, "random", seed, root, reuse,
                                    trials=tpe.trainings, confirm=0))
@@ -333,6 +369,9 @@ def main() -> None:
                         help="also random search with as many child trainings")
     parser.add_argument("--workers", type=int, default=2,
                         help="evaluation trainings at a time (1 thread each)")
+    parser.add_argument("--families", default="",
+                        help="comma-separated policy families, one TPE search each, evaluated "
+                             "together (default: the space's own family)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the finished searches already under --root and resume "
                              "interrupted ones (the evaluation runs again)")
@@ -342,6 +381,8 @@ def main() -> None:
         if setup.name in args.spaces.split(","):
             if args.random:
                 setup = replace(setup, random=True)
+            if args.families:
+                setup = replace(setup, families=tuple(args.families.split(",")))
             report(setup, root / setup.name, args.quick, args.reuse, args.workers)
 
 

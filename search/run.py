@@ -42,14 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "MLflow); resources per trial are then per cohort (default: the space's, "
                         "1)")
     p.add_argument("--epochs", type=int, help="child epochs per trial (default: the space's)")
+    _stage_flags(p)
+    _run_flags(p)
+    return p
+
+
+def _stage_flags(p: argparse.ArgumentParser) -> None:
+    """The stages around the search: the headroom check before it, the confirmation after."""
     p.add_argument("--confirm", type=int, metavar="K",
                    help="after the search, train the K best policies and the base under fresh "
-                        "seeds; the best fresh mean is exported only if it beats the base with "
-                        "a Bonferroni-corrected 95%% interval, else the base; 0 turns it off "
-                        "(default: the space's, 3)")
+                        "seeds; the best is exported only if it beats the base on the audit "
+                        "images with a Bonferroni-corrected 95%% interval (seeds and images "
+                        "counted), else the base; 0 turns it off (default: the space's, 3)")
     p.add_argument("--confirm-seeds", type=int, metavar="R",
                    help="fresh seeds each confirmed policy and the base are trained with "
                         "(default: the space's, 8; at least 2 for an interval)")
+    p.add_argument("--headroom-seeds", type=int, metavar="H",
+                   help="before the search, train the reference arms (the base, TrivialAugment "
+                        "and a light RandAugment in the space's ops) under H fresh seeds and "
+                        "report the headroom: whether any policy beyond the base beats it under "
+                        "this child; 0 turns it off (default: the space's, 3)")
+    p.add_argument("--headroom-only", action="store_true",
+                   help="run the headroom check and stop: is a search worth its budget here?")
+    p.add_argument("--stop-without-headroom", action="store_true",
+                   help="stop after the headroom check unless it shows headroom (an interval "
+                        "above 0)")
+
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """Data, paths, Ray, tracking and the modes of a run."""
     p.add_argument("--augmentation", choices=["auto", "albumentations", "batched"],
                    help="augment training images one at a time through albumentations, or whole "
                         "batches of tensors on the child's device (same meaning); auto: the "
@@ -76,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "sampled policies; create nothing, start nothing")
     p.add_argument("--smoke-test", action="store_true",
                    help="a tiny real search (4 trials, 2 epochs, small splits) to check the set-up")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     print(result.summary())
     if not result.complete:
         return 130
-    return 0 if result.best_policy is not None else 1
+    return 0 if result.best_policy is not None or result.stopped else 1
 
 
 if __name__ == "__main__":

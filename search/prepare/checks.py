@@ -46,7 +46,7 @@ SPACE_KEYS = {"trials": "search.trials", "concurrency": "search.concurrency",
               "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "confirm": "search.confirm",
               "confirm_seeds": "search.confirm_seeds", "augmentation": "child.augmentation",
-              "cohort": "search.cohort"}
+              "cohort": "search.cohort", "headroom_seeds": "search.headroom_seeds"}
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,7 @@ def _smoke_changes(space: Space) -> dict[str, Any]:
             "child.epochs": 2, "reward.last_epochs": 1, "search.trials": 4,
             "search.concurrency": 2, "search.confirm": 1,
             "search.confirm_seeds": 2,  # the fewest fresh seeds that give a margin an interval
+            "search.headroom_seeds": 0,  # the smoke test checks the set-up, not the proxy
             **({"dataset.labelled_size": min(d.labelled_size, 100)}
                if d.labelled_size is not None else {})}
 

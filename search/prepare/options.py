@@ -47,6 +47,9 @@ class SearchOptions:
     smoke_test: bool = False
     confirm: int | None = None  # top-k policies retrained after the search (0: off)
     confirm_seeds: int | None = None  # more seeds each confirmed policy is retrained with
+    headroom_seeds: int | None = None  # fresh seeds of the headroom check (0: off)
+    headroom_only: bool = False  # stop after the headroom check
+    stop_without_headroom: bool = False  # stop after it unless it shows headroom
     max_failures: int = 2
     crash_once: str | None = None  # test hook: a worker dies once (TrialConfig.crash_once)
 
@@ -75,6 +78,7 @@ _NUMBERS: tuple[tuple[str, type, float, bool], ...] = (
     ("seed", int, 0, True), ("cpus_per_trial", float, 0, False),
     ("gpus_per_trial", float, 0, True), ("max_failures", int, 0, True),
     ("confirm", int, 0, True), ("confirm_seeds", int, 1, True), ("cohort", int, 1, True),
+    ("headroom_seeds", int, 0, True),
 )
 _TEXTS = ("data", "data_dir", "address", "tracking_uri", "experiment", "early_stop",
           "augmentation")

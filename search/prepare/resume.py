@@ -30,7 +30,8 @@ OUTPUT_FILES = ("best_policy.yaml", "best_policy.json", "schedule.json", "leader
 # output directory itself).
 RECORDED = ("trials", "concurrency", "cpus_per_trial", "gpus_per_trial", "epochs", "data",
             "data_dir", "seed", "early_stop", "tracking_uri", "experiment", "smoke_test",
-            "confirm", "confirm_seeds", "augmentation", "cohort")
+            "confirm", "confirm_seeds", "augmentation", "cohort", "headroom_seeds",
+            "headroom_only", "stop_without_headroom")
 _PATHS = ("data", "data_dir")
 
 
@@ -137,7 +138,8 @@ def resume_options(record: RunRecord, space: Any, searcher: str | None, opts: Se
                           f"{'them' if len(differing) > 1 else 'it'} or start a new search "
                           f"with another --output")
     restored = {k: record.options.get(k, getattr(opts, k)) for k in RECORDED}
-    restored["smoke_test"] = bool(restored.get("smoke_test"))
+    for name in ("smoke_test", "headroom_only", "stop_without_headroom"):
+        restored[name] = bool(restored.get(name))
     return record.searcher, dataclasses.replace(opts, **restored)
 
 

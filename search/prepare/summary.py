@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from search.prepare.checks import Prepared
 from search.rewards import reward_kind
 from search.trials.compile import count_dimensions, sample_policies
@@ -39,6 +41,7 @@ def dry_run(prepared: Prepared, samples: int = 3) -> str:
             or "none"),
         *reward_kind(space).summary_lines(space),
         f"  arms      {references_text(space, prepared.strategy.population_based)}",
+        f"  headroom  {headroom_text(space, opts)}",
         f"  confirm   {confirm_text(space)}",
         f"  search    {searcher}, {s.trials} trials, {s.cpus_per_trial:g} CPU / "
         f"{s.gpus_per_trial:g} GPU per trial"
@@ -71,6 +74,19 @@ def references_text(space: Space, population_based: bool) -> str:
     return "the first trials are the reference arms: " + ", ".join(names)
 
 
+def headroom_text(space: Space, opts: Any) -> str:
+    """The headroom check before the search, and whether the search stops after it."""
+    from search.stages.headroom import arms
+
+    seeds, names = space.search.headroom_seeds, [c.key for c in arms(space)]
+    if seeds == 0 or len(names) < 2:
+        return "off (--headroom-seeds 0)" if seeds == 0 else "off (no reference arm)"
+    stop = (", then stop (--headroom-only)" if opts.headroom_only else
+            ", then stop unless it shows headroom" if opts.stop_without_headroom else "")
+    return (f"{', '.join(names)} under {seeds} fresh seeds before the search "
+            f"({len(names) * seeds} trainings){stop}")
+
+
 def confirm_text(space: Space) -> str:
     s = space.search
     proposal = reward_kind(space).proposal_text(space)
@@ -88,5 +104,6 @@ def confirm_text(space: Space) -> str:
 
 
 def _export_rule(k: int) -> str:
-    return (f"the best fresh mean is exported only if its margin over the base has a "
-            f"simultaneous 95% interval (Bonferroni over {k}) above 0, else the base")
+    return (f"the best is exported only if its margin over the base on the audit images has a "
+            f"simultaneous 95% interval (Bonferroni over {k}; seeds and images counted) above "
+            f"0, else the base")
