@@ -8,8 +8,8 @@
 #   bash bench/gpu_deps.sh            # needs python3.12 with pip, strip, xz and PyPI
 #   PYTHON=/path/to/python3.12 bash bench/gpu_deps.sh
 #
-# Versions are what pyproject.toml asks (its dependencies and the `test` extra, less ON_MACHINE
-# and ruff); the versions pip picked are listed in the archive's AUGSEARCH_GPU_DEPS.txt.
+# Versions are what pyproject.toml asks (its dependencies and the `test` extra, less ON_MACHINE,
+# ruff and the docs site's mkdocs); the versions pip picked are listed in the archive's AUGSEARCH_GPU_DEPS.txt.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -73,7 +73,7 @@ machine = {norm(n) for n in os.environ["ON_MACHINE"].split()}
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 for req in project["dependencies"] + project["optional-dependencies"]["test"]:
     name = norm(re.match(r"[A-Za-z0-9._-]+", req).group())
-    if name not in machine and name != "ruff":
+    if name not in machine and name not in ("ruff", "mkdocs", "mkdocs-material"):
         print(req)
 EOF
 )

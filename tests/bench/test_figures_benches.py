@@ -158,3 +158,31 @@ def test_transfer_quick_runs_five_arms_per_child_and_writes_no_section(tmp_path)
     assert report.count("Target (≥ crop/flip with a paired CI above 0)") == 2
     assert "given (--policy)" in report
     assert (ROOT / "docs" / "BENCHMARKS.md").read_text() == before
+
+
+def test_rank_intervals_leave_out_resamples_without_a_rank_correlation() -> None:
+    """Six items, four tied on one side: many resamples hold one value there (no rho); the
+    interval is read from the others, and NaN pairs are dropped first."""
+    import math
+
+    from bench.ranks import spearman, spearman_interval
+
+    x, y = [0, 0, 0, 0, 1, 1.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    rho, low, high = spearman_interval(x, y, resamples=2000)
+    assert rho == pytest.approx(0.8281, abs=1e-4) and 0 < low < rho <= high <= 1
+    assert spearman([*x, math.nan], [*y, 0.7]) == rho
+    assert all(math.isnan(v) for v in spearman_interval([1, 2], [1, 2]))
+
+
+def test_the_paired_interval_is_the_paired_t_test_s() -> None:
+    from scipy.stats import ttest_rel
+
+    from search.evaluate.statistics import paired
+
+    a, b = [0.51, 0.55, 0.49, 0.60, 0.52], [0.50, 0.50, 0.50, 0.55, 0.47]
+    e = paired(a, b)
+    low, high = ttest_rel(a, b).confidence_interval(0.95)
+    assert (e.n, e.ci_low, e.ci_high) == (5, low, high) and e.mean == pytest.approx(0.03)
+    assert paired([*a, float("nan")], [*b, 0.5]) == e  # a pair with a missing run is left out
+    with pytest.raises(ValueError, match="as many of each"):
+        paired(a, b[:4])
