@@ -630,15 +630,15 @@ def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, cap
     assert code == 0
     assert "reward    density_matching (Fast AutoAugment): -NLL of the true class of each " \
            "fold model on its held-out images under the policy (3 augmented copies each)" in out
-    assert "folds     4 fold models (basiccnn, 150 epochs, base augmentation only), each " \
+    assert "folds     4 fold models (resnet_fast, 100 epochs, base augmentation only), each " \
            "trained once before the search on 38 of the 50 train images and scoring the " \
            "other 12; 4 trainings" in out
     assert "final     merge of the top 2 policies of each fold; audit accuracy: the fold " \
            "models on the 800 audit images" in out
-    assert "confirm   the base, the merged policy and the next best policies (3 besides the " \
-           "base) trained with real children under 8 fresh seeds each (32 trainings)" in out
+    assert "confirm   the base, the merged policy and the next best policies (2 besides the " \
+           "base) trained with real children under 8 fresh seeds each (24 trainings)" in out
     assert "exported only if its margin over the base on the audit images has a simultaneous " \
-           "95% interval (Bonferroni over 3; seeds and images counted) above 0, else the " \
+           "95% interval (Bonferroni over 2; seeds and images counted) above 0, else the " \
            "base" in out
     assert search_main(["--dry-run", "--output", str(tmp_path / "out")]) == 0
     plain = capsys.readouterr().out

@@ -19,6 +19,9 @@ def family_yaml(family: str, section: dict[str, Any] | None = None, base: str = 
     if family != "subpolicies":
         for key in SUBPOLICY_KEYS:
             policy.pop(key, None)
+    for other in ("randaugment", "trivialaugment"):  # the base space's own family's section
+        if other != family:
+            policy.pop(other, None)
     policy["family"] = family
     if section is not None:
         policy[family] = section
