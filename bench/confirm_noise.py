@@ -264,7 +264,8 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(f, indent=2, default=float) + "\n",
                                   encoding="utf-8")
-    write_section(f"Confirmation noise: {args.space}", body)
+    write_section(f"Confirmation noise: {args.space} ({c.model} w{c.width}, {c.epochs} epochs)",
+                  body)
 
 
 if __name__ == "__main__":

@@ -362,10 +362,11 @@ class SearchDefaults(Strict):
     seeds after the search (0 turns confirmation off); the best is exported only when its margin
     over the base on the audit images has a simultaneous 95% interval above 0 (Bonferroni over
     `confirm`; the interval counts the seeds and the images), else the base
-    (`search.stages.verdict`). What 8 seeds can find follows from the measured noise (digits:
-    paired SD 0.0145, image term 0.0031, docs/BENCHMARKS.md "Confirmation noise"): a true
-    margin of 0.025 with 80% power once the policy is among the 3 best (0.02 needs 12 seeds);
-    every confirmation prints its own from its measured noise. Fewer than 2 give no interval.
+    (`search.stages.verdict`). What 8 seeds can find follows from the measured noise (digits'
+    child: paired SD 0.0229, image term 0.0026, docs/BENCHMARKS.md "Confirmation noise"): a
+    true margin of 0.032 with 80% power once the policy is among the 2 best the digits space
+    confirms; every confirmation prints its own from its measured noise. Fewer than 2 give no
+    interval.
     """
 
     trials: int = Field(32, ge=1)
