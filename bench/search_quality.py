@@ -369,6 +369,10 @@ def main() -> None:
                         help="also random search with as many child trainings")
     parser.add_argument("--workers", type=int, default=2,
                         help="evaluation trainings at a time (1 thread each)")
+    parser.add_argument("--search-seeds", type=int, help="searches per searcher (default: the "
+                        "space's setup)")
+    parser.add_argument("--no-density", action="store_true",
+                        help="leave density matching out (digits)")
     parser.add_argument("--families", default="",
                         help="comma-separated policy families, one TPE search each, evaluated "
                              "together (default: the space's own family)")
@@ -383,6 +387,10 @@ def main() -> None:
                 setup = replace(setup, random=True)
             if args.families:
                 setup = replace(setup, families=tuple(args.families.split(",")))
+            if args.search_seeds:
+                setup = replace(setup, search_seeds=args.search_seeds)
+            if args.no_density:
+                setup = replace(setup, density=False)
             report(setup, root / setup.name, args.quick, args.reuse, args.workers)
 
 
