@@ -304,6 +304,19 @@ def parse_policies(items: list[str], spaces: list[str]) -> dict[str, Path]:
     return out
 
 
+def keep_models(profile: Profile, models: list[str]) -> Profile:
+    """The profile with only the children of the named models (every space keeps at least one)."""
+    from dataclasses import replace
+
+    children = {name: tuple(c for c in kids if c.model in models)
+                for name, kids in profile.children.items()}
+    if not all(children.values()):
+        raise SystemExit(f"--models {','.join(models)}: leaves a space without a child; the "
+                         f"{profile.name} profile has "
+                         f"{sorted({c.model for kids in profile.children.values() for c in kids})}")
+    return replace(profile, children=children)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", default="cifar10,digits")
@@ -317,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, help="seeds per arm (default: the profile's)")
     parser.add_argument("--workers", type=int, help="trainings at a time (default: the "
                                                      "profile's)")
+    parser.add_argument("--models", help="comma-separated child models to keep from the "
+                                         "profile (default: all of its children)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--gpu", action="store_true", help="the CUDA profile")
     group.add_argument("--quick", action="store_true", help="a toy budget; writes no section")
@@ -330,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         profile = replace(profile, seeds=args.seeds)
     if args.workers:
         profile = replace(profile, workers=args.workers)
+    if args.models:
+        profile = keep_models(profile, args.models.split(","))
     spaces = [s for s in args.spaces.split(",") if s]
     given = parse_policies(args.policy, spaces)
     for name in spaces:

@@ -220,10 +220,14 @@ def check_tracking(uri: str | None, experiment: str, output: Path) -> None:
 def _check_ray(space: Space, opts: SearchOptions, output: Path, kind: RewardKind) -> None:
     """The resources one trial needs exist (a local Ray, or the one already running), and a
     cluster address answers; Ray is not started. A resumed search needs Tune's state of the
-    search, or of the reward kind's own stage (density matching's fold models)."""
+    search, of the headroom check before it, or of the reward kind's own stage (density
+    matching's fold models)."""
     from search import tune
+    from search.stages.headroom import HEADROOM
 
-    if opts.resume and not (tune.can_resume(tune.storage_of(output)) or kind.resumable(output)):
+    storage = tune.storage_of(output)
+    if opts.resume and not (tune.can_resume(storage) or tune.can_resume(storage, HEADROOM)
+                            or kind.resumable(output)):
         raise SearchError(f"nothing to resume in {output}: Ray Tune kept no state there (the "
                           f"search stopped before its first trial); start a new search with "
                           f"another --output")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from children.reward import unpack_hits
+from children.reward import pack_hits, unpack_hits
 from search.stages.verdict import AUDIT, LOSS, Verdict, verdict
 from search.trials.config import TrialConfig, decode, encode, updated
 from search.trials.references import BASE, reference_of
@@ -243,21 +243,27 @@ class Confirmation:
         (replicate 0, `used_for: selection`, or `none` for the base's reference trial; not for
         PBT or density matching, whose search reward is another kind of figure) and its fresh
         replicates (`used_for: estimation`, the only ones in its mean and margin; a failed or
-        diverged one is counted as a loss)."""
+        diverged one is counted as a loss). `audit_hits` is each audit image's correctness
+        (`children.reward.pack_hits`), so the two-way interval can be recomputed from the file."""
         out = []
         for c in self.candidates:
             if not self.replay and math.isfinite(c.search_reward) and c.key != BASE:
                 out.append({"candidate": c.key, "reference": c.reference, "replicate": 0,
                             "reward": c.search_reward, "audit_accuracy": c.search_audit,
                             "source": SEARCH, "status": "ok",
-                            "used_for": "none" if c.is_base else "selection"})
+                            "used_for": "none" if c.is_base else "selection", "audit_hits": ""})
             m = self.measured.get(c.key, Measurement())
             for rep in sorted(m.rewards):
                 out.append({"candidate": c.key, "reference": c.reference, "replicate": rep,
                             "reward": m.rewards[rep], "audit_accuracy": m.audits.get(rep),
                             "source": m.sources.get(rep, CONFIRM),
-                            "status": m.statuses.get(rep, "ok"), "used_for": "estimation"})
+                            "status": m.statuses.get(rep, "ok"), "used_for": "estimation",
+                            "audit_hits": _packed(m.hits.get(rep))})
         return out
+
+
+def _packed(hits: np.ndarray | None) -> str:
+    return "" if hits is None else pack_hits(hits > 0.5)
 
 
 def search_margin(rows: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import math
 from pathlib import Path
@@ -57,6 +58,13 @@ def confirmed(ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return out, result
 
 
+def _unpacked(text: str) -> np.ndarray:
+    """confirm.csv's `audit_hits` (`<count>:<base64 of packed bits>`) as 0/1 per image."""
+    count, _, data = text.partition(":")
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(data), dtype=np.uint8))
+    return bits[:int(count)].astype(float)
+
+
 def nested_runs(out: Path) -> list:
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     experiment = client.get_experiment_by_name("augsearch-digits")
@@ -66,8 +74,10 @@ def nested_runs(out: Path) -> list:
 def test_confirmation_estimates_on_fresh_replicates_with_a_corrected_paired_ci(confirmed):
     """The verdict, computed independently from confirm.csv's rows with scipy: the best paired
     audit margin among the 2 candidates over replicates 1 and 2 (the search trial, replicate 0,
-    only selected; the audit images selected nothing), a Student-t interval at 1 - 0.05/2, the
-    pool's margin beside it; the exported files follow the decision."""
+    only selected; the audit images selected nothing), a Student-t interval at 1 - 0.05/2 whose
+    variance counts the seeds and the audit images (two-way random effects on each image's
+    correctness, never below the seeds-only variance), the pool's margin beside it; the exported
+    files follow the decision."""
     out, result = confirmed
     runs = read_csv(out / "confirm.csv")
     fresh: dict[str, dict[int, tuple[float, float]]] = {}
@@ -77,6 +87,9 @@ def test_confirmation_estimates_on_fresh_replicates_with_a_corrected_paired_ci(c
             fresh.setdefault(row["candidate"], {})[int(row["replicate"])] = (
                 float(row["reward"]), float(row["audit_accuracy"]))
     assert len(fresh) == 3 and all(sorted(v) == [1, 2] for v in fresh.values())
+    hits = {(row["candidate"], int(row["replicate"])): _unpacked(row["audit_hits"])
+            for row in runs if row["used_for"] == "estimation"}
+    assert len({len(h) for h in hits.values()}) == 1 and len(hits[next(iter(hits))]) >= 20
     selected = {r["candidate"] for r in runs if r["replicate"] == "0"}
     assert {r["source"] for r in runs if r["replicate"] == "0"} == {"search"}
     base = next(r["candidate"] for r in runs if r["reference"] == "base")
@@ -86,7 +99,14 @@ def test_confirmation_estimates_on_fresh_replicates_with_a_corrected_paired_ci(c
         return [fresh[key][r][i] - fresh[base][r][i] for r in (1, 2)]
 
     best = max((k for k in fresh if k != base), key=lambda k: mean(diffs(k, 1)))
-    half = stats.t.ppf(1 - 0.025 / 2, 1) * stats.tstd(diffs(best, 1)) / math.sqrt(2)
+    grid = np.array([hits[(best, r)] - hits[(base, r)] for r in (1, 2)])  # seeds x images
+    seeds_only = stats.tvar(grid.mean(axis=1)) / 2
+    seed_ms = grid.shape[1] * stats.tvar(grid.mean(axis=1))
+    image_ms = 2 * stats.tvar(grid.mean(axis=0))
+    resid = grid - grid.mean(axis=1, keepdims=True) - grid.mean(axis=0) + grid.mean()
+    resid_ms = (resid ** 2).sum() / (grid.shape[1] - 1)
+    var = max(seeds_only, (seed_ms + image_ms - resid_ms) / grid.size)
+    half = stats.t.ppf(1 - 0.025 / 2, 1) * math.sqrt(var)
     low, high = mean(diffs(best, 1)) - half, mean(diffs(best, 1)) + half
     expected = ("beats_base" if low > 0 else "kept_base" if mean(diffs(best, 1)) <= 0
                 else "within_noise")

@@ -94,8 +94,8 @@ def _tree(root: Path) -> dict[str, bytes | None]:
             for p in sorted(root.rglob("*"))}
 
 
-def _interrupt_confirmation(cmd: list[str]) -> None:
-    """Run the CLI and send Ctrl-C once the confirmation's first training has finished."""
+def _interrupt_confirmation(cmd: list[str], stage: str = "confirm") -> None:
+    """Run the CLI and send Ctrl-C once the stage's first training has finished."""
     import os
     import signal
     import subprocess
@@ -107,7 +107,7 @@ def _interrupt_confirmation(cmd: list[str]) -> None:
                             stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:
-            if line.startswith("[augsearch] confirm ") and "trials (" in line:
+            if line.startswith(f"[augsearch] {stage} ") and "trials (" in line:
                 proc.send_signal(signal.SIGINT)
                 break
         rest = proc.communicate(timeout=240)[0]
@@ -157,6 +157,30 @@ def test_a_finished_search_is_not_resumed_and_an_interrupted_confirmation_is(
         assert _tree(out) == before
     with pytest.raises(SearchFinished, match="already finished"):
         search(resume=True, output=out)
+
+
+@pytest.mark.slow
+def test_a_search_interrupted_in_its_headroom_check_resumes_there(ray_session,
+                                                                 tmp_path: Path) -> None:
+    """Ctrl-C after the headroom check's first training: --resume keeps the finished headroom
+    runs, finishes the check, then runs the search and its confirmation."""
+    import sys
+
+    from search.api import search
+    from search.prepare.resume import is_finished
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "search.run", "--space", "digits", "--smoke-test", "--trials",
+           "2", "--epochs", "1", "--concurrency", "1", "--headroom-seeds", "2", "--confirm", "1",
+           "--confirm-seeds", "1", "--output", str(out)]
+    _interrupt_confirmation(cmd, stage="headroom")
+    assert (out / "run.json").is_file() and not is_finished(out)
+    assert not (out / "headroom.json").exists()
+    result = search(resume=True, output=out)
+    assert result.complete and is_finished(out)
+    assert result.headroom is not None and (out / "headroom.json").is_file()
+    assert len([r for r in result.leaderboard if r["status"] == "ok"]) >= 2
+    assert result.confirmation is not None
 
 
 def test_the_finished_mark_is_in_the_run_record_and_only_there(tmp_path: Path) -> None:
