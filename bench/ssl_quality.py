@@ -148,7 +148,7 @@ def evaluate_one(arm: str, policy: dict[str, Any], seed: int, profile: dict[str,
     import numpy as np
 
     from children.datasets import Arrays, Splits, stratified_order
-    from children.ssl import pretrain_ssl
+    from children.ssl import pretrain_ssl, untrained_scores
     from spaces.policy import policy_from_dict
     from spaces.schema import parse_space
 
@@ -174,20 +174,6 @@ def evaluate_one(arm: str, policy: dict[str, Any], seed: int, profile: dict[str,
     return {"arm": arm, "seed": seed, "probe": m.probe_accuracy, "knn": m.knn_accuracy,
             "rotation": m.rotation_accuracy, "seconds": time.perf_counter() - started,
             "loss": m.history[-1].train_loss}
-
-
-def untrained_scores(child: Any, reward: Any, splits: Any, seed: int, device: str
-                     ) -> dict[str, Any]:
-    """The probe, k-NN and rotation scores of the trunk as `pretrain_ssl(seed=seed)` builds it
-    before its first step (the same initial weights; batch norm at its initial statistics in
-    eval mode), through the same scoring as the last epoch of a pre-training."""
-    from children.ssl import _Contrastive
-    from children.trainer import Trainer, cpu_threads, device_of
-
-    dev = device_of(device)
-    with cpu_threads(dev, 1):
-        run = _Contrastive(child, reward, splits, seed, dev, 1, seed)
-        return run.scores(Trainer(child, run, dev, 1), 0)  # epoch 0 of 1: every score
 
 
 def evaluate(policies: dict[str, Any], space: Any, profile: Profile, root: Path

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from spaces.schema import ChildSpec, RewardSpec
 
 __all__ = ["Encoder", "SSLEpoch", "SSLMetrics", "SSLState", "nt_xent", "pool_of",
-           "pretrain_ssl", "trunk_of"]
+           "pretrain_ssl", "trunk_of", "untrained_scores"]
 
 _ROTATION_STREAM = 11  # seed-sequence key of the images the rotation classifier is fitted on
 
@@ -200,6 +200,19 @@ def _summary(history: list[SSLEpoch], reward: RewardSpec, speed: float, wall: fl
     return SSLMetrics(value, last.val_accuracy, last.audit_accuracy, last.train_accuracy,
                       last.probe_accuracy, last.knn_accuracy, last.rotation_accuracy,
                       list(history), speed, wall, last.epoch, used)
+
+
+def untrained_scores(child: ChildSpec, reward: RewardSpec, splits: Splits, seed: int,
+                     device: str = "cpu") -> dict[str, Any]:
+    """The floor: the scores (the reward's on the validation pool, the audit's, and probe,
+    k-NN and rotation) of the trunk as `pretrain_ssl(seed=seed)` builds it before its first
+    step (the same initial weights, batch norm at its initial statistics in eval mode), through
+    the same scoring as a pre-training's last epoch. A policy's reward shows learning only
+    above it."""
+    dev = device_of(device)
+    with cpu_threads(dev, 1):
+        run = _Contrastive(child, reward, splits, seed, dev, 1, seed)
+        return run.scores(Trainer(child, run, dev, 1), 0)  # epoch 0 of 1: every score
 
 
 class _Contrastive(Strategy):

@@ -113,6 +113,11 @@ class RewardKind:
         """Files the kind writes beside the exported policy, by name."""
         return {}
 
+    def result_notes(self, space: Space, output: Path) -> tuple[list[str], dict[str, float]]:
+        """Lines the kind adds to the search's summary and metrics it adds to the parent MLflow
+        run, from what its stages left in `output` (none by default)."""
+        return [], {}
+
     # ------------------------------------------------------------ what it adds to the records
 
     def summary_lines(self, space: Space) -> list[str]:

@@ -21,8 +21,10 @@ space's ops (`search.trials.simclr`), in place of TrivialAugment.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from search.errors import SearchError
@@ -69,6 +71,35 @@ def run_ssl(config: dict[str, Any], ctx: TrialContext, splits: Any, report: Any,
         return None
 
 
+# ---------------------------------------------------------------- the floor
+
+FLOOR_FILE = "floor.json"
+
+
+def measure_floor(plan: Any) -> dict[str, Any]:
+    """The untrained trunk's scores at the search's common seed (the initial weights of every
+    trial's first replicate), on the driver's CPU."""
+    from children.ssl import untrained_scores
+
+    space = plan.ctx.space
+    seed, _ = trial_seeds(plan.ctx, {})
+    s = untrained_scores(space.child, space.reward, plan.splits, seed)
+    return {"seed": seed, "score": space.reward.contrastive().score,
+            "reward": _finite(s["val_accuracy"]), "audit": _finite(s["audit_accuracy"]),
+            **{k: _finite(s[f"{k}_accuracy"]) for k in ("probe", "knn", "rotation")
+               if f"{k}_accuracy" in s}}
+
+
+def floor_text(floor: dict[str, Any]) -> str:
+    return (f"the untrained trunk (seed {floor['seed']}, before any pre-training) scores "
+            f"{floor['reward']:.4f} by the reward ({floor['score']}) and {floor['audit']:.4f} "
+            f"on the audit images: a policy's reward shows learned features only above it")
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
 # ---------------------------------------------------------------- the plug-in
 
 
@@ -111,7 +142,24 @@ class SelfSupervised(RewardKind):
                               f"pre-trains one model per trial; use --cohort 1")
 
     def prepare(self, plan: Any, tracker: Any, output: Any, resume: bool) -> Any:
+        """The floor first (`floor.json`): the untrained trunk every trial starts from, scored
+        as a trial is; then the trials."""
+        path = Path(output) / FLOOR_FILE
+        if not (resume and path.is_file()):
+            floor = measure_floor(plan)
+            path.write_text(json.dumps(floor, indent=2), encoding="utf-8")
+            print(f"[augsearch] {floor_text(floor)}", flush=True)
         return replace(plan, trial=self.trial, cohort=1)
+
+    def result_notes(self, space: Space, output: Path) -> tuple[list[str], dict[str, float]]:
+        """The floor beside the best reward: a policy's reward shows learned features only
+        above it."""
+        path = Path(output) / FLOOR_FILE
+        if not path.is_file():
+            return [], {}
+        floor = json.loads(path.read_text(encoding="utf-8"))
+        return ([f"floor: {floor_text(floor)}"],
+                {"floor_reward": floor["reward"], "floor_audit": floor["audit"]})
 
     def summary_lines(self, space: Space) -> list[str]:
         d, c, spec = space.dataset, space.child, space.reward.contrastive()

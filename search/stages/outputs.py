@@ -49,6 +49,8 @@ class SearchResult:
     exported_text: str = ""  # what was exported in words, when it is no trial (a proposal)
     headroom: Any = None  # search.stages.headroom.Headroom, measured before the search
     stopped: str = ""  # why the search was not run after the headroom check
+    notes: list[str] = field(default_factory=list)  # the reward kind's lines (its floor)
+    metrics: dict[str, float] = field(default_factory=dict)  # and its parent-run metrics
 
     @property
     def complete(self) -> bool:
@@ -76,6 +78,7 @@ class SearchResult:
         if self.best_policy is None:
             lines.append("no trial produced a reward: see leaderboard.csv for the errors")
             return "\n".join(lines)
+        lines.extend(self.notes)
         lines.extend(self._verdict_lines())
         lines.extend("  " + ln for ln in self.best_policy.describe().splitlines())
         lines.extend(f"  {name}: {path}" for name, path in self.files.items())

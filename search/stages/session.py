@@ -83,6 +83,7 @@ class SearchSession:
                                    s.trials, done.confirmation, done.proposal, done.headroom,
                                    done.stopped)
             result.files.update(self.kind.export(self.space, done.proposal, self.output))
+            result.notes, result.metrics = self.kind.result_notes(self.space, self.output)
             result.interrupted = done.interrupted
         except BaseException as err:
             if tracker is not None:

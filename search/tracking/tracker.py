@@ -12,6 +12,7 @@ exception goes on.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 from collections import Counter
@@ -261,6 +262,8 @@ class Tracker(SearchListener):
         if provenance.get("why"):
             tags["why"] = str(provenance["why"])
         metrics.update(_headroom_metrics(result, tags))
+        metrics.update({k: v for k, v in getattr(result, "metrics", {}).items()
+                        if math.isfinite(v)})
         if provenance.get("correction"):  # confirmed: the best candidate, exported or not
             tags["candidate"] = str(provenance.get("candidate", "-"))
             tags["decided_on"] = str(provenance.get("decided_on", "-"))

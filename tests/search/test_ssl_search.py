@@ -6,6 +6,7 @@ without labels; what the kind refuses."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -54,6 +55,32 @@ def runs_by_stage(out: Path, experiment: str = "augsearch-digits") -> dict[str, 
     return by
 
 
+def _assert_the_floor_is_the_untrained_trunk(result, out: Path) -> None:
+    """floor.json: the probe of the trunk every trial starts from (the trials' common seed),
+    untrained; in the summary and on the parent MLflow run, and below what pre-training
+    reached (the best reward)."""
+    floor = json.loads((out / "floor.json").read_text())
+    seeds = {r["common_seed"] for r in _results(out)}
+    assert seeds == {floor["seed"]}, seeds
+    assert 0 < floor["reward"] < 1 and 0 < floor["audit"] < 1 and floor["score"] == "probe"
+    assert floor["reward"] == floor["probe"]
+    assert f"scores {floor['reward']:.4f} by the reward (probe)" in result.summary()
+    parent = runs_by_stage(out)["parent"][0]
+    assert parent.data.metrics["floor_reward"] == pytest.approx(floor["reward"])
+    assert parent.data.metrics["floor_audit"] == pytest.approx(floor["audit"])
+    assert result.best_reward != floor["reward"]  # trained features, not the initial ones
+
+
+def _results(out: Path) -> list[dict]:
+    """Every search trial's last reported result (Tune's result.json)."""
+    found = []
+    for path in (out / "ray" / "tune").glob("*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines:
+            found.append(json.loads(lines[-1]))
+    return found
+
+
 def test_a_self_supervised_search_writes_every_output(ray_session, tmp_path: Path) -> None:
     out, marker = tmp_path / "out", tmp_path / "crashed"
     result = search(ssl_space(), "tpe", trials=4, concurrency=2, seed=0, output=out,
@@ -73,6 +100,7 @@ def test_a_self_supervised_search_writes_every_output(ray_session, tmp_path: Pat
     provenance = yaml.safe_load((out / "best_policy.yaml").read_text())["provenance"]
     assert provenance["reward_kind"] == "self_supervised" and provenance["ssl_score"] == "probe"
     verdict = result.confirmation.verdict
+    _assert_the_floor_is_the_untrained_trunk(result, out)
     assert provenance["confirmed_over_seeds"] == 2
     assert (out / "candidate_policy.yaml").exists() == (not verdict.beats_base)
     # the confirmation: the base and the best policy pre-trained again on fresh replicates,
