@@ -50,16 +50,15 @@ from bench.free_baselines import (  # noqa: E402
     CROPFLIP,
     FREE,
     LABELS,
-    baselines,
     ci_text,
     not_worse,
+    present,
     relation,
 )
 from bench.report import machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 SECTION = "Transfer: the found policy where users train"
-BASELINES = baselines()
 FOUND = "found"
 
 
@@ -79,6 +78,7 @@ class Profile:
     workers: int
     threads: int
     children: dict[str, tuple[Child, ...]]
+    free: tuple[str, ...] = FREE  # the free baselines trained beside crop/flip
 
 
 # Sized from measured costs on this 2-core machine (1 thread per training, 2 at a time): a
@@ -163,8 +163,9 @@ def run_child(space_name: str, child: Child, found: Found, profile: Profile, dat
     if out.exists():  # an earlier, interrupted run: start again
         shutil.rmtree(out)
     return evaluate({FOUND: found.path}, space=space_for(space_name, child), data=data,
-                    baselines=BASELINES, seeds=profile.seeds, epochs=child.epochs,
-                    threads=profile.threads, workers=profile.workers, output=out, quiet=False)
+                    baselines=",".join((CROPFLIP, *profile.free)), seeds=profile.seeds,
+                    epochs=child.epochs, threads=profile.threads, workers=profile.workers,
+                    output=out, quiet=False)
 
 
 def steps(train_images: int, batch: int, epochs: int) -> int:
@@ -178,11 +179,16 @@ def _diff(ev: Any, other: str) -> Any:
     return next(d for d in ev.differences if d.arm == FOUND and d.other == other)
 
 
+def _free(ev: Any) -> list[str]:
+    """The free baselines this evaluation trained (all of them unless --free chose)."""
+    return present(ev, FREE)
+
+
 def verdict(ev: Any) -> tuple[bool, bool]:
     """(the found policy beats crop/flip: paired CI above 0, it is below no free baseline: no
     CI of found − baseline lies below 0)."""
     return (_diff(ev, CROPFLIP).diff.ci_low > 0,
-            all(not_worse(_diff(ev, other).diff) for other in FREE))
+            all(not_worse(_diff(ev, other).diff) for other in _free(ev)))
 
 
 def verdict_text(differences: list[Any]) -> str:
@@ -206,7 +212,7 @@ def child_lines(space_name: str, child: Child, ev: Any, search_space: Space) -> 
                      f"{e.ci_high:.4f}] |")
     lines += ["", "| found policy vs | Δ test accuracy | paired 95% CI | seeds better |",
               "|---|---:|---:|---:|"]
-    for other in (CROPFLIP, *FREE):
+    for other in (CROPFLIP, *_free(ev)):
         d = _diff(ev, other)
         lines.append(f"| {other} | {d.diff.mean:+.4f} | [{d.diff.ci_low:+.4f}, "
                      f"{d.diff.ci_high:+.4f}] | {d.wins}/{d.diff.n} |")
@@ -215,10 +221,10 @@ def child_lines(space_name: str, child: Child, ev: Any, search_space: Space) -> 
 
 def verdict_line(space_name: str, child: Child, ev: Any) -> str:
     """The computed verdict of one child: against crop/flip, then every free baseline."""
-    diffs = [_diff(ev, other) for other in (CROPFLIP, *FREE)]
+    diffs = [_diff(ev, other) for other in (CROPFLIP, *_free(ev))]
     beats, not_below = verdict(ev)
     figures = ", ".join(f"vs {d.other} {ci_text(d.diff)}" for d in diffs)
-    free = ", ".join(LABELS[other] for other in FREE)
+    free = ", ".join(LABELS[other] for other in _free(ev))
     return (f"- {space_name}, {child.model} w{child.width} ({child.epochs} epochs, "
             f"{ev.settings['train_images']:,} images, {diffs[0].diff.n} seeds): the found "
             f"policy is {verdict_text(diffs)}: {figures}. Target (≥ crop/flip with a paired CI "
@@ -251,6 +257,9 @@ def report(space_name: str, found: Found, profile: Profile, data: str | None, ro
     started = time.perf_counter()
     load = os.getloadavg()[0]
     flags = {"quick": " --quick", "gpu": " --gpu"}.get(profile.name, "")
+    flags += "".join(f" {a}" for a in sys.argv[1:] if a.startswith(("--models=", "--free=")))
+    flags += "".join(f" {a} {b}" for a, b in zip(sys.argv[1:], sys.argv[2:], strict=False)
+                     if a in ("--models", "--free"))
     planned = len(profile.children[space_name])
 
     def text(body: list[str], verdicts: list[str]) -> str:
@@ -332,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
                                                      "profile's)")
     parser.add_argument("--models", help="comma-separated child models to keep from the "
                                          "profile (default: all of its children)")
+    parser.add_argument("--free", help=f"comma-separated free baselines to train beside "
+                                       f"crop/flip (default: all, {','.join(FREE)})")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--gpu", action="store_true", help="the CUDA profile")
     group.add_argument("--quick", action="store_true", help="a toy budget; writes no section")
@@ -347,6 +358,11 @@ def main(argv: list[str] | None = None) -> None:
         profile = replace(profile, workers=args.workers)
     if args.models:
         profile = keep_models(profile, args.models.split(","))
+    if args.free:
+        unknown = sorted(set(args.free.split(",")) - set(FREE))
+        if unknown:
+            raise SystemExit(f"--free {args.free}: unknown {unknown}; choose from {FREE}")
+        profile = replace(profile, free=tuple(f for f in FREE if f in args.free.split(",")))
     spaces = [s for s in args.spaces.split(",") if s]
     given = parse_policies(args.policy, spaces)
     for name in spaces:
