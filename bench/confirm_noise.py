@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.report import machine, write_section  # noqa: E402
+from bench.report import cached_splits, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def train(job: Job) -> Record:
     config = updated(job.config, replicate=job.replicate)
     common, aug = trial_seeds(TrialContext(space, 0), config)
     started = time.perf_counter()
-    splits = _splits(space, job.data)
+    splits = cached_splits(space, job.data)
     correct: dict[str, np.ndarray] = {}
 
     def on_end(predict: Any) -> None:
@@ -104,19 +104,6 @@ def train(job: Job) -> Record:
                     seed=common, aug_seed=aug, threads=1, on_end=on_end)
     return Record(job, m.reward, m.audit_accuracy, time.perf_counter() - started,
                   correct["pool"], correct["audit"])
-
-
-_SPLITS: dict[str, Any] = {}
-
-
-def _splits(space: Space, data: str | None) -> Any:
-    from children.datasets import load_dataset, make_splits
-
-    key = f"{space.name}:{data}"
-    if key not in _SPLITS:
-        _SPLITS[key] = make_splits(load_dataset(space.dataset, data=data, download=False),
-                                   space.dataset, seed=0)
-    return _SPLITS[key]
 
 
 # ---------------------------------------------------------------- statistics

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.report import machine, write_section  # noqa: E402
+from bench.report import cached_splits, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 ARMS = ("base", "trivialaugment", "randaugment")
@@ -97,7 +97,7 @@ def train(job: Job) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     space = job.proxy.apply(load_space(job.space))
-    splits = _splits(space, job.data)
+    splits = cached_splits(space, job.data)
     config = encode(TrialConfig(reference=job.arm, replicate=job.replicate))
     common, aug = trial_seeds(TrialContext(space, 0), config)
     hits: dict[str, str] = {}
@@ -112,19 +112,6 @@ def train(job: Job) -> dict[str, Any]:
     return {"job": {**asdict(job), "proxy": asdict(job.proxy)}, "reward": m.reward,
             "audit": m.audit_accuracy, "cpu_seconds": time.process_time() - cpu,
             "wall_seconds": time.perf_counter() - wall, **{f"{k}_hits": v for k, v in hits.items()}}
-
-
-_SPLITS: dict[str, Any] = {}
-
-
-def _splits(space: Space, data: str | None) -> Any:
-    from children.datasets import load_dataset, make_splits
-
-    key = f"{space.name}:{data}:{space.dataset.train_size}"
-    if key not in _SPLITS:
-        _SPLITS[key] = make_splits(load_dataset(space.dataset, data=data, download=False),
-                                   space.dataset, seed=0)
-    return _SPLITS[key]
 
 
 # ---------------------------------------------------------------- the run

@@ -7,6 +7,7 @@ import platform
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,3 +55,18 @@ def cifar_images(n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     big = (np.kron(d, np.ones((4, 4))) * (255 / 16)).astype(np.uint8)
     rgb = np.repeat(big[..., None], 3, axis=-1)
     return rgb[rng.permutation(len(rgb))[:n]], "sklearn digits upscaled to 32x32 RGB"
+
+
+_SPLITS: dict[str, Any] = {}
+
+
+def cached_splits(space: Any, data: str | None) -> Any:
+    """The space's splits (`children.datasets.make_splits`, seed 0), loaded once per process
+    for each dataset spec and data path (a bench's workers train many children on them)."""
+    from children.datasets import load_dataset, make_splits
+
+    key = f"{data}:{space.dataset.model_dump_json()}"
+    if key not in _SPLITS:
+        _SPLITS[key] = make_splits(load_dataset(space.dataset, data=data, download=False),
+                                   space.dataset, seed=0)
+    return _SPLITS[key]

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.report import machine, write_section  # noqa: E402
+from bench.report import cached_splits, machine, write_section  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 REGIMES = ("independent", "crn")
@@ -99,7 +99,7 @@ def train(job: Job) -> Record:
 
     torch.set_num_threads(1)
     space = job.space
-    splits = _splits(space, job.data)
+    splits = cached_splits(space, job.data)
     pool = splits.val_pool
     mean, std = channel_stats(splits.train.x)
     x_pool = torch.from_numpy(normalize(pool.x, mean, std))
@@ -128,19 +128,6 @@ def train(job: Job) -> Record:
     train_child(space.child, space.reward, policy, splits, seed=common, aug_seed=aug, threads=1,
                 on_epoch=on_epoch)
     return Record(job, np.array(rows), audits, trains, aug, time.perf_counter() - started)
-
-
-_SPLITS: dict[str, Any] = {}
-
-
-def _splits(space: Space, data: str | None) -> Any:
-    from children.datasets import load_dataset, make_splits
-
-    key = f"{space.name}:{data}"
-    if key not in _SPLITS:
-        _SPLITS[key] = make_splits(load_dataset(space.dataset, data=data, download=False),
-                                   space.dataset, seed=0)
-    return _SPLITS[key]
 
 
 # ---------------------------------------------------------------- rewards and statistics

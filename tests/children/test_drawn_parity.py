@@ -21,7 +21,7 @@ from spaces.drawn import Draw, DrawnOp
 from spaces.ops import build_op
 from spaces.policy import Policy, build_pipeline
 from spaces.schema import BaseAug
-from tests.children.test_tensor_parity import _real_images, _statistics
+from tests.children.test_tensor_parity import _real_images, assert_same_distribution
 from tests.devicecheck import OneDevice
 
 SAMPLES = 2048
@@ -122,13 +122,7 @@ def test_drawn_policies_match_albumentations_in_distribution(name: str) -> None:
     batched_pipe, draws = BatchedPipeline(policy, CROP_FLIP, 32), Draws(0)
     x = torch.from_numpy(source).permute(0, 3, 1, 2).contiguous()
     batched = torch.cat([batched_pipe(x[i:i + 128], draws) for i in range(0, len(x), 128)])
-    ours = _statistics(batched.permute(0, 2, 3, 1).numpy(), source)
-    theirs = _statistics(reference, source)
-    for key in ours:
-        a, b = ours[key], theirs[key]
-        assert ks_2samp(a, b).pvalue > 1e-3, key
-        error = np.sqrt(a.var() / len(a) + b.var() / len(b))
-        assert abs(a.mean() - b.mean()) <= 4 * error + 1e-9, key
+    assert_same_distribution(batched.numpy(), reference, source)
 
 
 @pytest.mark.parametrize("name", list(POLICIES))

@@ -200,6 +200,20 @@ def _statistics(out: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
             "mirrored": (out == source[:, :, ::-1]).reshape(len(out), -1).mean(1)}
 
 
+def assert_same_distribution(batched: np.ndarray, reference: np.ndarray,
+                             source: np.ndarray) -> None:
+    """The batched path's images (NCHW) and albumentations' (NHWC) from the same sources: each
+    per-image statistic has the same distribution (two-sample KS, p > 0.001) and the same mean
+    within 4 standard errors."""
+    ours = _statistics(batched.transpose(0, 2, 3, 1), source)
+    theirs = _statistics(reference, source)
+    for key in ours:
+        a, b = ours[key], theirs[key]
+        assert ks_2samp(a, b).pvalue > 1e-3, key
+        error = np.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) <= 4 * error + 1e-9, key
+
+
 def test_the_pipeline_matches_albumentations_in_distribution() -> None:
     """One policy (crop and flip included) over 1,536 real images through both paths: each
     per-image statistic has the same distribution (two-sample KS test, p > 0.001) and the same
@@ -212,13 +226,7 @@ def test_the_pipeline_matches_albumentations_in_distribution() -> None:
     batched_pipe, draws = BatchedPipeline(MIXED, base, 32), Draws(0)
     x = torch.from_numpy(source).permute(0, 3, 1, 2).contiguous()
     batched = torch.cat([batched_pipe(x[i:i + 128], draws) for i in range(0, len(x), 128)])
-    ours = _statistics(batched.permute(0, 2, 3, 1).numpy(), source)
-    theirs = _statistics(reference, source)
-    for key in ours:
-        a, b = ours[key], theirs[key]
-        assert ks_2samp(a, b).pvalue > 1e-3, key
-        error = np.sqrt(a.var() / len(a) + b.var() / len(b))
-        assert abs(a.mean() - b.mean()) <= 4 * error + 1e-9, key
+    assert_same_distribution(batched.numpy(), reference, source)
 
 
 # ---------------------------------------------------------------- determinism, dtypes, devices
