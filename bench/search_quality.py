@@ -143,6 +143,8 @@ def run_search(space: Space, setup: Setup, searcher: str, seed: int, root: Path,
     run = SearchRun(name, seed, out, rows, str(best.get("trial", "")), trainings, minutes,
                     str(best.get("why") or "not confirmed: the best reward is the winner"), {},
                     headroom=headroom_words(out / "headroom.json"))
+    if options.get("headroom_seeds") == 0:
+        run.headroom = "— (the first family's check: the same arms)"
     if (out / "merged_policy.yaml").exists():
         run.policies = {f"{name}-single-{seed}": out / "best_policy.yaml",
                         f"{name}-merged-{seed}": out / "merged_policy.yaml"}
@@ -334,9 +336,10 @@ def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False,
         space = space.replace(**QUICK)
     runs = []
     for seed in range(setup.search_seeds):
-        for family in setup.families:  # the families compared under the same evaluation
+        for k, family in enumerate(setup.families):  # compared under the same evaluation
+            once = {"headroom_seeds": 0} if k else {}  # its arms do not depend on the family
             runs.append(run_search(with_family(space, family), setup, "tpe", seed, root, reuse,
-                                   label=f"tpe-{family}"))
+                                   label=f"tpe-{family}", **once))
         tpe = runs[-1] if setup.families else run_search(space, setup, "tpe", seed, root, reuse)
         if not setup.families:
             runs.append(tpe)

@@ -241,7 +241,13 @@ class DensitySpec(Strict):
                                               "more reliable per image scored "
                                               "(docs/BENCHMARKS.md)")
     top: int = Field(3, ge=1, le=100, description="best policies of each fold merged")
-    final: Literal["merged", "single"] = "merged"
+    final: Literal["merged", "single"] | None = Field(
+        None, description="merged or single (default: merged under `policy.family: "
+        "subpolicies`, single under a family that draws its ops per image)")
+
+    def final_under(self, family: str) -> str:
+        """`final`, or its default under the space's policy family."""
+        return self.final or ("merged" if family == DEFAULT_FAMILY else "single")
 
     def held_out_share(self) -> float:
         """The share of the train split each fold holds out."""

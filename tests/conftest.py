@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from spaces.schema import Space
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDE_SHARED_ENV = "AUGSEARCH_HIDE_SHARED_DATA"
@@ -43,6 +47,20 @@ def shared_file(name: str) -> Path:
         why = f"{HIDE_SHARED_ENV} is set" if HIDDEN else "only CI and developers have it"
         pytest.skip(f"../shared/data/{name} is absent ({why})")
     return path
+
+
+# The digits space in the sub-policy family (3 x 2, its default until #25's figures chose
+# RandAugment): what only sub-policies have (density matching's merged policy) is tested on it.
+SUBPOLICY_DIGITS = {"policy.family": "subpolicies", "policy.randaugment": None,
+                    "policy.sub_policies": 3, "policy.ops_per_sub_policy": 2,
+                    "policy.search_probability": True}
+
+
+def subpolicy_digits(**changes: Any) -> Space:
+    """The built-in digits space searched in sub-policies, with `changes` (`Space.replace`)."""
+    from spaces.schema import load_space
+
+    return load_space("digits").replace(**{**SUBPOLICY_DIGITS, **changes})
 
 
 @pytest.fixture(scope="session")

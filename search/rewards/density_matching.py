@@ -177,12 +177,17 @@ def merged_policy(space: Space, outcomes: list[Any]) -> Policy | None:
                                     "top_per_fold": spec.top, "folds": spec.folds})
 
 
+def merges(space: Space) -> bool:
+    """Whether the search proposes the merged policy (`final`, or its family's default)."""
+    return space.reward.matching().final_under(space.policy.family) == MERGED
+
+
 def proposal_of(space: Space, merged: Policy | None) -> Proposal | None:
     """The merged policy as the search's proposal, chosen under `final: merged`."""
     if merged is None:
         return None
     prov = merged.provenance
-    return Proposal(MERGED, merged, space.reward.matching().final == MERGED,
+    return Proposal(MERGED, merged, merges(space),
                     f"merged policy of trials {', '.join(prov['merged_from'])} (the top "
                     f"{prov['top_per_fold']} of each fold)")
 
@@ -209,7 +214,7 @@ def dry_run_lines(space: Space) -> list[str]:
     spec, d, c = space.reward.matching(), space.dataset, space.child
     held = spec.held_out_size(d.train_size)
     score = "accuracy" if spec.score == "accuracy" else "-NLL of the true class"
-    final = (f"merge of the top {spec.top} policies of each fold" if spec.final == MERGED
+    final = (f"merge of the top {spec.top} policies of each fold" if merges(space)
              else "the single best policy")
     return [
         f"  reward    density_matching (Fast AutoAugment): {score} of each fold model on its "
@@ -263,7 +268,7 @@ class DensityMatching(RewardKind):
         return dry_run_lines(space)
 
     def proposal_text(self, space: Space) -> str:
-        return "the merged policy" if space.reward.matching().final == MERGED else "the best trial"
+        return "the merged policy" if merges(space) else "the best trial"
 
     def params(self, space: Space) -> dict[str, Any]:
         return {f"density_{k}": v for k, v in space.reward.matching().model_dump().items()}

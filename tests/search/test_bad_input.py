@@ -29,7 +29,7 @@ from search.prepare.resume import RunRecord
 from search.run import main as search_main
 from spaces.policy import Op, Policy, SubPolicy, policy_to_dict, save_policy
 from spaces.schema import load_space
-from tests.conftest import python_path
+from tests.conftest import SUBPOLICY_DIGITS, python_path
 
 Setup = Callable[[Path], list[str]]
 
@@ -624,7 +624,9 @@ def test_the_dry_run_applies_the_flags_it_was_given(tmp_path: Path, capsys) -> N
 
 
 def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, capsys) -> None:
-    space = _density_space(tmp_path, folds=4, copies=3, top=2, score="nll")
+    space = space_file(tmp_path, **SUBPOLICY_DIGITS, **{
+        "reward.kind": "density_matching", "policy.batch_ops": {},
+        "reward.density": {"folds": 4, "copies": 3, "top": 2, "score": "nll"}})
     code = search_main(["--space", str(space), "--dry-run", "--output", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
@@ -640,6 +642,10 @@ def test_the_dry_run_shows_the_reward_kind_and_the_fold_plan(tmp_path: Path, cap
     assert "exported only if its margin over the base on the audit images has a simultaneous " \
            "95% interval (Bonferroni over 2; seeds and images counted) above 0, else the " \
            "base" in out
+    drawn = space_file(tmp_path, "drawn.yaml", **{  # digits' RandAugment: nothing to merge
+        "reward.kind": "density_matching", "policy.batch_ops": {}})
+    assert search_main(["--space", str(drawn), "--dry-run", "--output", str(tmp_path / "o")]) == 0
+    assert "final     the single best policy; audit accuracy" in capsys.readouterr().out
     assert search_main(["--dry-run", "--output", str(tmp_path / "out")]) == 0
     plain = capsys.readouterr().out
     assert "reward    child_training: mean val_accuracy" in plain and "folds " not in plain

@@ -16,7 +16,7 @@ from search.trials import cohorts as cohort
 from search.trials.cohorts import cohort_config
 from search.trials.config import TrialConfig, decode, encode
 from search.tune.searchers import _Cohorts
-from spaces.schema import load_space
+from tests.conftest import subpolicy_digits
 
 
 class _Recorder(Searcher):
@@ -161,7 +161,7 @@ def test_a_failed_member_is_its_own_outcome() -> None:
 
 
 def _cohort_space():
-    return load_space("digits").replace(**{
+    return subpolicy_digits(**{
         "dataset.train_size": 64, "dataset.val_pool_size": 100, "dataset.audit_size": 60,
         "child.epochs": 3, "child.batch_size": 16, "reward.last_epochs": 1,
         "reward.val_sample_size": 50})

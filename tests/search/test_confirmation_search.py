@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from search.api import search
-from spaces.schema import load_space
+from tests.conftest import subpolicy_digits
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_trials_share_common_seeds_and_the_same_policy_gives_the_same_reward(ray
                                                                             tmp_path: Path):
     """Every searched policy is the same here (one op, fixed probability): under common random
     numbers each trial trains it identically; all trials share the common seed."""
-    space = load_space("digits").replace(**{
+    space = subpolicy_digits(**{
         "policy.ops": ["Identity"], "policy.search_probability": False,
         "policy.batch_ops": {}, "search.confirm": 0})
     result = search(space, "tpe", smoke_test=True, trials=4, seed=3, output=tmp_path / "out",
@@ -186,7 +186,7 @@ def test_a_policy_that_truly_helps_beats_the_base_on_real_trainings(ray_session,
     """Real children, a real confirmation, an effect built into the data: the search's best
     (translations, or the TrivialAugment arm made of them) beats the base on the audit images
     with an interval that counts the seeds and the images, and is exported."""
-    space = load_space("digits").replace(**{
+    space = subpolicy_digits(**{
         "policy.ops": [{"name": "TranslateX", "magnitude": [0.6, 0.6]},
                        {"name": "TranslateY", "magnitude": [0.6, 0.6]}],
         "policy.sub_policies": 1, "policy.ops_per_sub_policy": 2,

@@ -23,14 +23,15 @@ from search.trials.references import BASE, policy_of
 from search.trials.seeds import trial_seeds
 from search.tune import TrialOutcome
 from spaces.policy import policy_from_dict
-from spaces.schema import Space, load_space
+from spaces.schema import Space
+from tests.conftest import subpolicy_digits
 
 KIND = get_reward_kind("density_matching")
 
 
 @pytest.fixture(scope="module")
 def space() -> Space:
-    return load_space("digits").replace(**{
+    return subpolicy_digits(**{
         "reward.kind": "density_matching", "policy.batch_ops": {},
         "reward.density": {"folds": 3, "top": 2}})
 

@@ -20,8 +20,8 @@ import yaml
 from mlflow import MlflowClient
 
 from search.api import search
-from spaces.schema import Space, load_space
-from tests.conftest import ROOT, python_path
+from spaces.schema import Space
+from tests.conftest import ROOT, python_path, subpolicy_digits
 from tests.search.test_search import _interrupt, _trial_reports
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ FOLDS = 3
 
 
 def dm_space(**density) -> Space:
-    return load_space("digits").replace(**{
+    return subpolicy_digits(**{
         "reward.kind": "density_matching", "policy.batch_ops": {},
         "reward.density": {"folds": FOLDS, "copies": 2, "top": 2, **density}})
 

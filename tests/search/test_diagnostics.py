@@ -17,7 +17,8 @@ import pytest
 
 from search.stages.diagnostics import completion_order, overfit_diagnostics, summary, write_plots
 from search.trials.compile import sample_configs
-from spaces.schema import Space, load_space
+from spaces.schema import Space
+from tests.conftest import subpolicy_digits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def space() -> Space:
-    return load_space("digits").replace(**{"child.epochs": 3, "reward.last_epochs": 1})
+    return subpolicy_digits(**{"child.epochs": 3, "reward.last_epochs": 1})
 
 
 def rows(space: Space, results: list[tuple[str, str, float, float]]) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import subpolicy_digits
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,9 +55,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     from search.stages.outputs import leaderboard_rows, write_outputs
     from search.tracking import Tracker
     from search.trials.compile import sample_configs
-    from spaces.schema import load_space
 
-    space = load_space("digits").replace(**{"child.epochs": 3, "reward.last_epochs": 1})
+    space = subpolicy_digits(**{"child.epochs": 3, "reward.last_epochs": 1})
     splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
     output = tmp_path_factory.mktemp("ui") / "digits-tpe-ui"
     tracker = Tracker.connect(None, None, space, output)
@@ -201,9 +202,8 @@ def test_tracker_logs_through_a_tracking_server(ui: str, tmp_path: Path) -> None
     from search.prepare.options import SearchOptions
     from search.tracking import Tracker
     from search.trials.compile import sample_configs
-    from spaces.schema import load_space
 
-    space = load_space("digits").replace(**{"child.epochs": 1, "reward.last_epochs": 1})
+    space = subpolicy_digits(**{"child.epochs": 1, "reward.last_epochs": 1})
     splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)
     tracker = Tracker.connect(ui, "via-server", space, tmp_path / "out")
     tracker.start(space, "random", SearchOptions(seed=0), splits, resume=False)

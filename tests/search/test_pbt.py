@@ -17,12 +17,12 @@ from search.trials.config import with_fields
 from search.trials.context import Checkpointed, TrialContext
 from search.trials.pbt import Explore, initial_population
 from search.trials.trial import run_trial
-from spaces.schema import load_space
+from tests.conftest import subpolicy_digits
 
 
 @pytest.fixture(scope="module")
 def space():
-    return load_space("digits").replace(**{"policy.probability": [0.2, 0.9]})
+    return subpolicy_digits(**{"policy.probability": [0.2, 0.9]})
 
 
 def _inside(space, config) -> list[str]:
@@ -93,7 +93,7 @@ def test_after_an_explore_the_reward_averages_only_the_new_policys_epochs(
     """A donor trains 3 epochs (its scored epochs marked with an impossible accuracy); a trial
     that exploits it resumes from its checkpoint under an explored policy: the reward it reports
     at epochs 4-6 averages only its own scored epochs since epoch 3, never the donor's."""
-    space = load_space("digits").replace(**{
+    space = subpolicy_digits(**{
         "child.epochs": 6, "dataset.train_size": 40, "reward.last_epochs": 2,
         "reward.eval_every": eval_every, "policy.batch_ops": {}})
     splits = make_splits(load_dataset(space.dataset), space.dataset, seed=0)

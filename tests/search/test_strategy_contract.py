@@ -30,7 +30,7 @@ from search.trials.config import TrialConfig, decode, dimensions
 from search.trials.context import Checkpointed, TrialContext
 from search.trials.references import policy_of
 from search.tune import Resources, TunePlan, load_checkpoint, report_epoch, run_search
-from spaces.schema import load_space
+from tests.conftest import subpolicy_digits
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
@@ -70,7 +70,7 @@ def objective(config: dict[str, Any], ctx: TrialContext, splits: Any) -> None:
 
 
 def contract_space():
-    space = load_space("digits")
+    space = subpolicy_digits()
     return space.replace(**{"child.epochs": EPOCHS, "reward.last_epochs": 1,
                             "policy.ops": ["Invert", "Equalize", "Rotate", "Cutout", "ShearX",
                                            "Identity"]})

@@ -26,7 +26,8 @@ from search.tracking import PARENT_FILE, Tracker
 from search.trials.compile import decode, sample_configs
 from search.tune import TrialOutcome
 from spaces.policy import flat_params, load_policy
-from spaces.schema import Space, load_space
+from spaces.schema import Space
+from tests.conftest import subpolicy_digits
 
 EPOCHS = 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +36,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def space() -> Space:
-    return load_space("digits").replace(**{"child.epochs": EPOCHS, "reward.last_epochs": 1})
+    return subpolicy_digits(**{"child.epochs": EPOCHS, "reward.last_epochs": 1})
 
 
 @pytest.fixture(scope="module")
@@ -512,8 +513,8 @@ def test_real_search_on_ray_is_recorded(ray_session: Any, tmp_path: Path) -> Non
         assert {"policy.json", "policy.yaml", "preview.png"} <= artifact_names(
             client, run.info.run_id)
         assert run.data.tags["stage"] == "search"
-        if "reference" not in run.data.tags:
-            assert "sp0.op0.name" in run.data.params
+        if "reference" not in run.data.tags:  # digits' RandAugment: N, M and p
+            assert {"draw.n", "draw.op5.name", "draw.op5.magnitude"} <= set(run.data.params)
     assert sorted(r.data.tags["reference"] for r in trials if "reference" in r.data.tags) == [
         "base", "trivialaugment"]
     best = next(r for r in trials if r.data.tags["trial_id"] == result.best_trial)

@@ -131,9 +131,12 @@ def test_bad_family_settings_are_refused_naming_the_key(what: str, data: dict,
         assert word in message, (what, message)
 
 
-def test_density_matching_cannot_merge_drawn_policies_but_can_pick_one() -> None:
+def test_density_matching_cannot_merge_drawn_policies_but_picks_one_by_default() -> None:
     data = _with("randaugment", batch_ops={})
     data["reward"]["kind"] = "density_matching"
+    space = parse_space(yaml.safe_dump(data), "mine.yaml")  # `final` left out: single here
+    assert space.reward.matching().final_under(space.policy.family) == "single"
+    data["reward"]["density"] = {"final": "merged"}
     assert "`reward.density.final: merged` concatenates" in _refused(data)
     data["reward"]["density"] = {"final": "single"}
     assert parse_space(yaml.safe_dump(data), "mine.yaml").policy.family == "randaugment"

@@ -189,7 +189,7 @@ def test_cli_dry_run_checks_the_data_and_summarises_without_starting_anything(
     out = proc.stdout
     assert "space digits" in out and "ops (17)" in out
     assert "50 train, 600 validation pool, 800 audit, 300 test images (checked)" in out
-    assert "dimensions 19" in out  # 6 slots x (op, magnitude, probability) + mixup
+    assert "dimensions 4" in out  # RandAugment's N, M, p + mixup
     assert out.count("\n  [") == 3
     assert list(tmp_path.iterdir()) == []  # no output directory, no MLflow store
     check = subprocess.run(
@@ -219,7 +219,9 @@ def _density(**density: object) -> dict:
 def test_density_matching_settings_default_and_validate() -> None:
     space = parse_space(yaml.safe_dump(_density()), "s.yaml")
     spec = space.reward.matching()
-    assert (spec.folds, spec.held_out_share(), spec.final) == (5, 0.2, "merged")
+    assert (spec.folds, spec.held_out_share(), spec.final) == (5, 0.2, None)
+    assert spec.final_under(space.policy.family) == "single"  # RandAugment draws ops per image
+    assert spec.final_under("subpolicies") == "merged"  # Fast AutoAugment's merge
     assert spec.held_out_size(space.dataset.train_size) == 10
     assert parse_space(yaml.safe_dump(space.model_dump(mode="json")), "again.yaml") == space
     child = load_space("digits")
