@@ -206,9 +206,11 @@ def run_density(space: Space, setup: Setup, seed: int, root: Path,
     """Density matching (Fast AutoAugment) at the same space and data: 8x TPE's trials, at most
     DENSITY_TRIALS, policies scored by fold models, unconfirmed, so that its two proposals (the
     best trial, `single`, and the merge of each fold's top policies, `merged`) are what the
-    evaluation measures."""
-    dm = space.replace(**{"reward.kind": "density_matching", "policy.batch_ops": {},
-                          "reward.density": {"final": "single"}})
+    evaluation measures. It searches sub-policies, Fast AutoAugment's own family (the merge
+    concatenates them), whatever the space's family."""
+    dm = with_family(space, "subpolicies").replace(**{
+        "reward.kind": "density_matching", "policy.batch_ops": {},
+        "reward.density": {"final": "single"}})
     trials = min(DENSITY_TRIALS, 8 * space.search.trials)
     return run_search(dm, setup, "tpe", seed, root / "dm", reuse, trials=trials, confirm=0,
                       label="dm")
