@@ -225,11 +225,13 @@ def verdict_line(space_name: str, child: Child, ev: Any) -> str:
     beats, not_below = verdict(ev)
     figures = ", ".join(f"vs {d.other} {ci_text(d.diff)}" for d in diffs)
     free = ", ".join(LABELS[other] for other in _free(ev))
+    second = (f"target (below none of the free baselines, {free}): "
+              f"**{'met' if not_below else 'NOT met'}**" if free else
+              "no free baseline trained (--free=)")
     return (f"- {space_name}, {child.model} w{child.width} ({child.epochs} epochs, "
             f"{ev.settings['train_images']:,} images, {diffs[0].diff.n} seeds): the found "
             f"policy is {verdict_text(diffs)}: {figures}. Target (≥ crop/flip with a paired CI "
-            f"above 0): **{'met' if beats else 'NOT met'}**; target (below none of the free "
-            f"baselines, {free}): **{'met' if not_below else 'NOT met'}**.")
+            f"above 0): **{'met' if beats else 'NOT met'}**; {second}.")
 
 
 def space_report(space_name: str, found: Found, profile: Profile, data: str | None,
@@ -257,9 +259,10 @@ def report(space_name: str, found: Found, profile: Profile, data: str | None, ro
     started = time.perf_counter()
     load = os.getloadavg()[0]
     flags = {"quick": " --quick", "gpu": " --gpu"}.get(profile.name, "")
-    flags += "".join(f" {a}" for a in sys.argv[1:] if a.startswith(("--models=", "--free=")))
+    flags += "".join(f" {a}" for a in sys.argv[1:]
+                     if a.startswith(("--models=", "--free=", "--epochs=")))
     flags += "".join(f" {a} {b}" for a, b in zip(sys.argv[1:], sys.argv[2:], strict=False)
-                     if a in ("--models", "--free"))
+                     if a in ("--models", "--free", "--epochs"))
     planned = len(profile.children[space_name])
 
     def text(body: list[str], verdicts: list[str]) -> str:
@@ -326,6 +329,15 @@ def keep_models(profile: Profile, models: list[str]) -> Profile:
     return replace(profile, children=children)
 
 
+def with_epochs(profile: Profile, epochs: int) -> Profile:
+    """The profile with every child trained `epochs` epochs, named apart (its own section)."""
+    from dataclasses import replace
+
+    children = {name: tuple(replace(c, epochs=epochs) for c in kids)
+                for name, kids in profile.children.items()}
+    return replace(profile, name=f"{profile.name}-{epochs}-epochs", children=children)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", default="cifar10,digits")
@@ -342,7 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", help="comma-separated child models to keep from the "
                                          "profile (default: all of its children)")
     parser.add_argument("--free", help=f"comma-separated free baselines to train beside "
-                                       f"crop/flip (default: all, {','.join(FREE)})")
+                                       f"crop/flip (default: all, {','.join(FREE)}; empty: none)")
+    parser.add_argument("--epochs", type=int, help="train every kept child this many epochs "
+                                                    "(a longer training where users train; its "
+                                                    "own section)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--gpu", action="store_true", help="the CUDA profile")
     group.add_argument("--quick", action="store_true", help="a toy budget; writes no section")
@@ -358,11 +373,14 @@ def main(argv: list[str] | None = None) -> None:
         profile = replace(profile, workers=args.workers)
     if args.models:
         profile = keep_models(profile, args.models.split(","))
-    if args.free:
-        unknown = sorted(set(args.free.split(",")) - set(FREE))
+    if args.epochs:
+        profile = with_epochs(profile, args.epochs)
+    if args.free is not None:  # --free= : crop/flip alone beside the found policy
+        names = [f for f in args.free.split(",") if f]
+        unknown = sorted(set(names) - set(FREE))
         if unknown:
             raise SystemExit(f"--free {args.free}: unknown {unknown}; choose from {FREE}")
-        profile = replace(profile, free=tuple(f for f in FREE if f in args.free.split(",")))
+        profile = replace(profile, free=tuple(f for f in FREE if f in names))
     spaces = [s for s in args.spaces.split(",") if s]
     given = parse_policies(args.policy, spaces)
     for name in spaces:
