@@ -288,8 +288,9 @@ def eval_lines(ev: Any, runs: list[SearchRun]) -> list[str]:
     lines += ["", "| found policy | vs | Δ test accuracy | paired 95% CI | seeds better |",
               "|---|---|---:|---:|---:|"]
     others = present(ev, ("none", CROPFLIP, *FREE))
-    for arm in (arm for r in runs for arm in r.policies):
-        for other in others:
+    found = [arm for r in runs for arm in r.policies]
+    for k, arm in enumerate(found):
+        for other in [*others, *found[k + 1:]]:  # the found policies against each other too
             d = difference(ev, arm, other)
             lines.append(f"| {arm} | {other} | {d.diff.mean:+.4f} | [{d.diff.ci_low:+.4f}, "
                          f"{d.diff.ci_high:+.4f}] | {d.wins}/{d.diff.n} |")
@@ -407,8 +408,10 @@ def report(setup: Setup, root: Path, quick: bool, reuse: bool = False,
     minutes = (time.perf_counter() - started) / 60
     label = "QUICK pipeline check (toy budget: figures say nothing about quality). " \
         if quick else ""
+    families = f" --families {','.join(setup.families)}" if setup.families else ""
     text = "\n".join([f"{label}`python bench/search_quality.py --spaces {setup.name}"
-                      f"{' --quick' if quick else ''}` — {machine()}; {minutes:.0f} min, load "
+                      f"{families}{' --quick' if quick else ''}` — {machine()}; {minutes:.0f} "
+                      f"min, load "
                       f"average {os.getloadavg()[0]:.1f} at the end.", "", *body])
     print(text)
     if not quick:
