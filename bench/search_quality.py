@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.free_baselines import CROPFLIP, FREE, baselines, difference, present  # noqa: E402
 from bench.quality_verdicts import agreement_lines, agreements, target_lines  # noqa: E402
 from bench.report import SHARED, machine, write_section  # noqa: E402
+from spaces.families import with_family  # noqa: E402
 from spaces.schema import Space, load_space  # noqa: E402
 
 SECTION = "Search quality: found policies against the free baselines"
@@ -312,20 +313,6 @@ def budget_line(space: Space, setup: Setup) -> str:
             f"{'; ' + '; '.join(others) if others else ''}; evaluation against "
             f"{setup.baselines.replace(',', ', ')}: {setup.eval_seeds} seeds per arm, trained "
             f"on the search's {d.train_size} training images, tested on the test set.")
-
-
-def with_family(space: Space, family: str) -> Space:
-    """The space searched in another policy family (its own family's section kept, the other
-    families' sections dropped; sub-policy settings at their defaults where they do not
-    apply)."""
-    if family == space.policy.family:
-        return space
-    changes: dict[str, Any] = {"policy.family": family, "policy.randaugment": None,
-                               "policy.trivialaugment": None}
-    if space.policy.family == "subpolicies":
-        changes.update({"policy.sub_policies": 5, "policy.ops_per_sub_policy": 2,
-                        "policy.search_probability": True, "policy.probability": [0.0, 1.0]})
-    return space.replace(**changes)
 
 
 def run_space(setup: Setup, root: Path, quick: bool, reuse: bool = False,

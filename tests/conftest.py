@@ -58,9 +58,10 @@ SUBPOLICY_DIGITS = {"policy.family": "subpolicies", "policy.randaugment": None,
 
 def subpolicy_digits(**changes: Any) -> Space:
     """The built-in digits space searched in sub-policies, with `changes` (`Space.replace`)."""
+    from spaces.families import with_family
     from spaces.schema import load_space
 
-    return load_space("digits").replace(**{**SUBPOLICY_DIGITS, **changes})
+    return with_family(load_space("digits"), "subpolicies", **{**SUBPOLICY_DIGITS, **changes})
 
 
 @pytest.fixture(scope="session")

@@ -271,7 +271,9 @@ class DensityMatching(RewardKind):
         return "the merged policy" if merges(space) else "the best trial"
 
     def params(self, space: Space) -> dict[str, Any]:
-        return {f"density_{k}": v for k, v in space.reward.matching().model_dump().items()}
+        spec = space.reward.matching()
+        resolved = spec.model_copy(update={"final": spec.final_under(space.policy.family)})
+        return {f"density_{k}": v for k, v in resolved.model_dump().items()}
 
     def accuracy_reward(self, space: Space) -> bool:
         return space.reward.matching().score == "accuracy"

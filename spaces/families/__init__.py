@@ -8,7 +8,7 @@ against this registry when a space is loaded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spaces.errors import SpaceError
 from spaces.families.base import Dim, Family
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from spaces.schema import Space
 
 __all__ = ["DEFAULT_FAMILY", "Dim", "Family", "family_names", "family_of", "get_family",
-           "register_family", "unregister_family"]
+           "register_family", "unregister_family", "with_family"]
 
 DEFAULT_FAMILY = SubPolicies.name
 _FAMILIES: dict[str, Family] = {f.name: f for f in (SubPolicies(), RandAugment(),
@@ -58,3 +58,17 @@ def get_family(name: str) -> Family:
 def family_of(space: Space) -> Family:
     """The family a space searches."""
     return get_family(space.policy.family)
+
+
+def with_family(space: Space, family: str, **changes: Any) -> Space:
+    """`space` searched in another policy family, with `changes` (`Space.replace` keys): the
+    other families' sections dropped, the sub-policy settings at their defaults when leaving
+    sub-policies (another family refuses them otherwise)."""
+    moved: dict[str, Any] = {}
+    if family != space.policy.family:
+        moved = {"policy.family": family, "policy.randaugment": None,
+                 "policy.trivialaugment": None}
+        if space.policy.family == DEFAULT_FAMILY:
+            moved.update({"policy.sub_policies": 5, "policy.ops_per_sub_policy": 2,
+                          "policy.search_probability": True, "policy.probability": [0.0, 1.0]})
+    return space.replace(**{**moved, **changes}) if moved or changes else space

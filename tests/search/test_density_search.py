@@ -114,6 +114,7 @@ def test_a_density_matching_search_writes_every_output(ray_session, tmp_path: Pa
     [parent] = stages["parent"]
     assert parent.data.params["reward_kind"] == "density_matching"
     assert parent.data.params["density_folds"] == str(FOLDS)
+    assert parent.data.params["density_final"] == "merged"  # resolved: sub-policies merge
 
 
 def _refuse(*args, **kwargs):

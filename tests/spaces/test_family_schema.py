@@ -177,3 +177,15 @@ def test_the_documented_spaces_and_policy_validate() -> None:
                                           for line in lines[at:at + 2]))
         data = family_yaml(name, switch[name], base="cifar10")
         assert parse_space(yaml.safe_dump(data), "cifar10").policy.family == name
+
+
+def test_with_family_moves_a_space_between_families_and_back() -> None:
+    from spaces.families import with_family
+
+    digits = load_space("digits")  # randaugment
+    sub = with_family(digits, "subpolicies", **{"policy.sub_policies": 3})
+    assert (sub.policy.family, sub.policy.sub_policies, sub.policy.randaugment) == (
+        "subpolicies", 3, None)
+    back = with_family(sub, "randaugment")  # the sub-policy keys return to their defaults
+    assert back.policy.family == "randaugment" and back.policy.sub_policies == 5
+    assert with_family(digits, "randaugment") is digits
